@@ -1,0 +1,132 @@
+/* Kafka producer and consumer on librdkafka. librdkafka runs its own
+ * threads; its events reach the loop through a queue wake-up fd
+ * (rd_kafka_queue_io_event_enable) watched by the loop, so every callback
+ * below runs on the loop thread and an idle handle costs no CPU. */
+#ifndef SLUICE_KAFKA_H
+#define SLUICE_KAFKA_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "sluice/loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sluice_header {
+    const char *name;
+    const void *value;      /* NULL: null header value */
+    size_t value_len;
+} sluice_header;
+
+/* ---- producer ---------------------------------------------------------- */
+typedef struct sluice_producer sluice_producer;
+
+typedef struct sluice_delivery {
+    int error;               /* 0: stored in Kafka */
+    const char *error_name;  /* librdkafka's name without leading '_', e.g. "MSG_TIMED_OUT" */
+    const char *error_text;  /* human readable */
+    const char *topic;
+    int32_t partition;
+    int64_t offset;          /* -1 if unknown */
+    int64_t timestamp_ms;
+} sluice_delivery;
+
+typedef struct sluice_producer_config {
+    /* librdkafka properties as NULL-terminated name, value pairs; passed
+     * through unchanged. Defaults the core sets unless given: acks=all,
+     * enable.idempotence=true, linger.ms=5. */
+    const char *const *props;
+    /* Delivery report for each message accepted by sluice_producer_send. */
+    void (*on_delivery)(void *ud, void *msg_opaque, const sluice_delivery *d);
+    /* Backpressure: called with 1 when messages in flight pass high_water,
+     * with 0 when they fall back to low_water. 0 for both: 100000/50000. */
+    void (*on_pressure)(void *ud, int high);
+    size_t high_water, low_water;
+    /* Errors not tied to one message (broker down…), for logging. */
+    void (*on_error)(void *ud, const char *name, const char *text, int fatal);
+    void *ud;
+} sluice_producer_config;
+
+typedef struct sluice_message {
+    const char *topic;
+    const void *key;   size_t key_len;     /* key NULL: no key */
+    const void *value; size_t value_len;   /* value NULL: tombstone */
+    const sluice_header *headers; size_t header_count;
+    int32_t partition;                     /* -1: partitioner decides */
+    int64_t timestamp_ms;                  /* 0: now */
+} sluice_message;
+
+int sluice_producer_new(sluice_loop *loop, const sluice_producer_config *cfg,
+                        sluice_producer **out, char *err, size_t errlen);
+/* Queue one message. 0: accepted, on_delivery will be called exactly once
+ * with msg_opaque. Otherwise an error code (SLUICE_EFULL when librdkafka's
+ * queue is full, SLUICE_EKAFKA with err text) and no delivery report. */
+int sluice_producer_send(sluice_producer *p, const sluice_message *m,
+                         void *msg_opaque, char *err, size_t errlen);
+size_t sluice_producer_in_flight(const sluice_producer *p);
+/* Wait up to timeout_ms for every in-flight message; delivery reports run
+ * on this thread meanwhile. Returns the number still in flight. */
+size_t sluice_producer_flush(sluice_producer *p, int timeout_ms);
+/* Messages still in flight are purged and reported failed (PURGE_QUEUE)
+ * before this returns. Call sluice_producer_flush first to avoid that. */
+void sluice_producer_free(sluice_producer *p);
+
+/* ---- consumer ---------------------------------------------------------- */
+typedef struct sluice_consumer sluice_consumer;
+
+typedef struct sluice_record {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    const void *key;   size_t key_len;     /* NULL if none */
+    const void *value; size_t value_len;   /* NULL if tombstone */
+    int64_t timestamp_ms;                  /* -1 if none */
+    const sluice_header *headers; size_t header_count;
+} sluice_record;
+
+typedef struct sluice_partition {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+} sluice_partition;
+
+enum sluice_offset_start {
+    SLUICE_FROM_COMMITTED = -1000,  /* committed offset, else auto.offset.reset */
+    SLUICE_FROM_EARLIEST = -2,      /* same values as RD_KAFKA_OFFSET_* */
+    SLUICE_FROM_LATEST = -1
+};
+
+typedef struct sluice_consumer_config {
+    const char *const *props;   /* NULL-terminated pairs; group.id required */
+    const char *const *topics;  /* NULL-terminated */
+    /* Where to start on each assigned partition: SLUICE_FROM_COMMITTED
+     * (the committed offset, else auto.offset.reset), SLUICE_FROM_EARLIEST,
+     * SLUICE_FROM_LATEST, or an absolute offset >= 0 applied on every
+     * assignment. Always set it: 0 means offset 0. */
+    int64_t start;
+    /* Called for each record. When it returns, the record's offset is
+     * stored and committed with the next auto-commit: at-least-once. */
+    void (*on_record)(void *ud, sluice_consumer *c, const sluice_record *r);
+    /* assigned 1: partitions were assigned (before any record of them);
+     * 0: revoked (after the last record of them). May be NULL. */
+    void (*on_rebalance)(void *ud, sluice_consumer *c, int assigned,
+                         const sluice_partition *parts, size_t n);
+    void (*on_error)(void *ud, const char *name, const char *text, int fatal);
+    void *ud;
+} sluice_consumer_config;
+
+int sluice_consumer_new(sluice_loop *loop, const sluice_consumer_config *cfg,
+                        sluice_consumer **out, char *err, size_t errlen);
+/* Pause or resume fetching on every assigned partition (and on partitions
+ * assigned later while paused). */
+int sluice_consumer_pause(sluice_consumer *c, int paused);
+/* Commit stored offsets now (async unless sync). */
+int sluice_consumer_commit(sluice_consumer *c, int sync, char *err, size_t errlen);
+/* Commit, leave the group, free. Blocks up to a few seconds. */
+void sluice_consumer_free(sluice_consumer *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
