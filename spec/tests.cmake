@@ -10,3 +10,63 @@ foreach(src ${SLUICE_C_TESTS})
   add_test(NAME core.${name} COMMAND ${name})
   set_tests_properties(core.${name} PROPERTIES TIMEOUT 120)
 endforeach()
+
+# ---- busted specs ---------------------------------------------------------
+# Unit specs (spec/unit) run under every Lua whose module was built; the
+# integration specs (spec/integration) start real gateways (sluice-lua5.4),
+# one ctest per spec file, and talk to them with the node clients in
+# spec/clients and kcat.
+find_program(BUSTED busted)
+# (semicolons escaped: ENVIRONMENT is itself a list)
+set(SLUICE_SPEC_LUA_PATH "${CMAKE_SOURCE_DIR}/scripts/?.lua\\;${CMAKE_SOURCE_DIR}/scripts/?/init.lua\\;${CMAKE_SOURCE_DIR}/spec/?.lua\\;\\;")
+
+if(NOT BUSTED)
+  message(STATUS "sluice: busted not found, Lua specs not registered")
+else()
+  file(GLOB SLUICE_UNIT_SPECS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/spec/unit/*_spec.lua)
+  if(SLUICE_UNIT_SPECS)
+    foreach(variant lua5.4 luajit)
+      if(NOT variant IN_LIST SLUICE_LUAS)
+        continue()
+      endif()
+      add_test(NAME unit.${variant}
+        COMMAND ${variant} ${BUSTED} -o TAP --pattern=_spec ${CMAKE_SOURCE_DIR}/spec/unit
+        WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+      set_tests_properties(unit.${variant} PROPERTIES TIMEOUT 180
+        ENVIRONMENT "LUA_PATH=${SLUICE_SPEC_LUA_PATH};LUA_CPATH=${CMAKE_BINARY_DIR}/lua/${variant}/?.so\\;\\;")
+    endforeach()
+  endif()
+
+  find_program(SLUICE_NODE node)
+  find_program(SLUICE_KCAT kcat)
+  file(GLOB SLUICE_INTEGRATION_SPECS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/spec/integration/*_spec.lua)
+  if(SLUICE_INTEGRATION_SPECS AND "lua5.4" IN_LIST SLUICE_LUAS)
+    if(NOT SLUICE_NODE OR NOT SLUICE_KCAT)
+      message(WARNING "sluice: node or kcat not found, integration specs not registered")
+    else()
+      set(gateways "lua5.4")
+      if("luajit" IN_LIST SLUICE_LUAS)
+        list(APPEND gateways luajit)
+      endif()
+      foreach(spec ${SLUICE_INTEGRATION_SPECS})
+        get_filename_component(name ${spec} NAME_WE)
+        string(REGEX REPLACE "_spec$" "" name ${name})
+        foreach(gw ${gateways})
+          # The LuaJIT gateway runs the main gateway spec only.
+          if(gw STREQUAL "luajit" AND NOT name STREQUAL "gateway")
+            continue()
+          endif()
+          set(test integration.${name})
+          if(gw STREQUAL "luajit")
+            set(test integration.${name}.luajit)
+          endif()
+          add_test(NAME ${test}
+            COMMAND lua5.4 ${BUSTED} -o TAP ${spec}
+            WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+          set_tests_properties(${test} PROPERTIES TIMEOUT 300
+            ENVIRONMENT "LUA_PATH=${SLUICE_SPEC_LUA_PATH};LUA_CPATH=${CMAKE_BINARY_DIR}/lua/lua5.4/?.so\\;\\;;SLUICE_BIN=${CMAKE_BINARY_DIR}/bin/sluice-${gw};SLUICE_ROOT=${CMAKE_SOURCE_DIR};SLUICE_CLIENTS=${CMAKE_SOURCE_DIR}/spec/clients;SLUICE_NODE=${SLUICE_NODE};SLUICE_KCAT=${SLUICE_KCAT}")
+        endforeach()
+      endforeach()
+    endif()
+  endif()
+endif()

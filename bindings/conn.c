@@ -1,0 +1,355 @@
+/* sluice.ws.conn: one WebSocket, server or client side. Fields (id, path,
+ * query_string, peer, headers, data, and whatever the Lua library adds)
+ * live in the userdata's user value table; methods in the metatable. */
+#include <string.h>
+
+#include "sluice_lua.h"
+#include "sluice/ws.h"
+
+typedef struct lua_conn {
+    sluice_conn *conn;               /* NULL once closed */
+    sluice_lua_conn_owner *owner;    /* handler refs: the server's, or own_owner */
+    sluice_lua_conn_owner own_owner; /* used by client connections */
+    int self_ref;                    /* anchors the userdata while open */
+} lua_conn;
+
+static const char handler_failed_frame[] = "{\"error\":\"handler failed\",\"code\":\"HANDLER\"}";
+
+static lua_conn *check_conn(lua_State *L)
+{
+    return luaL_checkudata(L, 1, SLUICE_CONN_MT);
+}
+
+static void add_header(void *ud, const char *name, const char *value)
+{
+    lua_State *L = ud;
+    lua_pushstring(L, value);
+    lua_setfield(L, -2, name);
+}
+
+/* Pushes a new userdata wrapping c, with its field table filled. */
+static lua_conn *push_conn(lua_State *L, sluice_lua_conn_owner *o, sluice_conn *c)
+{
+    lua_conn *lc = sluice_newuserdata(L, sizeof *lc);
+    memset(lc, 0, sizeof *lc);
+    lc->conn = c;
+    lc->owner = o;
+    lc->self_ref = LUA_NOREF;
+    luaL_getmetatable(L, SLUICE_CONN_MT);
+    lua_setmetatable(L, -2);
+    lua_createtable(L, 0, 8);
+    lua_pushnumber(L, (lua_Number)sluice_conn_id(c));
+    lua_setfield(L, -2, "id");
+    lua_pushstring(L, sluice_conn_path(c));
+    lua_setfield(L, -2, "path");
+    lua_pushstring(L, sluice_conn_query(c));
+    lua_setfield(L, -2, "query_string");
+    lua_pushstring(L, sluice_conn_peer(c) ? sluice_conn_peer(c) : "");
+    lua_setfield(L, -2, "peer");
+    lua_newtable(L);
+    sluice_conn_headers(c, add_header, L);
+    lua_setfield(L, -2, "headers");
+    lua_newtable(L);
+    lua_setfield(L, -2, "data");
+    sluice_setuservalue(L, -2);
+    lua_pushvalue(L, -1);
+    lc->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    sluice_conn_set_userdata(c, lc);
+    return lc;
+}
+
+void sluice_lua_conn_wrap(lua_State *L, sluice_lua_conn_owner *o, sluice_conn *c)
+{
+    push_conn(L, o, c);
+}
+
+static void conn_opened(void *ud, sluice_conn *c)
+{
+    sluice_lua_conn_owner *o = ud;
+    sluice_lua_loop *ctx = o->owner.ctx;
+    lua_State *L = ctx->L;
+    lua_conn *lc = sluice_conn_userdata(c);
+
+    if (o->closing_from_gc) return;
+    if (lc == NULL) lc = push_conn(L, o, c);      /* a server connection */
+    else lua_rawgeti(L, LUA_REGISTRYINDEX, lc->self_ref);
+    if (!sluice_lua_pushref(L, o->open_ref)) { lua_pop(L, 1); return; }
+    lua_insert(L, -2);
+    sluice_lua_call(ctx, 1, 0, "open handler");
+}
+
+static void conn_message(void *ud, sluice_conn *c, const char *data, size_t len, int binary)
+{
+    sluice_lua_conn_owner *o = ud;
+    sluice_lua_loop *ctx = o->owner.ctx;
+    lua_State *L = ctx->L;
+    lua_conn *lc = sluice_conn_userdata(c);
+
+    if (lc == NULL || o->closing_from_gc) return;
+    if (!sluice_lua_pushref(L, o->message_ref)) return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lc->self_ref);
+    lua_pushlstring(L, data, len);
+    lua_pushboolean(L, binary);
+    if (sluice_lua_call(ctx, 3, 0, "message handler") != 0 && lc->conn)
+        /* Tell the sender; the connection stays open. */
+        sluice_conn_send(lc->conn, handler_failed_frame, sizeof handler_failed_frame - 1, 0);
+}
+
+static void conn_closed(void *ud, sluice_conn *c, int code, const char *reason)
+{
+    sluice_lua_conn_owner *o = ud;
+    sluice_lua_loop *ctx = o->owner.ctx;
+    lua_State *L = ctx->L;
+    lua_conn *lc = sluice_conn_userdata(c);
+
+    if (lc == NULL) return;
+    sluice_conn_set_userdata(c, NULL);
+    lc->conn = NULL;
+    if (!o->closing_from_gc) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lc->self_ref);
+        if (sluice_lua_pushref(L, o->close_ref)) {
+            lua_insert(L, -2);
+            lua_pushinteger(L, code);
+            lua_pushstring(L, reason ? reason : "");
+            sluice_lua_call(ctx, 3, 0, "close handler");
+        } else lua_pop(L, 1);
+        sluice_lua_unref(L, &lc->self_ref);
+        if (lc->owner == &lc->own_owner)
+            sluice_lua_conn_owner_release(L, &lc->own_owner);
+    }
+}
+
+void sluice_lua_conn_handlers(sluice_conn_handlers *h)
+{
+    h->open = conn_opened;
+    h->message = conn_message;
+    h->close = conn_closed;
+}
+
+static int optional_function_ref(lua_State *L, int idx, const char *field)
+{
+    int ref = LUA_NOREF;
+    lua_getfield(L, idx, field);
+    if (lua_isnil(L, -1)) { lua_pop(L, 1); return ref; }
+    if (!lua_isfunction(L, -1))
+        luaL_error(L, "bad handler '%s' (function expected, got %s)", field, luaL_typename(L, -1));
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+void sluice_lua_conn_owner_init(lua_State *L, int idx, sluice_lua_conn_owner *o)
+{
+    o->open_ref = optional_function_ref(L, idx, "open");
+    o->message_ref = optional_function_ref(L, idx, "message");
+    o->close_ref = optional_function_ref(L, idx, "close");
+}
+
+void sluice_lua_conn_owner_release(lua_State *L, sluice_lua_conn_owner *o)
+{
+    sluice_lua_unref(L, &o->open_ref);
+    sluice_lua_unref(L, &o->message_ref);
+    sluice_lua_unref(L, &o->close_ref);
+    sluice_lua_disown(L, &o->owner);
+}
+
+/* conn:send(data [, binary]) → true | nil, err, code */
+static int conn_send(lua_State *L)
+{
+    lua_conn *lc = check_conn(L);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    int rc;
+    if (lc->conn == NULL) return sluice_lua_fail_core(L, SLUICE_ECLOSED, "connection is closed");
+    rc = sluice_conn_send(lc->conn, data, len, lua_toboolean(L, 3));
+    if (rc) return sluice_lua_fail_core(L, rc,
+        rc == SLUICE_EFULL ? "send queue full, connection closed with 1008" : NULL);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* conn:close([code [, reason]]) → true | nil, err, code */
+static int conn_close(lua_State *L)
+{
+    lua_conn *lc = check_conn(L);
+    int code = (int)luaL_optinteger(L, 2, 1000);
+    const char *reason = luaL_optstring(L, 3, "");
+    int rc;
+    luaL_argcheck(L, code == 1000 || (code >= 3000 && code <= 4999) ||
+                     (code >= 1001 && code <= 1014 && code != 1004 && code != 1005 && code != 1006),
+                  2, "not a close code a server may send");
+    luaL_argcheck(L, strlen(reason) <= 123, 3, "reason longer than 123 bytes");
+    if (lc->conn == NULL) return sluice_lua_fail_core(L, SLUICE_ECLOSED, "connection is closed");
+    rc = sluice_conn_close(lc->conn, code, reason);
+    if (rc) return sluice_lua_fail_core(L, rc, NULL);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int conn_is_open(lua_State *L)
+{
+    lua_conn *lc = check_conn(L);
+    lua_pushboolean(L, lc->conn != NULL && sluice_conn_is_open(lc->conn));
+    return 1;
+}
+
+static int conn_queued(lua_State *L)
+{
+    lua_conn *lc = check_conn(L);
+    lua_pushnumber(L, lc->conn ? (lua_Number)sluice_conn_queued_bytes(lc->conn) : 0);
+    return 1;
+}
+
+static int conn_pause(lua_State *L)
+{
+    lua_conn *lc = check_conn(L);
+    if (lc->conn) sluice_conn_pause_reading(lc->conn, lua_isnoneornil(L, 2) || lua_toboolean(L, 2));
+    return 0;
+}
+
+static int conn_resume(lua_State *L)
+{
+    lua_conn *lc = check_conn(L);
+    if (lc->conn) sluice_conn_pause_reading(lc->conn, 0);
+    return 0;
+}
+
+/* __index: methods first, then the field table. */
+static int conn_index(lua_State *L)
+{
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+    if (!lua_isnil(L, -1)) return 1;
+    lua_pop(L, 1);
+    sluice_getuservalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_rawget(L, -2);
+    return 1;
+}
+
+static int conn_newindex(lua_State *L)
+{
+    sluice_getuservalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
+    lua_rawset(L, -3);
+    return 0;
+}
+
+static int conn_tostring(lua_State *L)
+{
+    lua_conn *lc = check_conn(L);
+    sluice_getuservalue(L, 1);
+    lua_getfield(L, -1, "id");
+    lua_getfield(L, -2, "path");
+    lua_pushfstring(L, "%s %s %s (%s)", SLUICE_CONN_MT, lua_tostring(L, -2),
+                    lua_tostring(L, -1), lc->conn ? "open" : "closed");
+    return 1;
+}
+
+/* __gc: the core connection may outlive the userdata only at state close;
+ * detach so the core never calls back into freed memory. */
+static int conn_gc(lua_State *L)
+{
+    lua_conn *lc = check_conn(L);
+    if (lc->conn) {
+        sluice_conn_set_userdata(lc->conn, NULL);
+        sluice_conn_close(lc->conn, 1001, "going away");
+        lc->conn = NULL;
+    }
+    return 0;
+}
+
+/* core.connect(loop, url, handlers [, options]) → conn | nil, err, code */
+static int conn_connect(lua_State *L)
+{
+    const char *url = luaL_checkstring(L, 2);
+    sluice_client_config cfg;
+    sluice_conn_handlers h;
+    sluice_conn *c = NULL;
+    lua_conn *lc;
+    char err[256] = "";
+    int rc;
+
+    sluice_lua_checkloop(L, 1);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    memset(&cfg, 0, sizeof cfg);
+    if (!lua_isnoneornil(L, 4)) {
+        luaL_checktype(L, 4, LUA_TTABLE);
+        lua_getfield(L, 4, "max_message");
+        cfg.max_message = (size_t)luaL_optnumber(L, -1, 0);
+        lua_getfield(L, 4, "send_queue");
+        cfg.send_queue_max = (size_t)luaL_optnumber(L, -1, 0);
+        lua_getfield(L, 4, "protocol");
+        cfg.protocol = luaL_optstring(L, -1, NULL);
+        lua_getfield(L, 4, "headers");
+        cfg.headers = sluice_lua_string_pairs(L, lua_gettop(L), "headers");
+    }
+    /* The userdata exists before the connection, so nothing leaks if
+     * creating it raises. */
+    lc = sluice_newuserdata(L, sizeof *lc);
+    memset(lc, 0, sizeof *lc);
+    lc->self_ref = LUA_NOREF;
+    lc->owner = &lc->own_owner;
+    lc->own_owner.open_ref = lc->own_owner.message_ref = lc->own_owner.close_ref = LUA_NOREF;
+    lc->own_owner.owner.loop_ref = LUA_NOREF;
+    luaL_getmetatable(L, SLUICE_CONN_MT);
+    lua_setmetatable(L, -2);
+    sluice_lua_conn_owner_init(L, 3, &lc->own_owner);
+    sluice_lua_own(L, 1, &lc->own_owner.owner);
+    lc->own_owner.owner.ctx->L = L;
+
+    sluice_lua_conn_handlers(&h);
+    rc = sluice_client_connect(lc->own_owner.owner.ctx->loop, url, &cfg, &h, &lc->own_owner,
+                               &c, err, sizeof err);
+    if (rc) {
+        sluice_lua_conn_owner_release(L, &lc->own_owner);
+        return sluice_lua_fail_core(L, rc, err);
+    }
+    lc->conn = c;
+    lua_createtable(L, 0, 6);
+    lua_pushnumber(L, (lua_Number)sluice_conn_id(c));
+    lua_setfield(L, -2, "id");
+    lua_pushstring(L, sluice_conn_path(c));
+    lua_setfield(L, -2, "path");
+    lua_pushstring(L, sluice_conn_query(c));
+    lua_setfield(L, -2, "query_string");
+    lua_pushstring(L, url);
+    lua_setfield(L, -2, "url");
+    lua_newtable(L);
+    lua_setfield(L, -2, "headers");
+    lua_newtable(L);
+    lua_setfield(L, -2, "data");
+    sluice_setuservalue(L, -2);
+    lua_pushvalue(L, -1);
+    lc->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    sluice_conn_set_userdata(c, lc);
+    return 1;
+}
+
+void sluice_lua_open_conn(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        { "send", conn_send },
+        { "close", conn_close },
+        { "is_open", conn_is_open },
+        { "queued", conn_queued },
+        { "pause", conn_pause },
+        { "resume", conn_resume },
+        { NULL, NULL }
+    };
+    static const luaL_Reg meta[] = {
+        { "__newindex", conn_newindex },
+        { "__tostring", conn_tostring },
+        { "__gc", conn_gc },
+        { NULL, NULL }
+    };
+    luaL_newmetatable(L, SLUICE_CONN_MT);
+    sluice_setfuncs(L, meta);
+    sluice_newlib(L, methods);
+    lua_pushcclosure(L, conn_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushstring(L, SLUICE_CONN_MT);
+    lua_setfield(L, -2, "__name");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, conn_connect);
+    lua_setfield(L, -2, "connect");
+}

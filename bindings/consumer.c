@@ -1,0 +1,250 @@
+/* sluice.consumer: a Kafka group consumer calling a Lua function per
+ * record. The record's offset is stored when the function returns. */
+#include <string.h>
+
+#include "sluice_lua.h"
+#include "sluice/kafka.h"
+
+typedef struct lua_consumer {
+    sluice_consumer *consumer;   /* NULL once closed */
+    sluice_lua_owner owner;
+    int record_ref, rebalance_ref, error_ref;
+    int self_ref;                /* anchored while open: it has callbacks */
+    int closing_from_gc;
+    double consumed;
+} lua_consumer;
+
+static lua_consumer *check_consumer(lua_State *L)
+{
+    lua_consumer *c = luaL_checkudata(L, 1, SLUICE_CONSUMER_MT);
+    if (c->consumer == NULL) luaL_error(L, "attempt to use a closed %s", SLUICE_CONSUMER_MT);
+    c->owner.ctx->L = L;
+    return c;
+}
+
+static void push_bytes_or_nil(lua_State *L, const void *p, size_t len)
+{
+    if (p) lua_pushlstring(L, p, len);
+    else lua_pushnil(L);
+}
+
+static void on_record(void *ud, sluice_consumer *sc, const sluice_record *r)
+{
+    lua_consumer *c = ud;
+    sluice_lua_loop *ctx = c->owner.ctx;
+    lua_State *L = ctx->L;
+    (void)sc;
+    c->consumed++;
+    if (c->closing_from_gc || !sluice_lua_pushref(L, c->record_ref)) return;
+    lua_createtable(L, 0, 7);
+    lua_pushstring(L, r->topic);
+    lua_setfield(L, -2, "topic");
+    lua_pushinteger(L, r->partition);
+    lua_setfield(L, -2, "partition");
+    lua_pushnumber(L, (lua_Number)r->offset);
+    lua_setfield(L, -2, "offset");
+    push_bytes_or_nil(L, r->key, r->key_len);
+    lua_setfield(L, -2, "key");
+    push_bytes_or_nil(L, r->value, r->value_len);
+    lua_setfield(L, -2, "value");
+    lua_pushnumber(L, (lua_Number)r->timestamp_ms);
+    lua_setfield(L, -2, "timestamp");
+    lua_createtable(L, 0, (int)r->header_count);
+    for (size_t i = 0; i < r->header_count; i++) {
+        push_bytes_or_nil(L, r->headers[i].value, r->headers[i].value_len);
+        lua_setfield(L, -2, r->headers[i].name);
+    }
+    lua_setfield(L, -2, "headers");
+    sluice_lua_call(ctx, 1, 0, "consume handler");
+}
+
+static void on_rebalance(void *ud, sluice_consumer *sc, int assigned,
+                         const sluice_partition *parts, size_t n)
+{
+    lua_consumer *c = ud;
+    sluice_lua_loop *ctx = c->owner.ctx;
+    lua_State *L = ctx->L;
+    (void)sc;
+    if (c->closing_from_gc || !sluice_lua_pushref(L, c->rebalance_ref)) return;
+    lua_pushstring(L, assigned ? "assigned" : "revoked");
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_createtable(L, 0, 3);
+        lua_pushstring(L, parts[i].topic);
+        lua_setfield(L, -2, "topic");
+        lua_pushinteger(L, parts[i].partition);
+        lua_setfield(L, -2, "partition");
+        lua_pushnumber(L, (lua_Number)parts[i].offset);
+        lua_setfield(L, -2, "offset");
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    sluice_lua_call(ctx, 2, 0, "rebalance handler");
+}
+
+static void on_error(void *ud, const char *name, const char *text, int fatal)
+{
+    lua_consumer *c = ud;
+    sluice_lua_loop *ctx = c->owner.ctx;
+    if (c->closing_from_gc) return;
+    if (!sluice_lua_pushref(ctx->L, c->error_ref)) {
+        char line[512];
+        snprintf(line, sizeof line, "kafka consumer: %s: %s", name, text);
+        sluice_lua_log(ctx, fatal ? SLUICE_LOG_ERROR : SLUICE_LOG_WARN, line);
+        return;
+    }
+    lua_pushfstring(ctx->L, "%s: %s", name, text);
+    lua_pushboolean(ctx->L, fatal);
+    sluice_lua_call(ctx, 2, 0, "consumer error callback");
+}
+
+static int optional_ref(lua_State *L, int idx, const char *field, int required)
+{
+    lua_getfield(L, idx, field);
+    if (lua_isnil(L, -1) && !required) { lua_pop(L, 1); return LUA_NOREF; }
+    if (!lua_isfunction(L, -1))
+        luaL_error(L, "bad handler '%s' (function expected, got %s)", field, luaL_typename(L, -1));
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static void release(lua_State *L, lua_consumer *c)
+{
+    sluice_lua_unref(L, &c->record_ref);
+    sluice_lua_unref(L, &c->rebalance_ref);
+    sluice_lua_unref(L, &c->error_ref);
+    sluice_lua_unref(L, &c->self_ref);
+    sluice_lua_disown(L, &c->owner);
+}
+
+/* core.consumer(loop, { props = {...}, topics = {...}, start = n },
+ *               { record = fn(rec), rebalance = fn(event, parts), error = fn }) */
+static int consumer_new(lua_State *L)
+{
+    sluice_consumer_config cfg;
+    lua_consumer *c;
+    const char **topics;
+    size_t ntopics;
+    char err[512] = "";
+    int rc;
+
+    sluice_lua_checkloop(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_settop(L, 3);
+    memset(&cfg, 0, sizeof cfg);
+    lua_getfield(L, 2, "start");                       /* 4 */
+    cfg.start = (int64_t)luaL_optnumber(L, 4, SLUICE_FROM_COMMITTED);
+    lua_getfield(L, 2, "props");                       /* 5 */
+    cfg.props = sluice_lua_string_pairs(L, 5, "kafka properties");   /* 6 */
+    lua_getfield(L, 2, "topics");                      /* 7 */
+    luaL_argcheck(L, lua_istable(L, 7), 2, "'topics' must be a list of names");
+    ntopics = sluice_rawlen(L, 7);
+    luaL_argcheck(L, ntopics > 0, 2, "'topics' is empty");
+    topics = lua_newuserdata(L, (ntopics + 1) * sizeof *topics);    /* 8 */
+    for (size_t i = 0; i < ntopics; i++) {
+        lua_rawgeti(L, 7, (int)i + 1);
+        if (lua_type(L, -1) != LUA_TSTRING) luaL_argerror(L, 2, "topic names must be strings");
+        topics[i] = lua_tostring(L, -1);               /* anchored by the list */
+        lua_pop(L, 1);
+    }
+    topics[ntopics] = NULL;
+    cfg.topics = topics;
+
+    c = sluice_newuserdata(L, sizeof *c);
+    memset(c, 0, sizeof *c);
+    c->record_ref = c->rebalance_ref = c->error_ref = c->self_ref = LUA_NOREF;
+    c->owner.loop_ref = LUA_NOREF;
+    luaL_getmetatable(L, SLUICE_CONSUMER_MT);
+    lua_setmetatable(L, -2);
+    sluice_lua_own(L, 1, &c->owner);
+    c->owner.ctx->L = L;
+    c->record_ref = optional_ref(L, 3, "record", 1);
+    c->rebalance_ref = optional_ref(L, 3, "rebalance", 0);
+    c->error_ref = optional_ref(L, 3, "error", 0);
+    cfg.on_record = on_record;
+    cfg.on_rebalance = on_rebalance;
+    cfg.on_error = on_error;
+    cfg.ud = c;
+    rc = sluice_consumer_new(c->owner.ctx->loop, &cfg, &c->consumer, err, sizeof err);
+    if (rc) {
+        release(L, c);
+        return sluice_lua_fail_core(L, rc, err);
+    }
+    lua_pushvalue(L, -1);
+    c->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 1;
+}
+
+static int consumer_pause(lua_State *L)
+{
+    lua_consumer *c = check_consumer(L);
+    int rc = sluice_consumer_pause(c->consumer, 1);
+    if (rc) return sluice_lua_fail_core(L, rc, NULL);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int consumer_resume(lua_State *L)
+{
+    lua_consumer *c = check_consumer(L);
+    int rc = sluice_consumer_pause(c->consumer, 0);
+    if (rc) return sluice_lua_fail_core(L, rc, NULL);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int consumer_commit(lua_State *L)
+{
+    lua_consumer *c = check_consumer(L);
+    char err[256] = "";
+    int rc = sluice_consumer_commit(c->consumer, lua_toboolean(L, 2), err, sizeof err);
+    if (rc) return sluice_lua_fail_core(L, rc, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int consumer_consumed(lua_State *L)
+{
+    lua_consumer *c = luaL_checkudata(L, 1, SLUICE_CONSUMER_MT);
+    lua_pushnumber(L, c->consumed);
+    return 1;
+}
+
+/* close/__close commit and leave the group (revocation reaches Lua);
+ * __gc does the same without calling Lua. */
+static int consumer_close(lua_State *L)
+{
+    lua_consumer *c = luaL_checkudata(L, 1, SLUICE_CONSUMER_MT);
+    if (c->consumer == NULL) return 0;
+    c->owner.ctx->L = L;
+    sluice_consumer_free(c->consumer);
+    c->consumer = NULL;
+    release(L, c);
+    return 0;
+}
+
+static int consumer_gc(lua_State *L)
+{
+    lua_consumer *c = luaL_checkudata(L, 1, SLUICE_CONSUMER_MT);
+    c->closing_from_gc = 1;
+    return consumer_close(L);
+}
+
+void sluice_lua_open_consumer(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        { "pause", consumer_pause },
+        { "resume", consumer_resume },
+        { "commit", consumer_commit },
+        { "consumed", consumer_consumed },
+        { "close", consumer_close },
+        { NULL, NULL }
+    };
+    static const luaL_Reg meta[] = {
+        { "__gc", consumer_gc },
+        { "__close", consumer_close },
+        { NULL, NULL }
+    };
+    sluice_lua_newclass(L, SLUICE_CONSUMER_MT, methods, meta);
+    lua_pushcfunction(L, consumer_new);
+    lua_setfield(L, -2, "consumer");
+}

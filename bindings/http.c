@@ -1,0 +1,142 @@
+/* sluice.http.req: one HTTP request waiting for its response. Fields
+ * (method, path, query_string, peer, headers, body) live in the user value
+ * table; respond() sends the answer, once. */
+#include <string.h>
+
+#include "sluice_lua.h"
+#include "sluice/ws.h"
+
+typedef struct lua_http {
+    sluice_http_req *req;   /* NULL once answered or abandoned */
+    int self_ref;           /* anchors the userdata until then */
+} lua_http;
+
+static void add_header(void *ud, const char *name, const char *value)
+{
+    lua_State *L = ud;
+    lua_pushstring(L, value);
+    lua_setfield(L, -2, name);
+}
+
+void sluice_lua_http_wrap(lua_State *L, sluice_http_req *r)
+{
+    size_t body_len = 0;
+    const char *body = sluice_http_body(r, &body_len);
+    lua_http *h = sluice_newuserdata(L, sizeof *h);
+    h->req = r;
+    h->self_ref = LUA_NOREF;
+    luaL_getmetatable(L, SLUICE_HTTP_MT);
+    lua_setmetatable(L, -2);
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, sluice_http_method(r));
+    lua_setfield(L, -2, "method");
+    lua_pushstring(L, sluice_http_path(r));
+    lua_setfield(L, -2, "path");
+    lua_pushstring(L, sluice_http_query(r));
+    lua_setfield(L, -2, "query_string");
+    lua_pushstring(L, sluice_http_peer(r) ? sluice_http_peer(r) : "");
+    lua_setfield(L, -2, "peer");
+    lua_pushlstring(L, body ? body : "", body ? body_len : 0);
+    lua_setfield(L, -2, "body");
+    lua_newtable(L);
+    sluice_http_headers(r, add_header, L);
+    lua_setfield(L, -2, "headers");
+    sluice_setuservalue(L, -2);
+    lua_pushvalue(L, -1);
+    h->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    sluice_http_set_userdata(r, h);
+}
+
+/* The request is gone (answered or the client left): drop the anchor. */
+void sluice_lua_http_forget(sluice_http_req *r, lua_State *L)
+{
+    lua_http *h = sluice_http_userdata(r);
+    if (h == NULL) return;
+    sluice_http_set_userdata(r, NULL);
+    h->req = NULL;
+    if (L) sluice_lua_unref(L, &h->self_ref);
+}
+
+/* req:respond(status, content_type, body [, headers]) → true | nil, err, code */
+static int http_respond(lua_State *L)
+{
+    lua_http *h = luaL_checkudata(L, 1, SLUICE_HTTP_MT);
+    int status = (int)luaL_checkinteger(L, 2);
+    const char *ctype = luaL_optstring(L, 3, "text/plain; charset=utf-8");
+    size_t len = 0;
+    const char *body = luaL_optlstring(L, 4, "", &len);
+    const char **extra;
+    sluice_http_req *r;
+    int rc;
+
+    luaL_argcheck(L, status >= 100 && status <= 599, 2, "not an HTTP status");
+    extra = sluice_lua_string_pairs(L, 5, "headers");
+    if (h->req == NULL)
+        return sluice_lua_fail(L, "CLOSED", "request already answered or client gone");
+    r = h->req;
+    sluice_lua_http_forget(r, L);
+    rc = sluice_http_respond(r, status, ctype, body, len, extra);
+    if (rc) return sluice_lua_fail_core(L, rc, NULL);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int http_is_pending(lua_State *L)
+{
+    lua_http *h = luaL_checkudata(L, 1, SLUICE_HTTP_MT);
+    lua_pushboolean(L, h->req != NULL);
+    return 1;
+}
+
+static int http_index(lua_State *L)
+{
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+    if (!lua_isnil(L, -1)) return 1;
+    lua_pop(L, 1);
+    sluice_getuservalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_rawget(L, -2);
+    return 1;
+}
+
+static int http_newindex(lua_State *L)
+{
+    sluice_getuservalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
+    lua_rawset(L, -3);
+    return 0;
+}
+
+static int http_gc(lua_State *L)
+{
+    lua_http *h = luaL_checkudata(L, 1, SLUICE_HTTP_MT);
+    if (h->req) {
+        sluice_http_req *r = h->req;
+        sluice_http_set_userdata(r, NULL);
+        h->req = NULL;
+        sluice_http_respond(r, 503, "text/plain", "shutting down\n", 14, NULL);
+    }
+    return 0;
+}
+
+void sluice_lua_open_http(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        { "respond", http_respond },
+        { "is_pending", http_is_pending },
+        { NULL, NULL }
+    };
+    luaL_newmetatable(L, SLUICE_HTTP_MT);
+    lua_pushcfunction(L, http_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, http_gc);
+    lua_setfield(L, -2, "__gc");
+    sluice_newlib(L, methods);
+    lua_pushcclosure(L, http_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushstring(L, SLUICE_HTTP_MT);
+    lua_setfield(L, -2, "__name");
+    lua_pop(L, 1);
+}

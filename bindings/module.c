@@ -1,0 +1,213 @@
+/* luaopen_sluice_core and the helpers every binding file shares: the one
+ * protected-call helper through which every C→Lua call passes, error
+ * returns in the `nil, "CODE: message", "CODE"` convention, and logging. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sluice_lua.h"
+#include "sluice/error.h"
+#include "sluice/version.h"
+
+
+static const char *const level_names[] = { "error", "warn", "info", "debug" };
+
+void sluice_lua_log(sluice_lua_loop *ctx, int level, const char *msg)
+{
+    lua_State *L = ctx->L;
+    if (level > ctx->log_level) return;
+    if (level < 0) level = 0;
+    if (level > 3) level = 3;
+    if (L && ctx->log_ref != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->log_ref);
+        lua_pushstring(L, level_names[level]);
+        lua_pushstring(L, msg);
+        /* A failing logger must not recurse into logging. */
+        if (lua_pcall(L, 2, 0, 0) == 0) return;
+        fprintf(stderr, "sluice: log function failed: %s\n", lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    {
+        char stamp[32];
+        time_t now = time(NULL);
+        struct tm tm;
+        localtime_r(&now, &tm);
+        strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
+        fprintf(stderr, "%s sluice %s: %s\n", stamp, level_names[level], msg);
+    }
+}
+
+static int traceback_handler(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            return 1;
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    sluice_traceback(L, L, msg, 1);
+    return 1;
+}
+
+int sluice_lua_call(sluice_lua_loop *ctx, int nargs, int nresults, const char *what)
+{
+    lua_State *L = ctx->L;
+    int base = lua_gettop(L) - nargs;   /* index of the function */
+    int rc;
+
+    lua_pushcfunction(L, traceback_handler);
+    lua_insert(L, base);
+    rc = lua_pcall(L, nargs, nresults, base);
+    lua_remove(L, base);
+    if (rc != 0) {
+        const char *msg = lua_tostring(L, -1);
+        char line[4096];
+        ctx->handler_errors++;
+        snprintf(line, sizeof line, "%s failed: %s", what, msg ? msg : "(no message)");
+        lua_pop(L, 1);
+        sluice_lua_log(ctx, SLUICE_LOG_ERROR, line);
+    }
+    return rc;
+}
+
+int sluice_lua_pushref(lua_State *L, int ref)
+{
+    if (ref == LUA_NOREF || ref == LUA_REFNIL) return 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    return 1;
+}
+
+void sluice_lua_unref(lua_State *L, int *ref)
+{
+    if (*ref != LUA_NOREF && *ref != LUA_REFNIL)
+        luaL_unref(L, LUA_REGISTRYINDEX, *ref);
+    *ref = LUA_NOREF;
+}
+
+int sluice_lua_fail(lua_State *L, const char *code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", code, msg);
+    lua_pushstring(L, code);
+    return 3;
+}
+
+int sluice_lua_fail_core(lua_State *L, int code, const char *err)
+{
+    return sluice_lua_fail(L, sluice_error_name(code), "%s",
+                           err && *err ? err : sluice_error_text(code));
+}
+
+void sluice_lua_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
+                         const luaL_Reg *meta)
+{
+    luaL_newmetatable(L, name);
+    if (meta) sluice_setfuncs(L, meta);
+    if (methods) {
+        sluice_newlib(L, methods);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "__name");
+    lua_pop(L, 1);
+}
+
+const char **sluice_lua_string_pairs(lua_State *L, int idx, const char *argname)
+{
+    size_t count = 0, i = 0;
+    const char **pairs;
+
+    if (lua_isnoneornil(L, idx)) {
+        pairs = lua_newuserdata(L, sizeof *pairs);
+        pairs[0] = NULL;
+        return pairs;
+    }
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) { count++; lua_pop(L, 1); }
+    pairs = lua_newuserdata(L, (2 * count + 1) * sizeof *pairs);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        /* Keys and values are anchored by the table; tostring of numbers
+         * and booleans would create new strings, so only accept strings
+         * and convert numbers in place is not allowed: require strings. */
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "bad %s: keys must be strings", argname);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "bad %s: value of '%s' must be a string (got %s)", argname,
+                       lua_tostring(L, -2), luaL_typename(L, -1));
+        pairs[i++] = lua_tostring(L, -2);
+        pairs[i++] = lua_tostring(L, -1);
+        lua_pop(L, 1);
+    }
+    pairs[i] = NULL;
+    return pairs;
+}
+
+sluice_lua_loop *sluice_lua_checkloop(lua_State *L, int idx)
+{
+    sluice_lua_loop *ctx = luaL_checkudata(L, idx, SLUICE_LOOP_MT);
+    if (ctx->loop == NULL) luaL_error(L, "attempt to use a closed %s", SLUICE_LOOP_MT);
+    return ctx;
+}
+
+void sluice_lua_own(lua_State *L, int loop_idx, sluice_lua_owner *owner)
+{
+    owner->ctx = sluice_lua_checkloop(L, loop_idx);
+    lua_pushvalue(L, loop_idx);
+    owner->loop_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+void sluice_lua_disown(lua_State *L, sluice_lua_owner *owner)
+{
+    sluice_lua_unref(L, &owner->loop_ref);
+}
+
+static int getpid_lua(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)getpid());
+    return 1;
+}
+
+static int hostname_lua(lua_State *L)
+{
+    char name[256] = "";
+    gethostname(name, sizeof name - 1);
+    lua_pushstring(L, name);
+    return 1;
+}
+
+static int error_name(lua_State *L)
+{
+    lua_pushstring(L, sluice_error_name((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
+int luaopen_sluice_core(lua_State *L)
+{
+    static const luaL_Reg functions[] = {
+        { "error_name", error_name },
+        { "getpid", getpid_lua },
+        { "hostname", hostname_lua },
+        { NULL, NULL }
+    };
+    sluice_newlib(L, functions);
+    lua_pushstring(L, SLUICE_VERSION);
+    lua_setfield(L, -2, "version");
+    sluice_lua_open_loop(L);
+    sluice_lua_open_timer(L);
+    sluice_lua_open_conn(L);
+    sluice_lua_open_http(L);
+    sluice_lua_open_server(L);
+    sluice_lua_open_producer(L);
+    sluice_lua_open_consumer(L);
+    sluice_lua_open_broker(L);
+    return 1;
+}

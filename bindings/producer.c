@@ -1,0 +1,275 @@
+/* sluice.producer: a librdkafka producer. Each send may carry a Lua
+ * function called with the delivery report; it is held as a registry ref
+ * whose number travels through librdkafka as the message opaque. */
+#include <stdint.h>
+#include <string.h>
+
+#include "sluice_lua.h"
+#include "sluice/kafka.h"
+
+typedef struct lua_producer {
+    sluice_producer *producer;   /* NULL once closed */
+    sluice_lua_owner owner;
+    int pressure_ref, error_ref;
+    int closing_from_gc;
+    double sent, delivered, failed;
+} lua_producer;
+
+#define NO_CALLBACK ((void *)(intptr_t)LUA_NOREF)
+
+static lua_producer *check_producer(lua_State *L)
+{
+    lua_producer *p = luaL_checkudata(L, 1, SLUICE_PRODUCER_MT);
+    if (p->producer == NULL) luaL_error(L, "attempt to use a closed %s", SLUICE_PRODUCER_MT);
+    p->owner.ctx->L = L;
+    return p;
+}
+
+static void on_delivery(void *ud, void *opaque, const sluice_delivery *d)
+{
+    lua_producer *p = ud;
+    sluice_lua_loop *ctx = p->owner.ctx;
+    lua_State *L = ctx->L;
+    int ref = (int)(intptr_t)opaque;
+
+    if (d->error) p->failed++; else p->delivered++;
+    if (ref == LUA_NOREF || p->closing_from_gc) return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    if (d->error) lua_pushfstring(L, "%s: %s", d->error_name, d->error_text);
+    else lua_pushnil(L);
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, d->topic);
+    lua_setfield(L, -2, "topic");
+    lua_pushinteger(L, d->partition);
+    lua_setfield(L, -2, "partition");
+    lua_pushnumber(L, (lua_Number)d->offset);
+    lua_setfield(L, -2, "offset");
+    lua_pushnumber(L, (lua_Number)d->timestamp_ms);
+    lua_setfield(L, -2, "timestamp");
+    if (d->error) {
+        lua_pushstring(L, d->error_name);
+        lua_setfield(L, -2, "code");
+    }
+    sluice_lua_call(ctx, 2, 0, "delivery callback");
+}
+
+static void on_pressure(void *ud, int high)
+{
+    lua_producer *p = ud;
+    sluice_lua_loop *ctx = p->owner.ctx;
+    if (p->closing_from_gc || !sluice_lua_pushref(ctx->L, p->pressure_ref)) return;
+    lua_pushboolean(ctx->L, high);
+    sluice_lua_call(ctx, 1, 0, "pressure callback");
+}
+
+static void on_error(void *ud, const char *name, const char *text, int fatal)
+{
+    lua_producer *p = ud;
+    sluice_lua_loop *ctx = p->owner.ctx;
+    if (p->closing_from_gc) return;
+    if (!sluice_lua_pushref(ctx->L, p->error_ref)) {
+        char line[512];
+        snprintf(line, sizeof line, "kafka producer: %s: %s", name, text);
+        sluice_lua_log(ctx, fatal ? SLUICE_LOG_ERROR : SLUICE_LOG_WARN, line);
+        return;
+    }
+    lua_pushfstring(ctx->L, "%s: %s", name, text);
+    lua_pushboolean(ctx->L, fatal);
+    sluice_lua_call(ctx, 2, 0, "producer error callback");
+}
+
+static int optional_ref(lua_State *L, int idx, const char *field)
+{
+    if (lua_isnoneornil(L, idx)) return LUA_NOREF;
+    lua_getfield(L, idx, field);
+    if (lua_isnil(L, -1)) { lua_pop(L, 1); return LUA_NOREF; }
+    if (!lua_isfunction(L, -1))
+        luaL_error(L, "bad handler '%s' (function expected, got %s)", field, luaL_typename(L, -1));
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* core.producer(loop, { props = {...}, high_water =, low_water = },
+ *               { pressure = fn(high), error = fn(msg, fatal) }) */
+static int producer_new(lua_State *L)
+{
+    sluice_producer_config cfg;
+    lua_producer *p;
+    char err[512] = "";
+    int rc;
+
+    sluice_lua_checkloop(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+    lua_settop(L, 3);
+    memset(&cfg, 0, sizeof cfg);
+    lua_getfield(L, 2, "high_water");
+    cfg.high_water = (size_t)luaL_optnumber(L, -1, 0);
+    lua_getfield(L, 2, "low_water");
+    cfg.low_water = (size_t)luaL_optnumber(L, -1, 0);
+    lua_getfield(L, 2, "props");                      /* index 6 */
+    cfg.props = sluice_lua_string_pairs(L, 6, "kafka properties");
+
+    p = sluice_newuserdata(L, sizeof *p);
+    memset(p, 0, sizeof *p);
+    p->pressure_ref = p->error_ref = LUA_NOREF;
+    p->owner.loop_ref = LUA_NOREF;
+    luaL_getmetatable(L, SLUICE_PRODUCER_MT);
+    lua_setmetatable(L, -2);
+    sluice_lua_own(L, 1, &p->owner);
+    p->owner.ctx->L = L;
+    p->pressure_ref = optional_ref(L, 3, "pressure");
+    p->error_ref = optional_ref(L, 3, "error");
+    cfg.on_delivery = on_delivery;
+    cfg.on_pressure = on_pressure;
+    cfg.on_error = on_error;
+    cfg.ud = p;
+    rc = sluice_producer_new(p->owner.ctx->loop, &cfg, &p->producer, err, sizeof err);
+    if (rc) {
+        sluice_lua_unref(L, &p->pressure_ref);
+        sluice_lua_unref(L, &p->error_ref);
+        sluice_lua_disown(L, &p->owner);
+        return sluice_lua_fail_core(L, rc, err);
+    }
+    return 1;
+}
+
+/* Headers: { name = value } or { {name, value}, ... }. Pushes a userdata
+ * holding the array (anchoring it) and returns it. */
+static sluice_header *collect_headers(lua_State *L, int idx, size_t *count)
+{
+    size_t n = 0, i = 0;
+    sluice_header *hs;
+    *count = 0;
+    if (lua_isnoneornil(L, idx)) return NULL;
+    luaL_argcheck(L, lua_istable(L, idx), idx, "headers must be a table");
+    lua_pushnil(L);
+    while (lua_next(L, idx)) { n++; lua_pop(L, 1); }
+    hs = lua_newuserdata(L, (n ? n : 1) * sizeof *hs);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
+            hs[i].name = lua_tostring(L, -2);
+            hs[i].value = lua_tolstring(L, -1, &hs[i].value_len);
+        } else if (lua_type(L, -1) == LUA_TTABLE) {
+            /* {name, value}: both anchored by the inner table */
+            lua_rawgeti(L, -1, 1);
+            lua_rawgeti(L, -2, 2);
+            if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+                luaL_argerror(L, idx, "each header pair must be {name, value} strings");
+            hs[i].name = lua_tostring(L, -2);
+            hs[i].value = lua_tolstring(L, -1, &hs[i].value_len);
+            lua_pop(L, 2);
+        } else {
+            luaL_argerror(L, idx, "headers must map strings to strings");
+        }
+        i++;
+        lua_pop(L, 1);
+    }
+    *count = i;
+    return hs;
+}
+
+/* producer:send(topic, key, value, headers, partition, timestamp, callback)
+ * → true | nil, err, code */
+static int producer_send(lua_State *L)
+{
+    lua_producer *p = check_producer(L);
+    sluice_message m;
+    char err[512] = "";
+    int rc, ref = LUA_NOREF;
+
+    memset(&m, 0, sizeof m);
+    m.topic = luaL_checkstring(L, 2);
+    if (!lua_isnoneornil(L, 3)) m.key = luaL_checklstring(L, 3, &m.key_len);
+    if (!lua_isnoneornil(L, 4)) m.value = luaL_checklstring(L, 4, &m.value_len);
+    m.partition = (int32_t)luaL_optinteger(L, 6, -1);
+    m.timestamp_ms = (int64_t)luaL_optnumber(L, 7, 0);
+    if (!lua_isnoneornil(L, 8)) luaL_checktype(L, 8, LUA_TFUNCTION);
+    lua_settop(L, 8);
+    m.headers = collect_headers(L, 5, &m.header_count);
+    if (!lua_isnil(L, 8)) {
+        lua_pushvalue(L, 8);
+        ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    rc = sluice_producer_send(p->producer, &m, (void *)(intptr_t)ref, err, sizeof err);
+    if (rc) {
+        if (ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        return sluice_lua_fail_core(L, rc, err);
+    }
+    p->sent++;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int producer_in_flight(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)sluice_producer_in_flight(check_producer(L)->producer));
+    return 1;
+}
+
+/* producer:flush([timeout_ms]) → number still in flight */
+static int producer_flush(lua_State *L)
+{
+    lua_producer *p = check_producer(L);
+    int ms = (int)luaL_optinteger(L, 2, 10000);
+    lua_pushnumber(L, (lua_Number)sluice_producer_flush(p->producer, ms));
+    return 1;
+}
+
+static int producer_stats(lua_State *L)
+{
+    lua_producer *p = check_producer(L);
+    lua_createtable(L, 0, 4);
+    lua_pushnumber(L, p->sent);
+    lua_setfield(L, -2, "produced");
+    lua_pushnumber(L, p->delivered);
+    lua_setfield(L, -2, "delivered");
+    lua_pushnumber(L, p->failed);
+    lua_setfield(L, -2, "delivery_failed");
+    lua_pushnumber(L, (lua_Number)sluice_producer_in_flight(p->producer));
+    lua_setfield(L, -2, "in_flight");
+    return 1;
+}
+
+/* close/__close: messages still in flight are reported failed to their
+ * callbacks (flush first to avoid that). __gc: the same without Lua. */
+static int producer_close(lua_State *L)
+{
+    lua_producer *p = luaL_checkudata(L, 1, SLUICE_PRODUCER_MT);
+    if (p->producer == NULL) return 0;
+    p->owner.ctx->L = L;
+    sluice_producer_free(p->producer);
+    p->producer = NULL;
+    sluice_lua_unref(L, &p->pressure_ref);
+    sluice_lua_unref(L, &p->error_ref);
+    sluice_lua_disown(L, &p->owner);
+    return 0;
+}
+
+static int producer_gc(lua_State *L)
+{
+    lua_producer *p = luaL_checkudata(L, 1, SLUICE_PRODUCER_MT);
+    p->closing_from_gc = 1;
+    return producer_close(L);
+}
+
+void sluice_lua_open_producer(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        { "send", producer_send },
+        { "in_flight", producer_in_flight },
+        { "flush", producer_flush },
+        { "stats", producer_stats },
+        { "close", producer_close },
+        { NULL, NULL }
+    };
+    static const luaL_Reg meta[] = {
+        { "__gc", producer_gc },
+        { "__close", producer_close },
+        { NULL, NULL }
+    };
+    sluice_lua_newclass(L, SLUICE_PRODUCER_MT, methods, meta);
+    lua_pushcfunction(L, producer_new);
+    lua_setfield(L, -2, "producer");
+}

@@ -1,0 +1,38 @@
+/* Names and descriptions of the core's error codes. */
+#include "sluice/error.h"
+
+const char *sluice_error_name(int code)
+{
+    switch (code) {
+    case SLUICE_OK:         return "OK";
+    case SLUICE_EINVAL:     return "INVAL";
+    case SLUICE_ENOMEM:     return "NOMEM";
+    case SLUICE_ECLOSED:    return "CLOSED";
+    case SLUICE_EFULL:      return "FULL";
+    case SLUICE_ETOOBIG:    return "TOOBIG";
+    case SLUICE_EADDRINUSE: return "ADDRINUSE";
+    case SLUICE_EKAFKA:     return "KAFKA";
+    case SLUICE_ECONNECT:   return "CONNECT";
+    case SLUICE_EIO:        return "IO";
+    case SLUICE_ESTATE:     return "STATE";
+    default:                return "UNKNOWN";
+    }
+}
+
+const char *sluice_error_text(int code)
+{
+    switch (code) {
+    case SLUICE_OK:         return "no error";
+    case SLUICE_EINVAL:     return "invalid argument";
+    case SLUICE_ENOMEM:     return "out of memory";
+    case SLUICE_ECLOSED:    return "connection is closed";
+    case SLUICE_EFULL:      return "queue is full";
+    case SLUICE_ETOOBIG:    return "message too big";
+    case SLUICE_EADDRINUSE: return "address already in use";
+    case SLUICE_EKAFKA:     return "kafka error";
+    case SLUICE_ECONNECT:   return "connection failed";
+    case SLUICE_EIO:        return "system error";
+    case SLUICE_ESTATE:     return "not valid in the current state";
+    default:                return "unknown error";
+    }
+}

@@ -1,0 +1,309 @@
+/* Kafka group consumer: records, rebalances and errors are served on the
+ * loop thread when the consumer queue's wake-up fd becomes readable. Each
+ * record's offset is stored after its handler returns and committed by
+ * auto-commit: at-least-once. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/kafka.h"
+#include "kafka_internal.h"
+
+struct sluice_consumer {
+    sluice_kq kq;               /* first: the rd_kafka_t opaque points here */
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *queue;
+    sluice_consumer_config cfg;
+    int paused;
+    int closing;                /* free has begun: no more records */
+    int dispatching;            /* inside consumer_serve */
+    int free_pending;           /* free was called from a callback */
+    sluice_header *headers;     /* reused for each record's headers */
+    size_t headers_cap;
+};
+
+static void consumer_report(sluice_consumer *c, rd_kafka_resp_err_t e,
+                            const char *text, int fatal) {
+    if (c->cfg.on_error)
+        c->cfg.on_error(c->cfg.ud, sluice_kafka_err_name(e), text, fatal);
+    else
+        sluice_loop_log(c->kq.loop, fatal ? SLUICE_LOG_ERROR : SLUICE_LOG_WARN,
+                        "kafka consumer: %s: %s", sluice_kafka_err_name(e), text);
+}
+
+static void consumer_error_cb(rd_kafka_t *rk, int e, const char *reason, void *opaque) {
+    sluice_consumer *c = opaque;
+    char fatal_reason[512];
+    if (e == RD_KAFKA_RESP_ERR__FATAL) {
+        e = rd_kafka_fatal_error(rk, fatal_reason, sizeof fatal_reason);
+        consumer_report(c, e, fatal_reason, 1);
+        return;
+    }
+    consumer_report(c, e, reason, 0);
+}
+
+/* Calls on_rebalance with a plain copy of librdkafka's list. */
+static void consumer_tell_rebalance(sluice_consumer *c, int assigned,
+                                    const rd_kafka_topic_partition_list_t *parts) {
+    if (!c->cfg.on_rebalance) return;
+    size_t n = parts ? (size_t)parts->cnt : 0;
+    sluice_partition *list = calloc(n ? n : 1, sizeof *list);
+    if (!list) return;
+    for (size_t i = 0; i < n; i++) {
+        list[i].topic = parts->elems[i].topic;
+        list[i].partition = parts->elems[i].partition;
+        list[i].offset = parts->elems[i].offset;
+    }
+    c->cfg.on_rebalance(c->cfg.ud, c, assigned, list, n);
+    free(list);
+}
+
+static void consumer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
+                                  rd_kafka_topic_partition_list_t *parts, void *opaque) {
+    sluice_consumer *c = opaque;
+    const char *protocol = rd_kafka_rebalance_protocol(rk);
+    int cooperative = protocol && strcmp(protocol, "COOPERATIVE") == 0;
+    fprintf(stderr, "TMPDEBUG protocol %s e=%d\n", protocol ? protocol : "null", e);
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t assign_err = 0;
+
+    if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        if (c->cfg.start != SLUICE_FROM_COMMITTED)
+            for (int i = 0; i < parts->cnt; i++)
+                parts->elems[i].offset = c->cfg.start;
+        consumer_tell_rebalance(c, 1, parts);
+        if (cooperative) error = rd_kafka_incremental_assign(rk, parts);
+        else assign_err = rd_kafka_assign(rk, parts);
+        /* Partitions assigned while paused stay paused. */
+        if (c->paused) rd_kafka_pause_partitions(rk, parts);
+    } else if (e == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        consumer_tell_rebalance(c, 0, parts);
+        if (cooperative) error = rd_kafka_incremental_unassign(rk, parts);
+        else assign_err = rd_kafka_assign(rk, NULL);
+    } else {
+        consumer_report(c, e, rd_kafka_err2str(e), 0);
+        assign_err = rd_kafka_assign(rk, NULL);
+    }
+    if (error) {
+        consumer_report(c, rd_kafka_error_code(error), rd_kafka_error_string(error), 0);
+        rd_kafka_error_destroy(error);
+    } else if (assign_err) {
+        consumer_report(c, assign_err, rd_kafka_err2str(assign_err), 0);
+    }
+}
+
+static int consumer_collect_headers(sluice_consumer *c, const rd_kafka_message_t *m,
+                                    size_t *count) {
+    rd_kafka_headers_t *hdrs;
+    *count = 0;
+    if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return 0;
+    size_t n = rd_kafka_header_cnt(hdrs);
+    if (n > c->headers_cap) {
+        sluice_header *grown = realloc(c->headers, n * sizeof *grown);
+        if (!grown) return SLUICE_ENOMEM;
+        c->headers = grown;
+        c->headers_cap = n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *name;
+        const void *value;
+        size_t size;
+        if (rd_kafka_header_get_all(hdrs, i, &name, &value, &size) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            break;
+        c->headers[i].name = name;
+        c->headers[i].value = value;
+        c->headers[i].value_len = value ? size : 0;
+        *count = i + 1;
+    }
+    return 0;
+}
+
+static void consumer_handle_message(sluice_consumer *c, rd_kafka_message_t *m) {
+    if (m->err) {
+        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            consumer_report(c, m->err, rd_kafka_message_errstr(m), 0);
+        return;
+    }
+    sluice_record r;
+    rd_kafka_timestamp_type_t tstype;
+    size_t header_count = 0;
+    consumer_collect_headers(c, m, &header_count);
+    r.topic = rd_kafka_topic_name(m->rkt);
+    r.partition = m->partition;
+    r.offset = m->offset;
+    r.key = m->key;
+    r.key_len = m->key ? m->key_len : 0;
+    r.value = m->payload;
+    r.value_len = m->payload ? m->len : 0;
+    r.timestamp_ms = rd_kafka_message_timestamp(m, &tstype);
+    r.headers = header_count ? c->headers : NULL;
+    r.header_count = header_count;
+    if (c->cfg.on_record) c->cfg.on_record(c->cfg.ud, c, &r);
+    /* Processed: its offset may now be committed. Fails harmlessly with
+     * _STATE if the partition was revoked meanwhile. */
+    rd_kafka_offset_store(m->rkt, m->partition, m->offset);
+}
+
+static void consumer_destroy(sluice_consumer *c);
+
+static int consumer_serve(void *ud, int budget) {
+    sluice_consumer *c = ud;
+    int more = 1;
+    c->dispatching = 1;
+    for (int i = 0; i < budget && !c->closing; i++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 0);
+        if (!m) { more = 0; break; }
+        consumer_handle_message(c, m);
+        rd_kafka_message_destroy(m);
+    }
+    c->dispatching = 0;
+    if (c->free_pending) {
+        /* A handler freed the consumer: do it now that librdkafka is not
+         * inside a poll call. Its callbacks are no longer wanted. */
+        c->cfg.on_record = NULL;
+        c->cfg.on_rebalance = NULL;
+        c->cfg.on_error = NULL;
+        consumer_destroy(c);
+        return 0;
+    }
+    return more;
+}
+
+static int consumer_conf(const sluice_consumer_config *cfg, rd_kafka_conf_t *conf,
+                         char *err, size_t errlen) {
+    char why[512];
+    static const char *const defaults[] = {
+        "enable.auto.commit", "true",
+        "enable.auto.offset.store", "false",
+        NULL
+    };
+    for (size_t i = 0; defaults[i]; i += 2)
+        if (rd_kafka_conf_set(conf, defaults[i], defaults[i + 1], why, sizeof why) != RD_KAFKA_CONF_OK) {
+            sluice_kafka_errf(err, errlen, "%s", why);
+            return SLUICE_EINVAL;
+        }
+    int rc = sluice_kafka_conf_log(conf, err, errlen);
+    if (!rc) rc = sluice_kafka_conf_apply(conf, cfg->props, err, errlen);
+    return rc;
+}
+
+static int consumer_subscribe(sluice_consumer *c, char *err, size_t errlen) {
+    size_t n = 0;
+    while (c->cfg.topics[n]) n++;
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new((int)n);
+    for (size_t i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(topics, c->cfg.topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(c->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (e) {
+        sluice_kafka_errf(err, errlen, "subscribe: %s", rd_kafka_err2str(e));
+        return SLUICE_EKAFKA;
+    }
+    return 0;
+}
+
+int sluice_consumer_new(sluice_loop *loop, const sluice_consumer_config *cfg,
+                        sluice_consumer **out, char *err, size_t errlen) {
+    char why[512];
+    *out = NULL;
+    if (!loop || !cfg || !cfg->topics || !cfg->topics[0]) {
+        sluice_kafka_errf(err, errlen, "consumer: loop, config and at least one topic are required");
+        return SLUICE_EINVAL;
+    }
+    if (!sluice_kafka_prop(cfg->props, "group.id")) {
+        sluice_kafka_errf(err, errlen, "consumer: group.id is required");
+        return SLUICE_EINVAL;
+    }
+    sluice_consumer *c = calloc(1, sizeof *c);
+    if (!c) return SLUICE_ENOMEM;
+    c->cfg = *cfg;
+    c->kq.loop = loop;
+    c->kq.efd = -1;
+
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    int rc = consumer_conf(cfg, conf, err, errlen);
+    if (rc) {
+        rd_kafka_conf_destroy(conf);
+        free(c);
+        return rc;
+    }
+    rd_kafka_conf_set_opaque(conf, c);
+    rd_kafka_conf_set_rebalance_cb(conf, consumer_rebalance_cb);
+    rd_kafka_conf_set_error_cb(conf, consumer_error_cb);
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
+    if (!c->rk) {
+        rd_kafka_conf_destroy(conf);
+        sluice_kafka_errf(err, errlen, "%s", why);
+        free(c);
+        return SLUICE_EKAFKA;
+    }
+    /* Everything (logs, errors, rebalances, records) through one queue. */
+    rd_kafka_poll_set_consumer(c->rk);
+    sluice_kafka_log_to_main_queue(c->rk);
+    c->queue = rd_kafka_queue_get_consumer(c->rk);
+    rc = sluice_kq_open(&c->kq, loop, c->queue, consumer_serve, c, err, errlen);
+    if (!rc) rc = consumer_subscribe(c, err, errlen);
+    if (rc) {
+        sluice_kq_close(&c->kq);
+        rd_kafka_queue_destroy(c->queue);
+        rd_kafka_consumer_close(c->rk);
+        rd_kafka_destroy(c->rk);
+        free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+int sluice_consumer_pause(sluice_consumer *c, int paused) {
+    if (!c) return SLUICE_EINVAL;
+    if (c->closing) return SLUICE_ECLOSED;
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    c->paused = paused ? 1 : 0;
+    if (rd_kafka_assignment(c->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return SLUICE_EKAFKA;
+    if (parts->cnt) {
+        if (c->paused) rd_kafka_pause_partitions(c->rk, parts);
+        else rd_kafka_resume_partitions(c->rk, parts);
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    return 0;
+}
+
+int sluice_consumer_commit(sluice_consumer *c, int sync, char *err, size_t errlen) {
+    if (!c) return SLUICE_EINVAL;
+    if (c->closing) return SLUICE_ECLOSED;
+    rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, NULL, sync ? 0 : 1);
+    /* Nothing stored since the last commit is not a failure. */
+    if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        sluice_kafka_errf(err, errlen, "%s: %s", sluice_kafka_err_name(e), rd_kafka_err2str(e));
+        return SLUICE_EKAFKA;
+    }
+    return 0;
+}
+
+unsigned long sluice_consumer_wakeups(const struct sluice_consumer *c) {
+    return c ? c->kq.wakeups : 0;
+}
+
+void sluice_consumer_free(sluice_consumer *c) {
+    if (!c) return;
+    c->closing = 1;
+    if (c->dispatching) {   /* called from a callback: finish after it */
+        c->free_pending = 1;
+        return;
+    }
+    consumer_destroy(c);
+}
+
+static void consumer_destroy(sluice_consumer *c) {
+    sluice_kq_close(&c->kq);
+    /* Commits stored offsets and leaves the group; the revoke reaches
+     * on_rebalance from inside this call. */
+    rd_kafka_consumer_close(c->rk);
+    rd_kafka_queue_destroy(c->queue);
+    rd_kafka_destroy(c->rk);
+    free(c->headers);
+    free(c);
+}

@@ -1,0 +1,61 @@
+/* Shared plumbing of the Kafka handles (producer, consumer, embedded
+ * broker): a librdkafka queue whose wake-up fd is watched by the loop, and
+ * property helpers. Not a public header. */
+#ifndef SLUICE_KAFKA_INTERNAL_H
+#define SLUICE_KAFKA_INTERNAL_H
+
+#include <stddef.h>
+#include <librdkafka/rdkafka.h>
+#include "sluice/loop.h"
+
+/* Events drained per wake-up before the loop gets to serve others. */
+#define SLUICE_KQ_BUDGET 1000
+
+/* A librdkafka queue wired to the loop: librdkafka writes to an eventfd
+ * when the queue turns non-empty; the loop calls `serve` on its thread. */
+typedef struct sluice_kq {
+    sluice_loop *loop;
+    rd_kafka_queue_t *queue;   /* borrowed: the owner destroys it */
+    int efd;
+    sluice_watch *watch;
+    /* Serve at most `budget` events; return 1 if events may remain. */
+    int (*serve)(void *ud, int budget);
+    void *ud;
+    unsigned long wakeups;     /* watch callbacks so far (tests, metrics) */
+} sluice_kq;
+
+int sluice_kq_open(sluice_kq *kq, sluice_loop *loop, rd_kafka_queue_t *queue,
+                   int (*serve)(void *ud, int budget), void *ud,
+                   char *err, size_t errlen);
+/* Make the loop call serve again soon (e.g. when a budget ran out). */
+void sluice_kq_kick(sluice_kq *kq);
+/* Stops the wake-ups and the watch; does not destroy the queue. */
+void sluice_kq_close(sluice_kq *kq);
+
+/* Applies NULL-terminated name/value pairs with rd_kafka_conf_set.
+ * Returns 0, or SLUICE_EINVAL with librdkafka's message in err. */
+int sluice_kafka_conf_apply(rd_kafka_conf_t *conf, const char *const *props,
+                            char *err, size_t errlen);
+/* The value the pairs give to name (the last one wins), or NULL. */
+const char *sluice_kafka_prop(const char *const *props, const char *name);
+/* librdkafka's error name without its leading '_' (e.g. "MSG_TIMED_OUT"). */
+const char *sluice_kafka_err_name(rd_kafka_resp_err_t e);
+/* Routes librdkafka's log lines to the loop's log hook. Sets log.queue so
+ * that lines are served on the loop thread through the main queue; call
+ * sluice_kafka_log_to_main_queue after rd_kafka_new. The handle's opaque
+ * (rd_kafka_conf_set_opaque) must point to its sluice_kq, so every handle
+ * struct starts with one. */
+int sluice_kafka_conf_log(rd_kafka_conf_t *conf, char *err, size_t errlen);
+void sluice_kafka_log_to_main_queue(rd_kafka_t *rk);
+/* Copies src into dst[dstlen] (always terminated). */
+void sluice_kafka_errf(char *dst, size_t dstlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Watch callbacks so far for a producer/consumer: lets tests check that an
+ * idle handle causes no wake-ups. */
+struct sluice_producer;
+struct sluice_consumer;
+unsigned long sluice_producer_wakeups(const struct sluice_producer *p);
+unsigned long sluice_consumer_wakeups(const struct sluice_consumer *c);
+
+#endif

@@ -1,0 +1,232 @@
+/* Kafka producer: librdkafka's delivery reports are served on the loop
+ * thread when its main queue's wake-up fd becomes readable. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/kafka.h"
+#include "kafka_internal.h"
+
+struct sluice_producer {
+    sluice_kq kq;               /* first: the rd_kafka_t opaque points here */
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *main_queue;
+    sluice_producer_config cfg;
+    size_t in_flight;           /* accepted, not yet reported */
+    size_t high_water, low_water;
+    int pressured;              /* on_pressure(1) was the last call */
+    int dispatching;            /* inside producer_serve */
+    int free_pending;           /* free was called from a callback */
+};
+
+static void producer_destroy(sluice_producer *p);
+
+static void producer_set_in_flight(sluice_producer *p, size_t n) {
+    p->in_flight = n;
+    if (!p->pressured && n > p->high_water) {
+        p->pressured = 1;
+        if (p->cfg.on_pressure) p->cfg.on_pressure(p->cfg.ud, 1);
+    } else if (p->pressured && n <= p->low_water) {
+        p->pressured = 0;
+        if (p->cfg.on_pressure) p->cfg.on_pressure(p->cfg.ud, 0);
+    }
+}
+
+static void producer_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    (void)rk;
+    sluice_producer *p = opaque;
+    sluice_delivery d;
+    rd_kafka_timestamp_type_t tstype;
+    d.error = m->err;
+    d.error_name = m->err ? sluice_kafka_err_name(m->err) : NULL;
+    d.error_text = m->err ? rd_kafka_err2str(m->err) : NULL;
+    d.topic = rd_kafka_topic_name(m->rkt);
+    d.partition = m->partition;
+    d.offset = m->err ? -1 : m->offset;
+    d.timestamp_ms = rd_kafka_message_timestamp(m, &tstype);
+    if (p->in_flight > 0) producer_set_in_flight(p, p->in_flight - 1);
+    if (p->cfg.on_delivery) p->cfg.on_delivery(p->cfg.ud, m->_private, &d);
+}
+
+static void producer_error_cb(rd_kafka_t *rk, int e, const char *reason, void *opaque) {
+    sluice_producer *p = opaque;
+    int fatal = 0;
+    char fatal_reason[512];
+    if (e == RD_KAFKA_RESP_ERR__FATAL) {
+        fatal = 1;
+        e = rd_kafka_fatal_error(rk, fatal_reason, sizeof fatal_reason);
+        reason = fatal_reason;
+    }
+    if (p->cfg.on_error)
+        p->cfg.on_error(p->cfg.ud, sluice_kafka_err_name(e), reason, fatal);
+    else
+        sluice_loop_log(p->kq.loop, fatal ? SLUICE_LOG_ERROR : SLUICE_LOG_WARN,
+                        "kafka producer: %s: %s", sluice_kafka_err_name(e), reason);
+}
+
+/* rd_kafka_poll serves what the queue holds when called, so one call is
+ * bounded; events that arrive meanwhile raise a new wake-up. */
+static int producer_serve(void *ud, int budget) {
+    (void)budget;
+    sluice_producer *p = ud;
+    p->dispatching = 1;
+    rd_kafka_poll(p->rk, 0);
+    p->dispatching = 0;
+    if (p->free_pending) producer_destroy(p);
+    return 0;
+}
+
+static int is_acks_all(const char *acks) {
+    return strcmp(acks, "all") == 0 || strcmp(acks, "-1") == 0;
+}
+
+static int conf_default(rd_kafka_conf_t *conf, const sluice_producer_config *cfg,
+                        const char *alias, const char *name, const char *value,
+                        char *err, size_t errlen) {
+    char why[512];
+    if (sluice_kafka_prop(cfg->props, name) || (alias && sluice_kafka_prop(cfg->props, alias)))
+        return 0;
+    if (rd_kafka_conf_set(conf, name, value, why, sizeof why) != RD_KAFKA_CONF_OK) {
+        sluice_kafka_errf(err, errlen, "%s", why);
+        return SLUICE_EINVAL;
+    }
+    return 0;
+}
+
+static int producer_conf(const sluice_producer_config *cfg, rd_kafka_conf_t *conf,
+                         char *err, size_t errlen) {
+    const char *acks = sluice_kafka_prop(cfg->props, "acks");
+    if (!acks) acks = sluice_kafka_prop(cfg->props, "request.required.acks");
+    int rc = conf_default(conf, cfg, "request.required.acks", "acks", "all", err, errlen);
+    if (!rc) rc = conf_default(conf, cfg, "queue.buffering.max.ms", "linger.ms", "5", err, errlen);
+    /* Idempotence requires acks=all: a user who chose other acks gets none. */
+    if (!rc && (!acks || is_acks_all(acks)))
+        rc = conf_default(conf, cfg, NULL, "enable.idempotence", "true", err, errlen);
+    if (!rc) rc = sluice_kafka_conf_log(conf, err, errlen);
+    if (!rc) rc = sluice_kafka_conf_apply(conf, cfg->props, err, errlen);
+    return rc;
+}
+
+int sluice_producer_new(sluice_loop *loop, const sluice_producer_config *cfg,
+                        sluice_producer **out, char *err, size_t errlen) {
+    char why[512];
+    *out = NULL;
+    if (!loop || !cfg) {
+        sluice_kafka_errf(err, errlen, "producer: loop and config are required");
+        return SLUICE_EINVAL;
+    }
+    sluice_producer *p = calloc(1, sizeof *p);
+    if (!p) return SLUICE_ENOMEM;
+    p->cfg = *cfg;
+    p->high_water = cfg->high_water ? cfg->high_water : 100000;
+    p->low_water = cfg->high_water || cfg->low_water ? cfg->low_water : 50000;
+    if (p->low_water > p->high_water) p->low_water = p->high_water;
+    p->kq.loop = loop;
+    p->kq.efd = -1;
+
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    int rc = producer_conf(cfg, conf, err, errlen);
+    if (rc) {
+        rd_kafka_conf_destroy(conf);
+        free(p);
+        return rc;
+    }
+    rd_kafka_conf_set_opaque(conf, p);
+    rd_kafka_conf_set_dr_msg_cb(conf, producer_dr_cb);
+    rd_kafka_conf_set_error_cb(conf, producer_error_cb);
+    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
+    if (!p->rk) {   /* conf is still ours on failure */
+        rd_kafka_conf_destroy(conf);
+        sluice_kafka_errf(err, errlen, "%s", why);
+        free(p);
+        return SLUICE_EKAFKA;
+    }
+    sluice_kafka_log_to_main_queue(p->rk);
+    p->main_queue = rd_kafka_queue_get_main(p->rk);
+    rc = sluice_kq_open(&p->kq, loop, p->main_queue, producer_serve, p, err, errlen);
+    if (rc) {
+        rd_kafka_queue_destroy(p->main_queue);
+        rd_kafka_destroy(p->rk);
+        free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+int sluice_producer_send(sluice_producer *p, const sluice_message *m,
+                         void *msg_opaque, char *err, size_t errlen) {
+    if (!p || !m || !m->topic) {
+        sluice_kafka_errf(err, errlen, "send: producer, message and topic are required");
+        return SLUICE_EINVAL;
+    }
+    if (p->free_pending) {
+        sluice_kafka_errf(err, errlen, "producer is closed");
+        return SLUICE_ECLOSED;
+    }
+    rd_kafka_headers_t *headers = NULL;
+    if (m->header_count) {
+        headers = rd_kafka_headers_new(m->header_count);
+        for (size_t i = 0; i < m->header_count; i++)
+            rd_kafka_header_add(headers, m->headers[i].name, -1,
+                                m->headers[i].value,
+                                m->headers[i].value ? (ssize_t)m->headers[i].value_len : 0);
+    }
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        p->rk,
+        RD_KAFKA_V_TOPIC(m->topic),
+        RD_KAFKA_V_KEY(m->key, m->key ? m->key_len : 0),
+        RD_KAFKA_V_VALUE((void *)m->value, m->value ? m->value_len : 0),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_PARTITION(m->partition < 0 ? RD_KAFKA_PARTITION_UA : m->partition),
+        RD_KAFKA_V_TIMESTAMP(m->timestamp_ms > 0 ? m->timestamp_ms : 0),
+        RD_KAFKA_V_OPAQUE(msg_opaque),
+        RD_KAFKA_V_HEADERS(headers),
+        RD_KAFKA_V_END);
+    if (e) {
+        /* Headers are only adopted on success. */
+        if (headers) rd_kafka_headers_destroy(headers);
+        sluice_kafka_errf(err, errlen, "%s: %s", sluice_kafka_err_name(e), rd_kafka_err2str(e));
+        return e == RD_KAFKA_RESP_ERR__QUEUE_FULL ? SLUICE_EFULL : SLUICE_EKAFKA;
+    }
+    producer_set_in_flight(p, p->in_flight + 1);
+    return 0;
+}
+
+size_t sluice_producer_in_flight(const sluice_producer *p) {
+    return p ? p->in_flight : 0;
+}
+
+size_t sluice_producer_flush(sluice_producer *p, int timeout_ms) {
+    if (!p) return 0;
+    /* From inside a delivery callback librdkafka must not be re-entered. */
+    if (!p->dispatching) rd_kafka_flush(p->rk, timeout_ms);
+    return p->in_flight;
+}
+
+unsigned long sluice_producer_wakeups(const struct sluice_producer *p) {
+    return p ? p->kq.wakeups : 0;
+}
+
+void sluice_producer_free(sluice_producer *p) {
+    if (!p) return;
+    if (p->dispatching) {   /* called from a callback: finish after it */
+        p->free_pending = 1;
+        return;
+    }
+    producer_destroy(p);
+}
+
+static void producer_destroy(sluice_producer *p) {
+    sluice_kq_close(&p->kq);
+    if (p->in_flight) {
+        rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        /* Purged messages come back as failed delivery reports; serve them
+         * here so each accepted message is reported exactly once. */
+        uint64_t deadline = sluice_now_ms() + 5000;
+        while (p->in_flight && sluice_now_ms() < deadline)
+            rd_kafka_poll(p->rk, 50);
+    }
+    rd_kafka_queue_destroy(p->main_queue);
+    rd_kafka_destroy(p->rk);
+    free(p);
+}

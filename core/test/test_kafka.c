@@ -1,0 +1,505 @@
+/* Producer and consumer against the embedded broker over loopback TCP,
+ * driven by the real loop. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "sluice/broker.h"
+#include "sluice/kafka.h"
+#include "../src/kafka_internal.h"
+
+#define N_MESSAGES 10000
+#define N_MORE 100
+#define TOPIC "movie-results"
+#define BASE_TS 1700000000000LL
+
+static sluice_loop *loop;
+static const char *bootstrap;
+
+static void test_log(void *ud, int level, const char *msg) {
+    (void)ud;
+    if (level <= SLUICE_LOG_WARN) fprintf(stderr, "log %d: %s\n", level, msg);
+}
+
+/* Services the loop until *counter reaches want or timeout_ms passes. */
+static void pump_until(const int *counter, int want, int timeout_ms) {
+    uint64_t deadline = sluice_now_ms() + (uint64_t)timeout_ms;
+    while (*counter < want && sluice_now_ms() < deadline)
+        sluice_loop_run_once(loop, 50);
+}
+
+static void pump_for(int ms) {
+    uint64_t deadline = sluice_now_ms() + (uint64_t)ms;
+    while (sluice_now_ms() < deadline)
+        sluice_loop_run_once(loop, (int)(deadline - sluice_now_ms()) + 1);
+}
+
+static int closed_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr = { .sin_family = AF_INET };
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    bind(fd, (struct sockaddr *)&addr, sizeof addr);
+    getsockname(fd, (struct sockaddr *)&addr, &len);
+    close(fd);
+    return ntohs(addr.sin_port);
+}
+
+/* ---- producing ---------------------------------------------------------- */
+
+typedef struct produce_state {
+    int reports;                 /* delivery reports so far */
+    int failed;
+    int per_message[N_MESSAGES + N_MORE];
+    int64_t last_offset[64];     /* per partition */
+    int out_of_order;
+    int pressure_on, pressure_off;
+    char last_error_name[64];
+} produce_state;
+
+static void on_delivery(void *ud, void *msg_opaque, const sluice_delivery *d) {
+    produce_state *s = ud;
+    size_t index = (size_t)(uintptr_t)msg_opaque;
+    s->reports++;
+    if (index < N_MESSAGES + N_MORE) s->per_message[index]++;
+    if (d->error) {
+        s->failed++;
+        snprintf(s->last_error_name, sizeof s->last_error_name, "%s", d->error_name);
+        return;
+    }
+    if (d->partition >= 0 && d->partition < 64) {
+        if (d->offset <= s->last_offset[d->partition]) s->out_of_order++;
+        s->last_offset[d->partition] = d->offset;
+    }
+}
+
+static void on_pressure(void *ud, int high) {
+    produce_state *s = ud;
+    if (high) s->pressure_on++;
+    else s->pressure_off++;
+}
+
+static int send_numbered(sluice_producer *p, size_t i) {
+    char key[32], value[64], seq[32];
+    snprintf(key, sizeof key, "actor-%zu", i % 97);
+    snprintf(value, sizeof value, "{\"row\":%zu}", i);
+    snprintf(seq, sizeof seq, "%zu", i);
+    sluice_header headers[2] = {
+        { "seq", seq, strlen(seq) },
+        { "empty", NULL, 0 },
+    };
+    sluice_message m = {
+        .topic = TOPIC,
+        .key = key, .key_len = strlen(key),
+        .value = value, .value_len = strlen(value),
+        .headers = headers, .header_count = 2,
+        .partition = -1,
+        .timestamp_ms = BASE_TS + (int64_t)i,
+    };
+    char err[256];
+    return sluice_producer_send(p, &m, (void *)(uintptr_t)i, err, sizeof err);
+}
+
+static void test_bad_property(void) {
+    char err[256] = "";
+    sluice_producer *p = NULL;
+    const char *props[] = { "bootstrap.servers", bootstrap, "no.such.property", "1", NULL };
+    sluice_producer_config cfg = { .props = props };
+    CHECK_EQ_INT(sluice_producer_new(loop, &cfg, &p, err, sizeof err), SLUICE_EINVAL);
+    CHECK(p == NULL);
+    CHECK(strstr(err, "No such configuration property") && strstr(err, "no.such.property"));
+
+    const char *bad_value[] = { "acks", "most", NULL };
+    cfg.props = bad_value;
+    CHECK_EQ_INT(sluice_producer_new(loop, &cfg, &p, err, sizeof err), SLUICE_EINVAL);
+    CHECK(strstr(err, "acks") != NULL);
+
+    /* A user's acks=1 must not collide with the idempotence default. */
+    const char *acks_one[] = { "bootstrap.servers", bootstrap, "acks", "1", NULL };
+    cfg.props = acks_one;
+    CHECK_EQ_INT(sluice_producer_new(loop, &cfg, &p, err, sizeof err), 0);
+    sluice_producer_free(p);
+
+    sluice_consumer *c = NULL;
+    const char *no_group[] = { "bootstrap.servers", bootstrap, NULL };
+    const char *topics[] = { TOPIC, NULL };
+    sluice_consumer_config ccfg = { .props = no_group, .topics = topics };
+    CHECK_EQ_INT(sluice_consumer_new(loop, &ccfg, &c, err, sizeof err), SLUICE_EINVAL);
+    CHECK(strstr(err, "group.id") != NULL);
+}
+
+static void test_produce(produce_state *s) {
+    char err[256] = "";
+    sluice_producer *p = NULL;
+    const char *props[] = { "bootstrap.servers", bootstrap, NULL };
+    sluice_producer_config cfg = {
+        .props = props, .on_delivery = on_delivery, .on_pressure = on_pressure,
+        .high_water = 5000, .low_water = 1000, .ud = s,
+    };
+    CHECK_EQ_INT(sluice_producer_new(loop, &cfg, &p, err, sizeof err), 0);
+    if (!p) return;
+    for (int i = 0; i < 64; i++) s->last_offset[i] = -1;
+
+    uint64_t t0 = sluice_now_ms();
+    int refused = 0;
+    for (size_t i = 0; i < N_MESSAGES; i++)
+        if (send_numbered(p, i) != 0) refused++;
+    CHECK_EQ_INT(refused, 0);
+    CHECK_EQ_INT(sluice_producer_in_flight(p), N_MESSAGES - s->reports);
+    pump_until(&s->reports, N_MESSAGES, 20000);
+    fprintf(stderr, "produced %d messages in %llu ms\n", N_MESSAGES,
+            (unsigned long long)(sluice_now_ms() - t0));
+    CHECK_EQ_INT(s->reports, N_MESSAGES);
+    CHECK_EQ_INT(s->failed, 0);
+    CHECK_EQ_INT(s->out_of_order, 0);
+    int once = 0;
+    for (size_t i = 0; i < N_MESSAGES; i++) once += s->per_message[i] == 1;
+    CHECK_EQ_INT(once, N_MESSAGES);
+    CHECK_EQ_INT(sluice_producer_in_flight(p), 0);
+    CHECK_EQ_INT(s->pressure_on, 1);
+    CHECK_EQ_INT(s->pressure_off, 1);
+    int partitions_used = 0;
+    for (int i = 0; i < 64; i++) partitions_used += s->last_offset[i] >= 0;
+    CHECK_EQ_INT(partitions_used, 4);
+
+    /* Idle: no wake-ups at all. */
+    unsigned long before = sluice_producer_wakeups(p);
+    pump_for(1000);
+    CHECK_EQ_INT(sluice_producer_wakeups(p) - before, 0);
+
+    CHECK_EQ_INT(sluice_producer_flush(p, 1000), 0);
+    sluice_producer_free(p);
+    CHECK_EQ_INT(s->reports, N_MESSAGES);
+}
+
+/* ---- consuming ---------------------------------------------------------- */
+
+typedef struct consume_state {
+    int records;
+    int seen[N_MESSAGES + N_MORE];
+    int bad;                     /* records whose fields did not match */
+    int assigned_events, revoked_events;
+    int assigned_partitions;
+    int record_before_assign;
+    int pause_at;                /* pause when records reaches this; 0: never */
+    int paused;
+    int records_while_paused;
+    uint64_t first_assign_ms;
+} consume_state;
+
+static int record_matches(const sluice_record *r, size_t *index) {
+    if (r->header_count != 2) return 0;
+    if (strcmp(r->headers[0].name, "seq") != 0 || !r->headers[0].value) return 0;
+    if (strcmp(r->headers[1].name, "empty") != 0 || r->headers[1].value != NULL) return 0;
+    char seq[32];
+    size_t n = r->headers[0].value_len < sizeof seq - 1 ? r->headers[0].value_len : sizeof seq - 1;
+    memcpy(seq, r->headers[0].value, n);
+    seq[n] = '\0';
+    size_t i = strtoul(seq, NULL, 10);
+    *index = i;
+    char key[32], value[64];
+    snprintf(key, sizeof key, "actor-%zu", i % 97);
+    snprintf(value, sizeof value, "{\"row\":%zu}", i);
+    return r->key_len == strlen(key) && memcmp(r->key, key, r->key_len) == 0 &&
+           r->value_len == strlen(value) && memcmp(r->value, value, r->value_len) == 0 &&
+           r->timestamp_ms == BASE_TS + (int64_t)i && strcmp(r->topic, TOPIC) == 0 &&
+           r->offset >= 0;
+}
+
+static void on_record(void *ud, sluice_consumer *c, const sluice_record *r) {
+    consume_state *s = ud;
+    size_t index = 0;
+    s->records++;
+    if (!s->assigned_events) s->record_before_assign++;
+    if (s->paused) s->records_while_paused++;
+    if (!record_matches(r, &index) || index >= N_MESSAGES + N_MORE) s->bad++;
+    else s->seen[index]++;
+    if (s->pause_at && s->records == s->pause_at) {
+        CHECK_EQ_INT(sluice_consumer_pause(c, 1), 0);
+        s->paused = 1;
+    }
+}
+
+static void on_rebalance(void *ud, sluice_consumer *c, int assigned,
+                         const sluice_partition *parts, size_t n) {
+    (void)c; (void)parts;
+    consume_state *s = ud;
+    if (assigned) {
+        if (!s->assigned_events) s->first_assign_ms = sluice_now_ms();
+        s->assigned_events++;
+        s->assigned_partitions += (int)n;
+    } else {
+        s->revoked_events++;
+    }
+}
+
+static void on_consumer_error(void *ud, const char *name, const char *text, int fatal) {
+    (void)ud;
+    fprintf(stderr, "consumer error %s: %s (fatal %d)\n", name, text, fatal);
+}
+
+static sluice_consumer *start_consumer_in(consume_state *s, int64_t start, const char *group,
+                                          const char *strategy,
+                                          void (*record_fn)(void *, sluice_consumer *,
+                                                            const sluice_record *)) {
+    const char *props[] = {
+        "bootstrap.servers", bootstrap, "group.id", group,
+        "session.timeout.ms", "6000", "heartbeat.interval.ms", "500",
+        "auto.commit.interval.ms", "500", "fetch.wait.max.ms", "100",
+        "partition.assignment.strategy", strategy,
+        NULL };
+    static const char *topics[] = { TOPIC, NULL };
+    sluice_consumer_config cfg = {
+        .props = props, .topics = topics, .start = start,
+        .on_record = record_fn, .on_rebalance = on_rebalance,
+        .on_error = on_consumer_error, .ud = s,
+    };
+    char err[256] = "";
+    sluice_consumer *c = NULL;
+    CHECK_EQ_INT(sluice_consumer_new(loop, &cfg, &c, err, sizeof err), 0);
+    if (!c) fprintf(stderr, "consumer: %s\n", err);
+    return c;
+}
+
+static sluice_consumer *start_consumer(consume_state *s, int64_t start) {
+    return start_consumer_in(s, start, "sluice-test", "range,roundrobin", on_record);
+}
+
+static void test_consume(void) {
+    static consume_state s;
+    memset(&s, 0, sizeof s);
+    s.pause_at = 2000;
+    uint64_t t0 = sluice_now_ms();
+    sluice_consumer *c = start_consumer(&s, SLUICE_FROM_EARLIEST);
+    if (!c) return;
+
+    pump_until(&s.records, s.pause_at, 30000);
+    CHECK(s.assigned_events >= 1);
+    CHECK_EQ_INT(s.record_before_assign, 0);
+    CHECK_EQ_INT(s.assigned_partitions, 4);
+    if (s.first_assign_ms)
+        fprintf(stderr, "first assignment after %llu ms\n",
+                (unsigned long long)(s.first_assign_ms - t0));
+    CHECK_EQ_INT(s.records, s.pause_at);
+
+    /* Paused: nothing more arrives. */
+    pump_for(1500);
+    CHECK_EQ_INT(s.records_while_paused, 0);
+    CHECK_EQ_INT(s.records, s.pause_at);
+
+    /* Idle (paused) consumer: no wake-ups. */
+    unsigned long before = sluice_consumer_wakeups(c);
+    pump_for(1000);
+    fprintf(stderr, "paused consumer wake-ups in 1 s: %lu\n", sluice_consumer_wakeups(c) - before);
+    CHECK(sluice_consumer_wakeups(c) - before <= 2);
+
+    s.paused = 0;
+    CHECK_EQ_INT(sluice_consumer_pause(c, 0), 0);
+    pump_until(&s.records, N_MESSAGES, 30000);
+    CHECK_EQ_INT(s.records, N_MESSAGES);
+    CHECK_EQ_INT(s.bad, 0);
+    int once = 0;
+    for (size_t i = 0; i < N_MESSAGES; i++) once += s.seen[i] == 1;
+    CHECK_EQ_INT(once, N_MESSAGES);
+
+    before = sluice_consumer_wakeups(c);
+    pump_for(1000);
+    fprintf(stderr, "idle consumer wake-ups in 1 s: %lu\n", sluice_consumer_wakeups(c) - before);
+    CHECK(sluice_consumer_wakeups(c) - before <= 2);
+
+    char err[256];
+    CHECK_EQ_INT(sluice_consumer_commit(c, 1, err, sizeof err), 0);
+    int revoked_before = s.revoked_events;
+    sluice_consumer_free(c);
+    CHECK_EQ_INT(s.revoked_events, revoked_before + 1);
+}
+
+/* After a clean close, a new member of the group starts at the committed
+ * offsets: only records produced since are delivered. */
+static void test_resume_from_committed(produce_state *ps) {
+    char err[256] = "";
+    sluice_producer *p = NULL;
+    const char *props[] = { "bootstrap.servers", bootstrap, NULL };
+    sluice_producer_config cfg = { .props = props, .on_delivery = on_delivery, .ud = ps };
+    CHECK_EQ_INT(sluice_producer_new(loop, &cfg, &p, err, sizeof err), 0);
+    if (!p) return;
+    for (size_t i = N_MESSAGES; i < N_MESSAGES + N_MORE; i++)
+        CHECK_EQ_INT(send_numbered(p, i), 0);
+    CHECK_EQ_INT(sluice_producer_flush(p, 10000), 0);
+    sluice_producer_free(p);
+
+    static consume_state s;
+    memset(&s, 0, sizeof s);
+    sluice_consumer *c = start_consumer(&s, SLUICE_FROM_COMMITTED);
+    if (!c) return;
+    pump_until(&s.records, N_MORE, 30000);
+    pump_for(500);   /* anything re-delivered would show up now */
+    CHECK_EQ_INT(s.records, N_MORE);
+    CHECK_EQ_INT(s.bad, 0);
+    int redelivered = 0, fresh = 0;
+    for (size_t i = 0; i < N_MESSAGES; i++) redelivered += s.seen[i];
+    for (size_t i = N_MESSAGES; i < N_MESSAGES + N_MORE; i++) fresh += s.seen[i] == 1;
+    CHECK_EQ_INT(redelivered, 0);
+    CHECK_EQ_INT(fresh, N_MORE);
+    sluice_consumer_free(c);
+}
+
+/* An absolute start offset applies to every assigned partition; the
+ * cooperative protocol goes through incremental assign. */
+static void test_absolute_start(const produce_state *ps) {
+    static consume_state s;
+    memset(&s, 0, sizeof s);
+    const int64_t start = 2000;
+    int expected = 0;
+    for (int i = 0; i < 64; i++)
+        if (ps->last_offset[i] + 1 > start) expected += (int)(ps->last_offset[i] + 1 - start);
+    CHECK(expected > 0);
+    sluice_consumer *c = start_consumer_in(&s, start, "sluice-abs", "cooperative-sticky", on_record);
+    if (!c) return;
+    pump_until(&s.records, expected, 30000);
+    pump_for(300);
+    CHECK_EQ_INT(s.records, expected);
+    CHECK_EQ_INT(s.bad, 0);
+    CHECK_EQ_INT(s.assigned_partitions, 4);
+    sluice_consumer_free(c);
+    CHECK(s.revoked_events >= 1);
+}
+
+/* A handler may free its own consumer: nothing more is delivered. */
+static sluice_consumer *self_closing;
+
+static void on_record_then_close(void *ud, sluice_consumer *c, const sluice_record *r) {
+    consume_state *s = ud;
+    (void)r;
+    s->records++;
+    CHECK(c == self_closing);
+    if (s->records == 10) {
+        sluice_consumer_free(c);
+        self_closing = NULL;
+    }
+}
+
+static void test_free_from_handler(void) {
+    static consume_state s;
+    memset(&s, 0, sizeof s);
+    self_closing = start_consumer_in(&s, SLUICE_FROM_EARLIEST, "sluice-self", "range", on_record_then_close);
+    if (!self_closing) return;
+    pump_until(&s.records, 10, 30000);
+    pump_for(500);
+    CHECK_EQ_INT(s.records, 10);
+    CHECK(self_closing == NULL);
+}
+
+typedef struct self_free_producer {
+    sluice_producer *p;
+    int reports;
+} self_free_producer;
+
+static void on_delivery_then_free(void *ud, void *msg_opaque, const sluice_delivery *d) {
+    (void)msg_opaque; (void)d;
+    self_free_producer *s = ud;
+    s->reports++;
+    if (s->p) {
+        sluice_producer_free(s->p);
+        s->p = NULL;
+    }
+}
+
+static void test_producer_free_from_handler(void) {
+    static self_free_producer s;
+    char err[256];
+    const char *props[] = { "bootstrap.servers", bootstrap, NULL };
+    sluice_producer_config cfg = { .props = props, .on_delivery = on_delivery_then_free, .ud = &s };
+    CHECK_EQ_INT(sluice_producer_new(loop, &cfg, &s.p, err, sizeof err), 0);
+    if (!s.p) return;
+    for (size_t i = 0; i < 5; i++) CHECK_EQ_INT(send_numbered(s.p, i), 0);
+    pump_until(&s.reports, 5, 10000);
+    pump_for(200);
+    /* Each accepted message is still reported exactly once. */
+    CHECK_EQ_INT(s.reports, 5);
+    CHECK(s.p == NULL);
+}
+
+/* ---- failures ----------------------------------------------------------- */
+
+static void test_unreachable(void) {
+    char err[256] = "", dead[64];
+    snprintf(dead, sizeof dead, "127.0.0.1:%d", closed_port());
+
+    /* Timed out: reported through the loop with librdkafka's name. */
+    static produce_state s;
+    memset(&s, 0, sizeof s);
+    const char *timeout_props[] = { "bootstrap.servers", dead, "message.timeout.ms", "300", NULL };
+    sluice_producer_config cfg = { .props = timeout_props, .on_delivery = on_delivery, .ud = &s };
+    sluice_producer *p = NULL;
+    CHECK_EQ_INT(sluice_producer_new(loop, &cfg, &p, err, sizeof err), 0);
+    if (!p) return;
+    CHECK_EQ_INT(send_numbered(p, 0), 0);
+    pump_until(&s.reports, 1, 5000);
+    CHECK_EQ_INT(s.reports, 1);
+    CHECK_EQ_INT(s.failed, 1);
+    CHECK_EQ_STR(s.last_error_name, "MSG_TIMED_OUT");
+    sluice_producer_free(p);
+
+    /* A full queue refuses with EFULL; free reports every accepted one once. */
+    memset(&s, 0, sizeof s);
+    const char *small_props[] = { "bootstrap.servers", dead,
+                                  "queue.buffering.max.messages", "10", NULL };
+    cfg.props = small_props;
+    p = NULL;
+    CHECK_EQ_INT(sluice_producer_new(loop, &cfg, &p, err, sizeof err), 0);
+    if (!p) return;
+    int accepted = 0, full = 0;
+    for (size_t i = 0; i < 15; i++) {
+        int rc = send_numbered(p, i);
+        if (rc == 0) accepted++;
+        else if (rc == SLUICE_EFULL) full++;
+    }
+    CHECK_EQ_INT(accepted, 10);
+    CHECK_EQ_INT(full, 5);
+    pump_for(200);
+    CHECK_EQ_INT(s.reports, 0);
+    sluice_producer_free(p);
+    CHECK_EQ_INT(s.reports, 10);
+    CHECK_EQ_INT(s.failed, 10);
+    int once = 0;
+    for (size_t i = 0; i < 10; i++) once += s.per_message[i] == 1;
+    CHECK_EQ_INT(once, 10);
+    CHECK_EQ_STR(s.last_error_name, "PURGE_QUEUE");
+}
+
+int main(void) {
+    char err[256];
+    sluice_loop_config lcfg = { .log = test_log, .log_level = SLUICE_LOG_WARN };
+    if (sluice_loop_new(&lcfg, &loop, err, sizeof err) != 0) {
+        fprintf(stderr, "loop: %s\n", err);
+        return 1;
+    }
+    sluice_broker *broker = NULL;
+    sluice_broker_config bcfg = { 0, 0, 0 };
+    if (sluice_broker_new(loop, &bcfg, &broker, err, sizeof err) != 0) {
+        fprintf(stderr, "broker: %s\n", err);
+        return 1;
+    }
+    bootstrap = sluice_broker_bootstrap(broker);
+
+    static produce_state produced;
+    test_bad_property();
+    test_produce(&produced);
+    test_consume();
+    test_resume_from_committed(&produced);
+    test_absolute_start(&produced);
+    test_free_from_handler();
+    test_producer_free_from_handler();
+    test_unreachable();
+
+    sluice_broker_free(broker);
+    sluice_loop_free(loop);
+    return check_summary("test_kafka");
+}

@@ -1,0 +1,56 @@
+-- Build and install with LuaRocks from a checkout:
+--   luarocks make rockspec/sluice-scm-1.rockspec                 (with the LuaRocks server)
+--   luarocks make --deps-mode=none rockspec/sluice-scm-1.rockspec (offline, Debian's lua-cjson)
+-- Add --lua-version 5.4 for Lua 5.4 (LuaRocks on Debian defaults to 5.1/LuaJIT).
+rockspec_format = "3.0"
+package = "sluice"
+version = "scm-1"
+source = {
+  url = "git+file://.",   -- built from the checkout by `luarocks make`
+}
+description = {
+  summary = "WebSocket <-> Kafka gateway with a C core and hot-reloadable Lua scripts",
+  detailed = [[
+sluice serves WebSocket and HTTP (libwebsockets) and produces to and consumes
+from Kafka (librdkafka); routing, transformation and stream processing are Lua.
+With no bootstrap.servers it starts librdkafka's in-memory mock cluster.]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.1, < 5.5",
+  "lua-cjson >= 2.1",
+}
+external_dependencies = {
+  LIBWEBSOCKETS = { header = "libwebsockets.h", library = "websockets" },
+  RDKAFKA = { header = "librdkafka/rdkafka.h", library = "rdkafka" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["sluice.core"] = {
+      sources = {
+        -- core (C11, no Lua)
+        "core/src/error.c", "core/src/loop.c", "core/src/signal.c",
+        "core/src/ws_conn.c", "core/src/ws_server.c", "core/src/ws_client.c",
+        "core/src/kafka_queue.c", "core/src/kafka_producer.c",
+        "core/src/kafka_consumer.c", "core/src/broker.c",
+        -- bindings
+        "bindings/module.c", "bindings/loop.c", "bindings/timer.c",
+        "bindings/conn.c", "bindings/http.c", "bindings/server.c",
+        "bindings/producer.c", "bindings/consumer.c", "bindings/broker.c",
+      },
+      defines = { "_GNU_SOURCE" },
+      incdirs = { "core/include", "core/src", "bindings",
+                  "$(LIBWEBSOCKETS_INCDIR)", "$(RDKAFKA_INCDIR)" },
+      libdirs = { "$(LIBWEBSOCKETS_LIBDIR)", "$(RDKAFKA_LIBDIR)" },
+      libraries = { "websockets", "rdkafka", "pthread" },
+    },
+    ["sluice"] = "scripts/sluice/init.lua",
+    ["sluice.app"] = "scripts/sluice/app.lua",
+    ["sluice.cli"] = "scripts/sluice/cli.lua",
+    ["sluice.util"] = "scripts/sluice/util.lua",
+  },
+  install = {
+    bin = { sluice = "scripts/bin/sluice" },
+  },
+}

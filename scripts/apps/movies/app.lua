@@ -1,0 +1,117 @@
+-- The movies app: a browser streams movie query results (one JSON row per
+-- actor/movie pair) over a WebSocket; each valid row is stored in Kafka
+-- topic `movie-results`, keyed by actorId, and acknowledged to the browser
+-- only once Kafka has it. Anything that cannot be stored goes, untouched,
+-- to the dead-letter topic `movie-results.dlq`. Records of topic
+-- `movie-stats` are pushed to every subscribed WebSocket.
+--
+--   sluice run scripts/apps/movies/app.lua [--listen PORT] [--kafka HOST:PORT]
+--
+-- The protocol is specified in docs/api.md (appendix).
+
+local sluice = require "sluice"
+
+-- rows.lua (validation and JSON encoding) lives next to this file.
+local here = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
+local rows = dofile(here .. "rows.lua")
+
+local RESULTS, DLQ, STATS = "movie-results", "movie-results.dlq", "movie-stats"
+
+local app = sluice.app {
+  name   = "movies",           -- consumer group and client.id
+  listen = 8080,
+  static = "public",           -- the browser page
+}
+
+-- Connections subscribed to movie-stats, by conn.id.
+local subscribers = {}
+
+local function send_error(conn, text, id)
+  conn:send(rows.object("error", text, "id", id))
+end
+
+-- Something we cannot store: tell the client and keep the raw message in
+-- the dead-letter topic, with the reason in header `error`.
+local function reject(conn, raw, text, id)
+  send_error(conn, text, id)
+  local ok, err = app:produce(DLQ, { value = raw, headers = { error = text } })
+  if not ok then io.stderr:write("movies: dead-letter produce refused: ", err, "\n") end
+end
+
+-- One row, handled as if it had arrived alone; `raw` is its JSON text.
+local function handle_row(conn, row, raw)
+  local data = conn.data
+  data.seq = data.seq + 1
+  local id = rows.id(row) or data.seq     -- what the ack or error refers to
+
+  local problem = rows.check(row)
+  if problem then return reject(conn, raw, problem, id) end
+
+  -- Keyed by actor: all rows of one actor land on one partition, in order.
+  local ok, err = app:produce(RESULTS, { key = row.actorId, value = rows.encode(row) },
+    function(derr)                        -- Kafka stored it, or finally gave up
+      if derr then send_error(conn, derr, id)
+      else conn:send(rows.object("ack", id)) end
+      -- a client that has gone meanwhile: send returns nil, "CLOSED: …"
+    end)
+  if not ok then send_error(conn, err, id) end  -- refused now, e.g. "FULL: …"
+end
+
+local function subscribe(conn)
+  subscribers[conn.id] = conn
+end
+
+local function on_message(conn, data, is_binary)
+  if is_binary then
+    return reject(conn, data, "binary frames are not accepted")
+  end
+  local kind, value = rows.decode(data)
+  if not kind then return reject(conn, data, value) end  -- malformed JSON
+
+  if kind == "object" and value.subscribe ~= nil then
+    if value.subscribe ~= STATS then
+      return send_error(conn, "unknown subscription: only " .. STATS .. " is offered")
+    end
+    subscribe(conn)
+    return conn:send(rows.object("subscribed", STATS))
+  end
+
+  if kind == "array" then
+    for _, row in ipairs(value) do handle_row(conn, row, rows.json(row)) end
+  else
+    handle_row(conn, value, data)
+  end
+end
+
+local function on_open(conn)
+  conn.data.seq = 0                       -- rows received on this connection
+end
+
+local function on_close(conn)
+  subscribers[conn.id] = nil
+end
+
+local stream = { open = on_open, message = on_message, close = on_close }
+app:ws("/", stream)
+app:ws("/stream", stream)
+app:ws("/stats", {                        -- the same, subscribed from the start
+  open = function(conn) on_open(conn); subscribe(conn) end,
+  message = on_message, close = on_close,
+})
+
+-- Every gateway instance sees every stats record (broadcast = true).
+app:consume(STATS, { broadcast = true }, function(rec)
+  if rec.value == nil then return end
+  for _, conn in pairs(subscribers) do conn:send(rec.value) end
+end)
+
+app:http("GET", "/healthz", function()
+  local s = app:stats()
+  return 200, {
+    status = "ok", connections = s.connections, produced = s.produced,
+    delivered = s.delivered, delivery_failed = s.delivery_failed,
+    in_flight = s.in_flight, handler_errors = s.handler_errors,
+  }
+end)
+
+return app

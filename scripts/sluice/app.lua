@@ -1,0 +1,553 @@
+-- The app: declarations (routes, HTTP handlers, consumers) and the runtime
+-- that serves them (loop, server, producer, consumers, embedded broker).
+--
+-- Declarations and runtime are kept apart on purpose: handlers are looked
+-- up in the declaration tables at each event, so replacing those tables
+-- (hot reload) changes behaviour between two events while connections,
+-- in-flight produces and consumer positions stay with the runtime.
+local core = require "sluice.core"
+local util = require "sluice.util"
+local cjson = require "cjson"
+
+local json = cjson.new()
+json.encode_sparse_array(true)
+
+local App = {}
+App.__index = App
+
+local LEVELS = { error = true, warn = true, info = true, debug = true }
+
+local OPTION_TYPES = {
+  name = "string", listen = "listen", static = "string", kafka = "table",
+  embedded = "table", max_message = "number", max_body = "number",
+  idle_timeout = "idle", send_queue = "number", max_connections = "number",
+  log = "function", log_level = "string",
+}
+
+local function check_options(options, level)
+  for k, v in pairs(options) do
+    local want = OPTION_TYPES[k]
+    if not want then
+      error(("bad argument #1 to 'app' (unknown option '%s')"):format(tostring(k)), level + 1)
+    end
+    local ok
+    if want == "listen" then ok = v == false or type(v) == "number" or type(v) == "string"
+    elseif want == "idle" then ok = v == false or type(v) == "number"
+    else ok = type(v) == want end
+    if not ok then
+      error(("bad argument #1 to 'app' (option '%s' must be %s, got %s)")
+        :format(k, want == "listen" and "a port, \"host:port\" or false"
+                   or want == "idle" and "a number of seconds or false" or want,
+                type(v)), level + 1)
+    end
+  end
+  if options.log_level and not LEVELS[options.log_level] then
+    error("bad argument #1 to 'app' (log_level must be error, warn, info or debug)", level + 1)
+  end
+end
+
+-- options: see docs/api.md. overrides: the command line's. level: for errors.
+function App.new(options, overrides, level)
+  options = options or {}
+  if type(options) ~= "table" then
+    error(("bad argument #1 to 'app' (table expected, got %s)"):format(type(options)), level + 1)
+  end
+  check_options(options, level + 1)
+  local info = debug.getinfo(level + 1, "S")
+  local self = setmetatable({
+    options = util.copy(options),
+    overrides = overrides or {},
+    base_dir = util.source_dir(info and info.source) or ".",
+    name = options.name or "sluice",
+    -- declarations
+    routes = {},        -- path → { open, message, close }
+    http_routes = {},   -- "METHOD path" → handler
+    consumer_decls = {},
+    -- runtime
+    started = false,
+    conns_by_path = {}, -- path → { [conn] = true }
+    consumers = {},
+    counters = { consumed = 0 },
+  }, App)
+  return self
+end
+
+-- ---- declarations --------------------------------------------------------
+
+function App:ws(path, handlers)
+  util.check(1, "ws", path, "string")
+  util.check(2, "ws", handlers, "table")
+  for _, k in ipairs({ "open", "message", "close" }) do
+    if handlers[k] ~= nil and type(handlers[k]) ~= "function" then
+      util.argerror(2, "ws", ("handler '%s' must be a function, got %s"):format(k, type(handlers[k])))
+    end
+  end
+  self.routes[path] = handlers
+  return self
+end
+
+function App:http(method, path, handler)
+  util.check(1, "http", method, "string")
+  util.check(2, "http", path, "string")
+  util.check(3, "http", handler, "function")
+  self.http_routes[method:upper() .. " " .. path] = handler
+  return self
+end
+
+-- ---- starting ------------------------------------------------------------
+
+local function parse_listen(listen)
+  if listen == false then return nil end
+  if type(listen) == "number" then return nil, listen end
+  local host, port = tostring(listen):match("^(.*):(%d+)$")
+  if host then return host ~= "" and host or nil, tonumber(port) end
+  return nil, tonumber(listen)
+end
+
+function App:_log(level, msg)
+  if self.loop then self.loop:log(level, msg)
+  elseif self.options.log then self.options.log(level, msg)
+  else io.stderr:write(("sluice %s: %s\n"):format(level, msg)) end
+end
+
+-- The kafka properties every client of this app gets.
+function App:_kafka_props(extra)
+  local props = util.string_props(self.options.kafka, "kafka")
+  for k, v in pairs(util.string_props(extra, "kafka")) do props[k] = v end
+  props["bootstrap.servers"] = self.kafka_bootstrap
+  if props["client.id"] == nil then props["client.id"] = self.name end
+  return props
+end
+
+function App:_server_handlers()
+  local routes_owner = self
+  local by_path = self.conns_by_path
+  return {
+    accept = function(path) return routes_owner.routes[path] ~= nil end,
+    open = function(conn)
+      local path = conn.path
+      conn.query = util.decode_query(conn.query_string)
+      local set = by_path[path]
+      if not set then set = {}; by_path[path] = set end
+      set[conn] = true
+      local r = routes_owner.routes[path]
+      if r and r.open then r.open(conn) end
+    end,
+    message = function(conn, data, binary)
+      local r = routes_owner.routes[conn.path]
+      if r and r.message then r.message(conn, data, binary) end
+    end,
+    close = function(conn, code, reason)
+      local path = conn.path
+      local set = by_path[path]
+      if set then set[conn] = nil end
+      local r = routes_owner.routes[path]
+      if r and r.close then r.close(conn, code, reason) end
+    end,
+    http_match = function(method, path)
+      local routes = routes_owner.http_routes
+      return routes[method .. " " .. path] ~= nil or routes["* " .. path] ~= nil
+    end,
+    http = function(req) return routes_owner:_serve_http(req) end,
+  }
+end
+
+local function encode_body(body, headers)
+  local ctype
+  if type(body) == "table" then
+    return json.encode(body), "application/json"
+  elseif body == nil then
+    return "", nil
+  end
+  return tostring(body), ctype
+end
+
+local function split_headers(headers)
+  -- content-type travels separately; the rest as a name → value table.
+  if not headers then return nil, nil end
+  local rest, ctype = {}, nil
+  for k, v in pairs(headers) do
+    if type(k) == "string" and k:lower() == "content-type" then ctype = tostring(v)
+    else rest[k] = tostring(v) end
+  end
+  return ctype, rest
+end
+
+local function respond(raw, status, body, headers)
+  local text, default_ctype = encode_body(body)
+  local ctype, rest = split_headers(headers)
+  return raw:respond(status or 200, ctype or default_ctype or "text/plain; charset=utf-8", text, rest)
+end
+
+local Request = {}
+Request.__index = Request
+
+function Request:json()
+  local ok, value = pcall(json.decode, self.body)
+  if not ok then
+    local msg = tostring(value):gsub("^.-:%d+: ", "")
+    return nil, "BAD_JSON: " .. msg, "BAD_JSON"
+  end
+  return value
+end
+
+function Request:defer()
+  self._deferred = true
+  local raw = self._raw
+  return function(status, body, headers) return respond(raw, status, body, headers) end
+end
+
+function App:_serve_http(raw)
+  local handler = self.http_routes[raw.method .. " " .. raw.path] or self.http_routes["* " .. raw.path]
+  local req = setmetatable({
+    _raw = raw, method = raw.method, path = raw.path, query_string = raw.query_string,
+    query = util.decode_query(raw.query_string), headers = raw.headers, body = raw.body,
+    peer = raw.peer,
+  }, Request)
+  local status, body, headers = handler(req)
+  if req._deferred then return end
+  if status == nil and body == nil then status = 204 end
+  respond(raw, status, body, headers)
+end
+
+-- Start listening and connect to Kafka. Returns self, or nil, err, code
+-- (everything started so far is shut down again).
+function App:start()
+  if self.started then return self end
+  if self.closed then return nil, "CLOSED: the app was closed", "CLOSED" end
+  local o, ov = self.options, self.overrides
+  local loop, err, code = core.loop { log = o.log, log_level = o.log_level or ov.log_level or "info" }
+  if not loop then return nil, err, code end
+  self.loop = loop
+
+  local ok
+  ok, err, code = self:_start_kafka()
+  if ok then ok, err, code = self:_start_server() end
+  if not ok then
+    self:_teardown()
+    return nil, err, code
+  end
+  self.started = true
+  for _, decl in ipairs(self.consumer_decls) do
+    if not decl.consumer.closed then
+      local started, cerr = self:_start_consumer(decl)
+      if not started then self:_log("error", ("consumer of %s: %s"):format(table.concat(decl.topics, ","), cerr)) end
+    end
+  end
+  return self
+end
+
+function App:_start_kafka()
+  local props = self.options.kafka or {}
+  local bootstrap = self.overrides.bootstrap or props["bootstrap.servers"]
+  if bootstrap then
+    self.kafka_bootstrap, self.bootstrap = bootstrap, bootstrap
+    return true
+  end
+  local emb = self.options.embedded or {}
+  local port = self.overrides.embedded_port or emb.port or 9092
+  local broker, err, code = core.broker(self.loop, { port = port, partitions = emb.partitions })
+  if not broker then return nil, err, code end
+  self.broker = broker
+  -- Our own clients talk to the mock directly; others use the stable port.
+  self.kafka_bootstrap = broker:direct_bootstrap()
+  self.bootstrap = broker:bootstrap()
+  self.loop:log("info", ("embedded Kafka broker at %s (in-memory: its data is lost when sluice exits)")
+    :format(self.bootstrap))
+  return true
+end
+
+function App:_start_server()
+  local o = self.options
+  local listen = self.overrides.listen
+  if listen == nil then listen = o.listen end
+  if listen == nil then listen = 8080 end
+  local host, port = parse_listen(listen)
+  if not port then return true end
+  local static = o.static
+  if static and static:sub(1, 1) ~= "/" then static = self.base_dir .. "/" .. static end
+  local idle = o.idle_timeout
+  if idle == false then idle = -1 end
+  local server, err, code = core.server(self.loop, {
+    host = host, port = port, static = static, max_message = o.max_message,
+    max_body = o.max_body, idle_timeout = idle, send_queue = o.send_queue,
+    max_connections = o.max_connections,
+  }, self:_server_handlers())
+  if not server then return nil, err, code end
+  self.server = server
+  self.port = server:port()
+  self.loop:log("info", ("listening on http://%s:%d/ (WebSocket and HTTP)"):format(host or "0.0.0.0", self.port))
+  return true
+end
+
+function App:_ensure_started()
+  if self.started then return true end
+  return self:start()
+end
+
+-- ---- Kafka ---------------------------------------------------------------
+
+function App:_producer()
+  if self.producer then return self.producer end
+  local ok, err, code = self:_ensure_started()
+  if not ok then return nil, err, code end
+  local producer
+  producer, err, code = core.producer(self.loop, {
+    props = self:_kafka_props(), high_water = 50000, low_water = 25000,
+  }, {
+    -- Backpressure: stop reading WebSockets while Kafka catches up.
+    pressure = function(high)
+      if self.server then self.server:pause_reading(high) end
+      self.loop:log(high and "warn" or "info", high
+        and "Kafka is behind: pausing reads from WebSocket clients"
+        or "Kafka caught up: resuming reads from WebSocket clients")
+    end,
+  })
+  if not producer then return nil, err, code end
+  self.producer = producer
+  return producer
+end
+
+local function to_bytes(v, what, fname)
+  local t = type(v)
+  if v == nil or t == "string" then return v end
+  if t == "number" then return tostring(v) end
+  util.argerror(2, fname, ("record %s must be a string or number, got %s"):format(what, t))
+end
+
+function App:produce(topic, record, on_delivery)
+  util.check(1, "produce", topic, "string")
+  util.check(3, "produce", on_delivery, "function", true)
+  local key, value, headers, partition, timestamp
+  local rt = type(record)
+  if rt == "string" then
+    value = record
+  elseif rt == "table" then
+    key = to_bytes(record.key, "key", "produce")
+    value = to_bytes(record.value, "value", "produce")
+    headers, partition, timestamp = record.headers, record.partition, record.timestamp
+    if headers ~= nil and type(headers) ~= "table" then
+      util.argerror(2, "produce", "record headers must be a table")
+    end
+  else
+    util.argerror(2, "produce", ("string or table expected, got %s"):format(rt))
+  end
+  local producer, err, code = self:_producer()
+  if not producer then return nil, err, code end
+  return producer:send(topic, key, value, headers, partition, timestamp, on_delivery)
+end
+
+local Consumer = {}
+Consumer.__index = Consumer
+
+function Consumer:_live()
+  if self.closed then error("attempt to use a closed sluice.consumer", 3) end
+  return self.core
+end
+function Consumer:pause()
+  self.paused = true
+  local c = self:_live()
+  if c then return c:pause() end
+  return true
+end
+function Consumer:resume()
+  self.paused = false
+  local c = self:_live()
+  if c then return c:resume() end
+  return true
+end
+function Consumer:commit()
+  local c = self:_live()
+  if not c then return nil, "STATE: consumer not started", "STATE" end
+  return c:commit()
+end
+function Consumer:close()
+  if self.closed then return end
+  self.closed = true
+  if self.core then self.core:close() end
+  self.core = nil
+end
+
+local FROM = { earliest = "earliest", latest = "latest", committed = false }
+
+function App:consume(topics, options, handler)
+  if type(options) == "function" and handler == nil then options, handler = {}, options end
+  if type(topics) == "string" then topics = { topics } end
+  util.check(1, "consume", topics, "table")
+  util.check(2, "consume", options, "table", true)
+  util.check(3, "consume", handler, "function")
+  options = options or {}
+  for i, t in ipairs(topics) do
+    if type(t) ~= "string" then util.argerror(1, "consume", ("topic #%d must be a string"):format(i)) end
+  end
+  if #topics == 0 then util.argerror(1, "consume", "no topics given") end
+  local from = options.from
+  if from ~= nil and type(from) ~= "number" and FROM[from] == nil then
+    util.argerror(2, "consume", "from must be \"earliest\", \"latest\", \"committed\" or an offset")
+  end
+  if options.rebalance ~= nil and type(options.rebalance) ~= "function" then
+    util.argerror(2, "consume", "rebalance must be a function")
+  end
+  local decl = { topics = topics, options = options, handler = handler }
+  decl.consumer = setmetatable({ decl = decl }, Consumer)
+  self.consumer_decls[#self.consumer_decls + 1] = decl
+  if self.started then
+    local ok, err, code = self:_start_consumer(decl)
+    if not ok then return nil, err, code end
+  end
+  return decl.consumer
+end
+
+function App:_start_consumer(decl)
+  local options = decl.options
+  local group = options.group or self.name
+  local from = options.from
+  if options.broadcast then
+    -- A group of its own: every instance sees every record.
+    group = ("%s.broadcast.%s.%d.%d"):format(group, core.hostname(), core.getpid(), #self.consumers + 1)
+    if from == nil then from = "latest" end
+  end
+  local extra = util.copy(options.kafka)
+  extra["group.id"] = group
+  if type(from) == "string" and FROM[from] then extra["auto.offset.reset"] = FROM[from] end
+  local counters = self.counters
+  local c, err, code = core.consumer(self.loop, {
+    props = self:_kafka_props(extra), topics = decl.topics,
+    start = type(from) == "number" and from or nil,
+  }, {
+    record = function(rec)
+      counters.consumed = counters.consumed + 1
+      return decl.handler(rec)
+    end,
+    rebalance = options.rebalance and function(event, parts) return decl.options.rebalance(event, parts) end,
+  })
+  if not c then return nil, err, code end
+  decl.consumer.core = c
+  if decl.consumer.paused then c:pause() end
+  self.consumers[#self.consumers + 1] = decl.consumer
+  return true
+end
+
+-- ---- WebSocket helpers, timers, clients ----------------------------------
+
+function App:broadcast(path, data, binary)
+  util.check(1, "broadcast", path, "string")
+  util.check(2, "broadcast", data, "string")
+  local n = 0
+  local set = self.conns_by_path[path]
+  if not set then return 0 end
+  for conn in pairs(set) do
+    if conn:send(data, binary) then n = n + 1 end
+  end
+  return n
+end
+
+function App:timer(ms, fn, repeat_ms)
+  util.check(1, "timer", ms, "number")
+  util.check(2, "timer", fn, "function")
+  util.check(3, "timer", repeat_ms, "number", true)
+  local ok, err, code = self:_ensure_started()
+  if not ok then return nil, err, code end
+  local t = core.timer(self.loop, fn)
+  return t:start(ms, repeat_ms or 0)
+end
+
+function App:connect(url, handlers)
+  util.check(1, "connect", url, "string")
+  util.check(2, "connect", handlers, "table")
+  local ok, err, code = self:_ensure_started()
+  if not ok then return nil, err, code end
+  return core.connect(self.loop, url, handlers)
+end
+
+-- ---- running -------------------------------------------------------------
+
+function App:step(ms)
+  util.check(1, "step", ms, "number", true)
+  local ok, err, code = self:_ensure_started()
+  if not ok then return nil, err, code end
+  ms = ms or 0
+  local loop = self.loop
+  local deadline = loop:now() + ms
+  repeat
+    local left = deadline - loop:now()
+    if left < 0 then left = 0 end
+    if loop:run_once(math.floor(left)) then return true end
+  until loop:now() >= deadline
+  return true
+end
+
+function App:run()
+  local ok, err, code = self:_ensure_started()
+  if not ok then return nil, err, code end
+  self.loop:on_signals(function(sig)
+    if sig == "HUP" then
+      self.loop:log("info", "SIGHUP: reload is not available in this version")
+    else
+      self.loop:log("info", ("SIG%s: shutting down"):format(sig))
+      self:stop()
+    end
+  end)
+  self.loop:run()
+  self:close()
+  return true
+end
+
+function App:stop()
+  if self.loop and self.started then self.loop:stop() end
+end
+
+function App:stats()
+  local s = {
+    connections = self.server and self.server:conn_count() or 0,
+    handler_errors = self.loop and self.started and self.loop:handler_errors() or 0,
+    produced = 0, delivered = 0, delivery_failed = 0, in_flight = 0,
+    consumed = self.counters.consumed,
+  }
+  if self.producer then
+    for k, v in pairs(self.producer:stats()) do s[k] = v end
+  end
+  return s
+end
+
+-- Graceful shutdown: stop accepting, let Kafka confirm or fail everything
+-- accepted (acks reach clients), close WebSockets with 1001, commit and
+-- leave consumer groups, then free everything.
+function App:close(timeout_ms)
+  if self.closed then return end
+  self.closed = true
+  if not self.started then self:_teardown(); return end
+  timeout_ms = timeout_ms or 10000
+  local loop = self.loop
+  loop:on_signals(nil)
+  if self.server then
+    self.server:stop_listening()
+    self.server:pause_reading(true)
+  end
+  if self.producer then
+    local left = self.producer:flush(timeout_ms)
+    if left > 0 then loop:log("warn", ("%d records still unconfirmed after %d ms; reported as failed"):format(left, timeout_ms)) end
+  end
+  if self.server then
+    self.server:close_all(1001, "server shutting down")
+    local deadline = loop:now() + 3000
+    while self.server:conn_count() > 0 and loop:now() < deadline do loop:run_once(50) end
+  end
+  self:_teardown()
+end
+
+-- Free runtime objects in dependency order. Safe on a partial start.
+function App:_teardown()
+  for _, c in ipairs(self.consumers) do c:close() end
+  self.consumers = {}
+  if self.producer then self.producer:close(); self.producer = nil end
+  if self.server then self.server:close(); self.server = nil end
+  if self.broker then self.broker:close(); self.broker = nil end
+  if self.loop then self.loop:close(); self.loop = nil end
+  self.started = false
+end
+
+App.__gc = function(self) if not self.closed then pcall(self.close, self, 1000) end end
+App.__close = App.__gc
+
+return App

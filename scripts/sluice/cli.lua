@@ -1,0 +1,131 @@
+-- The `sluice` command. Every failure a user can cause ends in one line on
+-- stderr and a non-zero exit status.
+local sluice = require "sluice"
+
+local M = {}
+
+local USAGE = [[
+usage: sluice run APP.lua [options]
+       sluice --help | --version
+
+Runs APP.lua, a Lua script that returns a sluice app (`return app`).
+
+options for run:
+  --listen PORT          listen on PORT (or HOST:PORT) instead of the app's setting
+  --kafka BOOTSTRAP      use this Kafka cluster (bootstrap.servers) instead of
+                         the embedded in-memory broker
+  --embedded-port PORT   stable bootstrap port of the embedded broker (default 9092;
+                         0 picks a free one)
+  --log-level LEVEL      error, warn, info (default) or debug
+
+SIGINT/SIGTERM: stop accepting, let Kafka confirm what was accepted, close
+WebSockets with 1001, commit consumer offsets, exit 0.
+Reference: docs/api.md]]
+
+local function fail(msg)
+  io.stderr:write("sluice: ", msg, "\n")
+  return 1
+end
+
+local function parse_port(value, option)
+  local n = tonumber(value)
+  if not n or n ~= math.floor(n) or n < 0 or n > 65535 then
+    return nil, ("%s needs a port number, got '%s'"):format(option, tostring(value))
+  end
+  return n
+end
+
+local OPTIONS = {
+  ["--listen"] = function(o, v)
+    if v and v:match("^.*:%d+$") then o.listen = v; return true end
+    local port, err = parse_port(v, "--listen")
+    o.listen = port
+    return port ~= nil, err
+  end,
+  ["--kafka"] = function(o, v)
+    if not v or v == "" then return nil, "--kafka needs a bootstrap address (host:port)" end
+    o.bootstrap = v
+    return true
+  end,
+  ["--embedded-port"] = function(o, v)
+    local port, err = parse_port(v, "--embedded-port")
+    o.embedded_port = port
+    return port ~= nil, err
+  end,
+  ["--log-level"] = function(o, v)
+    if v ~= "error" and v ~= "warn" and v ~= "info" and v ~= "debug" then
+      return nil, "--log-level must be error, warn, info or debug"
+    end
+    o.log_level = v
+    return true
+  end,
+}
+
+-- Load and run the app file; returns the app or nil, one-line error.
+local function load_app(path)
+  local f, open_err = io.open(path, "r")
+  if not f then return nil, ("cannot open %s"):format(open_err or path) end
+  f:close()
+  local chunk, syntax_err = loadfile(path)
+  if not chunk then return nil, syntax_err end
+  -- The app's own modules are found beside it.
+  local dir = path:match("^(.*)/[^/]*$") or "."
+  package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
+  local ok, app = xpcall(chunk, function(e) return tostring(e) end)
+  if not ok then return nil, app end
+  if type(app) ~= "table" or type(app.run) ~= "function" then
+    return nil, ("%s must return the app (end it with `return app`)"):format(path)
+  end
+  return app
+end
+
+function M.main(argv)
+  argv = argv or {}
+  local first = argv[1]
+  if first == nil or first == "--help" or first == "-h" or first == "help" then
+    io.stdout:write(USAGE, "\n")
+    return first == nil and 1 or 0
+  end
+  if first == "--version" or first == "-V" or first == "version" then
+    io.stdout:write("sluice ", sluice.version, " (", _VERSION,
+      (jit and (", " .. jit.version) or ""), ")\n")
+    return 0
+  end
+  if first ~= "run" then
+    return fail(("unknown command or option '%s' (see sluice --help)"):format(first))
+  end
+  local overrides, file = {}, nil
+  local i = 2
+  while argv[i] do
+    local a = argv[i]
+    local name, inline = a:match("^(%-%-[%w-]+)=(.*)$")
+    name = name or a
+    if name == "--watch" then
+      return fail("--watch (hot reload) is not available in this version yet")
+    elseif OPTIONS[name] then
+      local value = inline
+      if value == nil then i = i + 1; value = argv[i] end
+      local ok, err = OPTIONS[name](overrides, value)
+      if not ok then return fail(err) end
+    elseif a:sub(1, 1) == "-" then
+      return fail(("unknown option '%s' (see sluice --help)"):format(a))
+    elseif file then
+      return fail(("unexpected argument '%s' (one app file only)"):format(a))
+    else
+      file = a
+    end
+    i = i + 1
+  end
+  if not file then return fail("run needs an app file: sluice run APP.lua") end
+
+  for k, v in pairs(overrides) do sluice.overrides[k] = v end
+  local app, err = load_app(file)
+  if not app then return fail(err) end
+  local started, start_err = app:start()
+  if not started then return fail(start_err) end
+  local ok, run_err = app:run()
+  if not ok then return fail(run_err) end
+  return 0
+end
+
+return M

@@ -1,0 +1,58 @@
+-- Small helpers shared by the sluice Lua modules.
+local M = {}
+
+-- Raise a misuse error naming the argument, reported at the caller's caller.
+function M.argerror(n, fname, msg)
+  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3)
+end
+
+function M.check(n, fname, value, expected, optional)
+  local t = type(value)
+  if t == expected or (optional and value == nil) then return value end
+  M.argerror(n, fname, ("%s expected, got %s"):format(expected, t))
+end
+
+local function unescape(s)
+  s = s:gsub("+", " ")
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+M.unescape = unescape
+
+-- "a=1&b=x%20y" → { a = "1", b = "x y" }; a repeated name keeps the last.
+function M.decode_query(qs)
+  local t = {}
+  if not qs or qs == "" then return t end
+  for pair in qs:gmatch("[^&;]+") do
+    local k, v = pair:match("^([^=]*)=?(.*)$")
+    if k and k ~= "" then t[unescape(k)] = unescape(v) end
+  end
+  return t
+end
+
+-- The directory of a chunk name such as "@/path/to/app.lua", or nil.
+function M.source_dir(source)
+  if type(source) ~= "string" or source:sub(1, 1) ~= "@" then return nil end
+  local path = source:sub(2)
+  return path:match("^(.*)/[^/]*$") or "."
+end
+
+-- librdkafka wants strings; accept numbers and booleans for convenience.
+function M.string_props(props, where)
+  local out = {}
+  for k, v in pairs(props or {}) do
+    if type(k) ~= "string" then error(("bad %s: property names must be strings"):format(where), 3) end
+    local t = type(v)
+    if t == "string" then out[k] = v
+    elseif t == "number" or t == "boolean" then out[k] = tostring(v)
+    else error(("bad %s: property '%s' must be a string, number or boolean (got %s)"):format(where, k, t), 3) end
+  end
+  return out
+end
+
+function M.copy(t)
+  local out = {}
+  for k, v in pairs(t or {}) do out[k] = v end
+  return out
+end
+
+return M

@@ -1,0 +1,54 @@
+'use strict';
+// Connects, optionally subscribes, and prints the messages it receives.
+//   node subscribe.js --url ws://127.0.0.1:P/stats [--subscribe TOPIC]
+//        [--count N] [--timeout S] [--ready-file PATH]
+// With --subscribe it sends {"subscribe": TOPIC} and waits for
+// {"subscribed": TOPIC}. --ready-file is created once subscribed (on open
+// without --subscribe). Stops after N messages (default 1) or the timeout.
+// Prints one JSON line: subscribed, messages (strings), close, error.
+const fs = require('fs');
+const WebSocket = require('ws');
+const parse = require('./args');
+
+const o = parse(process.argv.slice(2));
+const count = Number(o.count || 1);
+const result = { subscribed: false, messages: [], close: null };
+let closing = false;
+
+function finish() {
+  process.stdout.write(JSON.stringify(result) + '\n');
+  process.exit(0);
+}
+function ready() {
+  result.subscribed = true;
+  if (o['ready-file']) fs.writeFileSync(o['ready-file'], 'ready\n');
+}
+function closeNow() {
+  if (closing) return;
+  closing = true;
+  if (ws.readyState === WebSocket.OPEN) ws.close(1000); else finish();
+  setTimeout(finish, 2000);
+}
+
+const ws = new WebSocket(o.url);
+setTimeout(() => { result.timed_out = true; closeNow(); }, Number(o.timeout || 20) * 1000);
+ws.on('open', () => {
+  if (o.subscribe) ws.send(JSON.stringify({ subscribe: o.subscribe }));
+  else ready();
+});
+ws.on('message', (data) => {
+  const text = data.toString();
+  let m = null;
+  try { m = JSON.parse(text); } catch (e) { /* not JSON: a plain message */ }
+  if (m && typeof m === 'object' && m.subscribed !== undefined) {
+    if (!result.subscribed) ready();
+    return;
+  }
+  result.messages.push(text);
+  if (result.messages.length >= count) closeNow();
+});
+ws.on('error', (e) => { result.error = e.message; });
+ws.on('close', (code, reason) => {
+  result.close = { code, reason: reason.toString(), by: closing ? 'client' : 'server' };
+  finish();
+});

@@ -1,0 +1,104 @@
+-- The `sluice` command: its options, its errors (one line on stderr, exit
+-- 1), and a clean shutdown on SIGTERM.
+local H = require "integration.helper"
+local socket = require "socket"
+
+-- Runs the command with a time limit; returns exit code, stdout, stderr.
+local function sluice(args)
+  return H.run("timeout -k 5 30 " .. H.q(H.bin) .. " " .. args)
+end
+
+local function one_line(err)
+  local lines = H.lines(err)
+  assert.are.equal(1, #lines, "expected one line on stderr, got:\n" .. err)
+  return lines[1]
+end
+
+describe("the sluice command", function()
+  teardown(H.cleanup)
+
+  it("--version prints the version", function()
+    local code, out = sluice "--version"
+    assert.are.equal(0, code)
+    assert.matches("%d+%.%d+%.%d+", out)
+  end)
+
+  it("--help prints the usage", function()
+    local code, out = sluice "--help"
+    assert.are.equal(0, code)
+    assert.matches("sluice run", out, 1, true)
+    assert.matches("--listen", out, 1, true)
+    assert.matches("--embedded-port", out, 1, true)
+    assert.matches("--kafka", out, 1, true)
+  end)
+
+  it("a missing app file: one line naming it, exit 1", function()
+    local code, _, err = sluice "run /nonexistent/app.lua"
+    assert.are.equal(1, code)
+    assert.matches("/nonexistent/app.lua", one_line(err), 1, true)
+  end)
+
+  it("a syntax error: one line with file:line, exit 1", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/bad.lua", 'local sluice = require "sluice"\n\nlocal x = = 1\nreturn x\n')
+    local code, _, err = sluice("run " .. dir .. "/bad.lua --listen " .. H.free_port())
+    assert.are.equal(1, code)
+    assert.matches("bad.lua:3:", one_line(err), 1, true)
+  end)
+
+  it("an unknown option: one line naming it, exit 1", function()
+    local code, _, err = sluice("run " .. H.q(H.movies) .. " --frobnicate 3")
+    assert.are.equal(1, code)
+    assert.matches("--frobnicate", one_line(err), 1, true)
+  end)
+
+  it("a port in use: one line naming the port, exit 1", function()
+    local busy = assert(socket.bind("127.0.0.1", 0))
+    local _, port = busy:getsockname()
+    local code, _, err = sluice(("run %s --listen %s --embedded-port %d")
+      :format(H.q(H.movies), port, H.free_port()))
+    busy:close()
+    assert.are.equal(1, code)
+    assert.matches(tostring(port), one_line(err), 1, true)
+  end)
+
+  it("SIGTERM: clients see 1001, exit 0, and every acked row is in Kafka", function()
+    -- The broker lives in another gateway, so it outlives the one stopped.
+    local broker = H.start {}
+    finally(function() broker:stop() end)
+    local gw = H.start { kafka = broker.bootstrap }
+    finally(function() gw:stop() end)
+
+    local load = H.client_bg("load.js", { "--url", gw.url .. "/", "--connections", "2",
+      "--rows", "4000", "--interval", "2", "--prefix", "T", "--list-acks", "--timeout", "60" })
+    assert.truthy(H.wait_for(20, function()
+      local _, h = gw:healthz()
+      return type(h) == "table" and (h.delivered or 0) >= 200
+    end), "no rows were delivered")
+    gw:signal "TERM"
+    local code = gw:wait(20)
+    assert.are.equal(0, code, "exit status; stderr:\n" .. gw:stderr())
+
+    local r = load:result(20)
+    assert.are.equal(2, #r.closes)
+    for _, c in ipairs(r.closes) do
+      assert.are.equal("server", c.by)
+      assert.are.equal(1001, c.code)
+    end
+    assert.are.equal(0, r.duplicates)
+    assert.is_true(#r.acked_ids >= 200)
+    assert.is_true(#r.acked_ids < 4000, "the load finished before SIGTERM: nothing was tested")
+
+    local records = H.kcat_consume(broker.bootstrap, "movie-results", #r.acked_ids, 30)
+    local stored = {}
+    for _, rec in ipairs(records) do
+      local ok, row = pcall(H.json.decode, rec.value)
+      if ok and type(row) == "table" and row.id then stored[tostring(row.id)] = true end
+    end
+    local lost = {}
+    for _, id in ipairs(r.acked_ids) do
+      if not stored[id] then lost[#lost + 1] = id end
+    end
+    assert.are.same({}, lost)
+  end)
+end)

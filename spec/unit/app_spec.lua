@@ -1,0 +1,412 @@
+-- The sluice library against the real C core, in one process: a server
+-- app, WebSocket clients through app:connect, raw HTTP through luasocket,
+-- and the embedded Kafka broker. Everything is driven by app:step().
+local sluice = require "sluice"
+local cjson = require "cjson"
+local support = require "unit.support"
+
+local wait, message = support.wait, support.message
+
+-- fn() must raise an error whose message contains `text`.
+local function raises(text, fn)
+  local ok, err = pcall(fn)
+  assert.is_false(ok, "expected an error containing: " .. text)
+  assert.matches(text, tostring(err), 1, true)
+end
+
+describe("sluice.app: WebSocket and HTTP", function()
+  local app
+  local server_closed = {}     -- route /close: what the server's close handler saw
+  local kept_conn              -- a server-side conn kept after it closed
+
+  setup(function()
+    app = support.app { name = "unit-ws" }
+
+    app:ws("/echo", {
+      message = function(conn, data, binary) assert(conn:send(data, binary)) end,
+    })
+
+    app:ws("/count", {
+      open = function(conn) conn.data.n = 0 end,
+      message = function(conn, data)
+        conn.data.n = conn.data.n + 1
+        conn:send(data .. ":" .. conn.data.n)
+      end,
+    })
+
+    app:ws("/close", {
+      message = function(conn, data)
+        local code, reason = data:match("^(%d+) (.*)$")
+        conn:close(tonumber(code), reason)
+      end,
+      close = function(conn, code, reason)
+        server_closed[#server_closed + 1] = { code = code, reason = reason }
+        kept_conn = conn
+      end,
+    })
+
+    app:ws("/raise", {
+      message = function(conn, data)
+        if data == "boom" then error("boom from the handler") end
+        conn:send("ok " .. data)
+      end,
+    })
+
+    app:ws("/room", {})
+    app:ws("/other", {})
+
+    app:ws("/info", {
+      open = function(conn)
+        conn:send(cjson.encode { path = conn.path, q = conn.query.q,
+          qs = conn.query_string, id = conn.id, open = conn:is_open() })
+      end,
+    })
+
+    app:http("GET", "/hello", function(req)
+      return 200, { hello = req.query.name, method = req.method, path = req.path }
+    end)
+    app:http("POST", "/json", function(req)
+      local v, err, code = req:json()
+      if not v then return 400, { error = err, code = code } end
+      return 201, { got = v, type = req.headers["content-type"] }
+    end)
+    app:http("GET", "/text", function()
+      return nil, "plain words", { ["x-extra"] = "yes" }
+    end)
+    app:http("GET", "/raise", function() error("http boom") end)
+    app:http("GET", "/later", function(req)
+      local respond = req:defer()
+      app:timer(20, function() respond(202, { late = true }) end)
+    end)
+
+    assert(app:start())
+  end)
+
+  teardown(function()
+    if app then app:close() end
+  end)
+
+  it("listens on the port it reports", function()
+    assert.is_number(app.port)
+    assert.is_true(app.port > 0)
+    assert.is_string(app.bootstrap)
+    assert.matches("^127%.0%.0%.1:%d+$", app.bootstrap)
+  end)
+
+  it("echoes text and binary messages", function()
+    local c = support.open_client(app, "/echo")
+    assert(c.conn:send("hello"))
+    assert.same({ "hello", false }, { message(app, c, 1) })
+    local bytes = "\0\1\2\255"
+    assert(c.conn:send(bytes, true))
+    assert.same({ bytes, true }, { message(app, c, 2) })
+    c.conn:close()
+    wait(app, function() return c.closed end, "client close")
+  end)
+
+  it("joins a message larger than libwebsockets' receive buffer", function()
+    local c = support.open_client(app, "/echo")
+    local big = string.rep("0123456789abcdef", 16384)   -- 256 KiB
+    assert(c.conn:send(big))
+    local got = message(app, c, 1)
+    assert.equal(#big, #got)
+    assert.is_true(got == big)
+    c.conn:close()
+  end)
+
+  it("gives each connection its own conn.data", function()
+    local a = support.open_client(app, "/count")
+    local b = support.open_client(app, "/count")
+    a.conn:send("a"); a.conn:send("a")
+    b.conn:send("b")
+    assert.equal("a:1", message(app, a, 1))
+    assert.equal("a:2", message(app, a, 2))
+    assert.equal("b:1", message(app, b, 1))
+    assert.are_not.equal(a.conn.id, b.conn.id)
+    a.conn:close(); b.conn:close()
+  end)
+
+  it("exposes the upgrade request on the server's conn", function()
+    local c = support.open_client(app, "/info?q=a%20b&x=1")
+    local info = cjson.decode((message(app, c, 1)))
+    assert.equal("/info", info.path)
+    assert.equal("a b", info.q)
+    assert.equal("q=a%20b&x=1", info.qs)
+    assert.is_true(info.open)
+    assert.is_number(info.id)
+    c.conn:close()
+  end)
+
+  it("delivers the close code and reason to the client and the server", function()
+    local c = support.open_client(app, "/close")
+    c.conn:send("4001 done here")
+    wait(app, function() return c.closed end, "client close")
+    assert.same({ code = 4001, reason = "done here" }, c.closed)
+    wait(app, function() return #server_closed > 0 end, "server close handler")
+    assert.equal(4001, server_closed[#server_closed].code)
+    assert.is_false(c.conn:is_open())
+  end)
+
+  it("returns CLOSED from send on a closed connection", function()
+    local c = support.open_client(app, "/close")
+    c.conn:send("1000 bye")
+    wait(app, function() return c.closed and kept_conn end, "close")
+    local ok, err, code = kept_conn:send("too late")
+    assert.is_nil(ok)
+    assert.equal("CLOSED", code)
+    assert.matches("^CLOSED: ", err)
+    ok, err, code = c.conn:send("too late")
+    assert.same({ nil, "CLOSED" }, { ok, code })
+    assert.matches("^CLOSED: ", err)
+  end)
+
+  it("answers a raising handler with the HANDLER frame and keeps the connection", function()
+    local before = app:stats().handler_errors
+    local c = support.open_client(app, "/raise")
+    c.conn:send("boom")
+    assert.equal('{"error":"handler failed","code":"HANDLER"}', (message(app, c, 1)))
+    c.conn:send("again")
+    assert.equal("ok again", (message(app, c, 2)))
+    assert.is_true(c.conn:is_open())
+    assert.equal(before + 1, app:stats().handler_errors)
+    local logged = table.concat(support.logs(app), "\n")
+    assert.matches("boom from the handler", logged, 1, true)
+    assert.matches("traceback", logged, 1, true)
+    c.conn:close()
+  end)
+
+  it("broadcasts to every connection on a route and counts them", function()
+    local room = { support.open_client(app, "/room"), support.open_client(app, "/room"),
+                   support.open_client(app, "/room") }
+    local other = support.open_client(app, "/other")
+    assert.equal(3, app:broadcast("/room", "hi all"))
+    for _, c in ipairs(room) do assert.equal("hi all", (message(app, c, 1))) end
+    support.settle(app, 0.2)
+    assert.equal(0, #other.messages)
+    assert.equal(0, app:broadcast("/nobody", "x"))
+    room[1].conn:close()
+    wait(app, function() return room[1].closed end, "close")
+    wait(app, function() return app:broadcast("/room", "again") == 2 end, "two left")
+    for _, c in ipairs(room) do c.conn:close() end
+    other.conn:close()
+  end)
+
+  it("counts open connections in stats", function()
+    support.settle(app, 0.1)
+    local before = app:stats().connections
+    local c = support.open_client(app, "/echo")
+    wait(app, function() return app:stats().connections > before end, "connection counted")
+    c.conn:close()
+    wait(app, function() return app:stats().connections == before end, "connection uncounted")
+  end)
+
+  it("refuses an upgrade to a path with no route (client sees 1006)", function()
+    local c = support.client(app, "/nowhere")
+    wait(app, function() return c.closed end, "refused upgrade")
+    assert.is_false(c.opened)
+    assert.equal(1006, c.closed.code)
+  end)
+
+  it("reports a failed connection with close 1006", function()
+    local dead = support.app { listen = 0 }
+    assert(dead:start())
+    local port = dead.port
+    dead:close()
+    local closed
+    local conn = app:connect("ws://127.0.0.1:" .. port .. "/", {
+      close = function(_, code, reason) closed = { code, reason } end,
+    })
+    assert.is_not_nil(conn)
+    wait(app, function() return closed end, "connect failure")
+    assert.equal(1006, closed[1])
+    assert.is_string(closed[2])
+  end)
+
+  it("answers GET with a JSON body and decoded query", function()
+    local res = support.http(app, "GET", "/hello?name=J%C3%BCrgen")
+    assert.equal(200, res.status)
+    assert.matches("^application/json", res.headers["content-type"])
+    assert.same({ hello = "Jürgen", method = "GET", path = "/hello" }, cjson.decode(res.body))
+  end)
+
+  it("round-trips a JSON POST body", function()
+    local res = support.http(app, "POST", "/json", '{"a":[1,2,3],"b":"x"}',
+      { ["Content-Type"] = "application/json" })
+    assert.equal(201, res.status)
+    assert.same({ got = { a = { 1, 2, 3 }, b = "x" }, type = "application/json" },
+      cjson.decode(res.body))
+  end)
+
+  it("gives req:json() a BAD_JSON failure for a malformed body", function()
+    local res = support.http(app, "POST", "/json", "{nope")
+    assert.equal(400, res.status)
+    local body = cjson.decode(res.body)
+    assert.equal("BAD_JSON", body.code)
+    assert.matches("^BAD_JSON: ", body.error)
+  end)
+
+  it("sends a string body as text/plain with the handler's headers, status 200", function()
+    local res = support.http(app, "GET", "/text")
+    assert.equal(200, res.status)
+    assert.equal("plain words", res.body)
+    assert.matches("^text/plain", res.headers["content-type"])
+    assert.equal("yes", res.headers["x-extra"])
+  end)
+
+  it("answers 500 when an HTTP handler raises", function()
+    local before = app:stats().handler_errors
+    local res = support.http(app, "GET", "/raise")
+    assert.equal(500, res.status)
+    assert.same({ error = "handler failed" }, cjson.decode(res.body))
+    assert.equal(before + 1, app:stats().handler_errors)
+  end)
+
+  it("answers later through req:defer()", function()
+    local res = support.http(app, "GET", "/later")
+    assert.equal(202, res.status)
+    assert.same({ late = true }, cjson.decode(res.body))
+  end)
+
+  it("answers 404 for a path with no route and no static file", function()
+    local res = support.http(app, "GET", "/no/such/thing")
+    assert.equal(404, res.status)
+    res = support.http(app, "POST", "/hello", "x")
+    assert.equal(404, res.status)
+  end)
+end)
+
+describe("sluice.app: timers", function()
+  local app
+  setup(function() app = support.app { listen = false } end)
+  teardown(function() if app then app:close() end end)
+
+  it("fires once without repeat_ms", function()
+    local fired = 0
+    local t = app:timer(10, function() fired = fired + 1 end)
+    wait(app, function() return fired == 1 end, "timer")
+    support.settle(app, 0.1)
+    assert.equal(1, fired)
+    t:close()
+  end)
+
+  it("repeats until stopped, passing itself", function()
+    local fired, seen = 0, nil
+    local t
+    t = app:timer(5, function(timer)
+      fired = fired + 1
+      seen = timer
+    end, 10)
+    wait(app, function() return fired >= 3 end, "three firings")
+    assert.equal(t, seen)
+    t:stop()
+    local at_stop = fired
+    support.settle(app, 0.1)
+    assert.equal(at_stop, fired)
+    t:close()
+    t:close()   -- idempotent
+  end)
+
+  it("raises when a closed timer is used", function()
+    local t = app:timer(1000, function() end)
+    t:close()
+    raises("attempt to use a closed sluice.timer", function() t:stop() end)
+  end)
+end)
+
+describe("sluice.app: Kafka on the embedded broker", function()
+  local app
+  setup(function()
+    app = support.app { name = "unit-kafka", listen = false, embedded = { port = 0, partitions = 4 } }
+  end)
+  teardown(function() if app then app:close() end end)
+
+  it("calls on_delivery once with topic, partition and offset", function()
+    local reports = {}
+    assert.is_true(app:produce("unit-delivery", { key = "k", value = "v1", partition = 2 },
+      function(err, report) reports[#reports + 1] = { err = err, report = report } end))
+    assert.is_true(app:produce("unit-delivery", { key = "k", value = "v2", partition = 2 },
+      function(err, report) reports[#reports + 1] = { err = err, report = report } end))
+    wait(app, function() return #reports == 2 end, "two delivery reports", 20)
+    support.settle(app, 0.1)
+    assert.equal(2, #reports)
+    for i, r in ipairs(reports) do
+      assert.is_nil(r.err)
+      assert.equal("unit-delivery", r.report.topic)
+      assert.equal(2, r.report.partition)
+      assert.equal(i - 1, r.report.offset)
+      assert.is_number(r.report.timestamp)
+    end
+    local s = app:stats()
+    assert.is_true(s.produced >= 2)
+    assert.is_true(s.delivered >= 2)
+    assert.equal(0, s.in_flight)
+  end)
+
+  it("consumes a produced record with key, value and headers", function()
+    assert.is_true(app:produce("unit-consume", {
+      key = "actor-1", value = '{"x":1}', headers = { trace = "abc" }, partition = 1,
+    }))
+    assert.is_true(app:produce("unit-consume", {
+      key = "actor-1", value = "second", headers = { { "h", "1" }, { "h2", "2" } }, partition = 1,
+    }))
+    local got = {}
+    local consumer = app:consume("unit-consume", { from = "earliest", group = "unit-consume-g" },
+      function(rec) got[#got + 1] = rec end)
+    wait(app, function() return #got >= 2 end, "two consumed records", 30)
+    local r = got[1]
+    assert.equal("unit-consume", r.topic)
+    assert.equal(1, r.partition)
+    assert.equal(0, r.offset)
+    assert.equal("actor-1", r.key)
+    assert.equal('{"x":1}', r.value)
+    assert.same({ trace = "abc" }, r.headers)
+    assert.is_number(r.timestamp)
+    assert.equal("second", got[2].value)
+    assert.equal(1, got[2].offset)
+    assert.same({ h = "1", h2 = "2" }, got[2].headers)
+    assert.is_true(app:stats().consumed >= 2)
+    consumer:close()
+    raises("attempt to use a closed sluice.consumer", function() consumer:pause() end)
+  end)
+
+  it("produces a plain string as the value, with no key", function()
+    assert.is_true(app:produce("unit-plain", "just a value"))
+    local got
+    local consumer = app:consume({ "unit-plain" }, { from = "earliest", group = "unit-plain-g" },
+      function(rec) got = rec end)
+    wait(app, function() return got end, "consumed record", 30)
+    assert.equal("just a value", got.value)
+    assert.is_nil(got.key)
+    consumer:close()
+  end)
+end)
+
+describe("sluice.app: misuse and expected failures", function()
+  it("raises on misuse, naming the argument", function()
+    local app = support.app { listen = false }
+    raises("bad argument #1 to 'produce'", function() app:produce(42) end)
+    raises("bad argument #2 to 'produce'", function() app:produce("topic", true) end)
+    raises("bad argument #2 to 'ws' (table expected, got string)",
+      function() app:ws("/x", "not a table") end)
+    raises("bad argument #2 to 'timer' (function expected, got string)",
+      function() app:timer(10, "not a function") end)
+    raises("bad argument #3 to 'consume' (function expected, got nil)",
+      function() app:consume("t", {}) end)
+    app:close()
+  end)
+
+  it("raises on an unknown option, naming it", function()
+    raises("lisen", function() sluice.app { listen = false, lisen = 80 } end)
+  end)
+
+  it("returns ADDRINUSE when the port is taken", function()
+    local first = support.app { listen = 0 }
+    assert(first:start())
+    local second = support.app { listen = first.port }
+    local ok, err, code = second:start()
+    assert.same({ nil, "ADDRINUSE: port " .. first.port .. " is in use", "ADDRINUSE" },
+      { ok, err, code })
+    second:close()
+    first:close()
+  end)
+end)

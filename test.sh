@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The one test command: installs dependencies, builds, and runs every test
+# through ctest (C unit tests, busted specs, integration specs).
+set -euo pipefail
+cd "$(dirname "$0")"
+build=${SLUICE_BUILD_DIR:-build}
+
+bash tools/deps.sh
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$build" -j2
+
+# Node clients for the integration specs (reinstalled when the lockfile changes).
+clients=spec/clients
+stamp=$clients/node_modules/.sluice-lock
+if [ ! -d "$clients/node_modules" ] || ! cmp -s "$clients/package-lock.json" "$stamp"; then
+  (cd "$clients" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  cp "$clients/package-lock.json" "$stamp"
+fi
+
+set +e
+ctest --test-dir "$build" --output-on-failure ${CTEST_ARGS:-}
+status=$?
+exit $status

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages sluice needs to build and test, if missing.
+# Quiet when everything is already there.
+set -euo pipefail
+
+pkgs=(build-essential cmake pkg-config libwebsockets-dev librdkafka-dev
+      liblua5.4-dev libluajit-5.1-dev liblua5.1-0-dev lua5.4 luajit lua5.1
+      lua-cjson lua-busted lua-socket luarocks kcat)
+command -v node >/dev/null 2>&1 || pkgs+=(nodejs npm)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=()
+[ "$(id -u)" -eq 0 ] || sudo=(sudo)
+echo "deps: installing ${missing[*]}" >&2
+apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -y -qq -o Dpkg::Use-Pty=0)
+"${apt[@]}" update >/dev/null
+"${apt[@]}" install --no-install-recommends "${missing[@]}" >/dev/null
