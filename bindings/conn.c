@@ -38,7 +38,7 @@ static lua_conn *push_conn(lua_State *L, sluice_lua_conn_owner *o, sluice_conn *
     luaL_getmetatable(L, SLUICE_CONN_MT);
     lua_setmetatable(L, -2);
     lua_createtable(L, 0, 8);
-    lua_pushnumber(L, (lua_Number)sluice_conn_id(c));
+    lua_pushinteger(L, (lua_Integer)sluice_conn_id(c));
     lua_setfield(L, -2, "id");
     lua_pushstring(L, sluice_conn_path(c));
     lua_setfield(L, -2, "path");
@@ -194,7 +194,7 @@ static int conn_is_open(lua_State *L)
 static int conn_queued(lua_State *L)
 {
     lua_conn *lc = check_conn(L);
-    lua_pushnumber(L, lc->conn ? (lua_Number)sluice_conn_queued_bytes(lc->conn) : 0);
+    lua_pushinteger(L, lc->conn ? (lua_Integer)sluice_conn_queued_bytes(lc->conn) : 0);
     return 1;
 }
 
@@ -306,7 +306,7 @@ static int conn_connect(lua_State *L)
     }
     lc->conn = c;
     lua_createtable(L, 0, 6);
-    lua_pushnumber(L, (lua_Number)sluice_conn_id(c));
+    lua_pushinteger(L, (lua_Integer)sluice_conn_id(c));
     lua_setfield(L, -2, "id");
     lua_pushstring(L, sluice_conn_path(c));
     lua_setfield(L, -2, "path");

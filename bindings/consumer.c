@@ -41,13 +41,13 @@ static void on_record(void *ud, sluice_consumer *sc, const sluice_record *r)
     lua_setfield(L, -2, "topic");
     lua_pushinteger(L, r->partition);
     lua_setfield(L, -2, "partition");
-    lua_pushnumber(L, (lua_Number)r->offset);
+    lua_pushinteger(L, (lua_Integer)r->offset);
     lua_setfield(L, -2, "offset");
     push_bytes_or_nil(L, r->key, r->key_len);
     lua_setfield(L, -2, "key");
     push_bytes_or_nil(L, r->value, r->value_len);
     lua_setfield(L, -2, "value");
-    lua_pushnumber(L, (lua_Number)r->timestamp_ms);
+    lua_pushinteger(L, (lua_Integer)r->timestamp_ms);
     lua_setfield(L, -2, "timestamp");
     lua_createtable(L, 0, (int)r->header_count);
     for (size_t i = 0; i < r->header_count; i++) {
@@ -74,7 +74,7 @@ static void on_rebalance(void *ud, sluice_consumer *sc, int assigned,
         lua_setfield(L, -2, "topic");
         lua_pushinteger(L, parts[i].partition);
         lua_setfield(L, -2, "partition");
-        lua_pushnumber(L, (lua_Number)parts[i].offset);
+        lua_pushinteger(L, (lua_Integer)parts[i].offset);
         lua_setfield(L, -2, "offset");
         lua_rawseti(L, -2, (int)i + 1);
     }
@@ -205,7 +205,7 @@ static int consumer_commit(lua_State *L)
 static int consumer_consumed(lua_State *L)
 {
     lua_consumer *c = luaL_checkudata(L, 1, SLUICE_CONSUMER_MT);
-    lua_pushnumber(L, c->consumed);
+    lua_pushinteger(L, (lua_Integer)c->consumed);
     return 1;
 }
 

@@ -90,14 +90,14 @@ static int loop_stop(lua_State *L)
 static int loop_now(lua_State *L)
 {
     (void)check_open(L);
-    lua_pushnumber(L, (lua_Number)sluice_now_ms());
+    lua_pushinteger(L, (lua_Integer)sluice_now_ms());
     return 1;
 }
 
 static int loop_handler_errors(lua_State *L)
 {
     sluice_lua_loop *ctx = check_open(L);
-    lua_pushnumber(L, (lua_Number)ctx->handler_errors);
+    lua_pushinteger(L, (lua_Integer)ctx->handler_errors);
     return 1;
 }
 

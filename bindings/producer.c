@@ -43,9 +43,9 @@ static void on_delivery(void *ud, void *opaque, const sluice_delivery *d)
     lua_setfield(L, -2, "topic");
     lua_pushinteger(L, d->partition);
     lua_setfield(L, -2, "partition");
-    lua_pushnumber(L, (lua_Number)d->offset);
+    lua_pushinteger(L, (lua_Integer)d->offset);
     lua_setfield(L, -2, "offset");
-    lua_pushnumber(L, (lua_Number)d->timestamp_ms);
+    lua_pushinteger(L, (lua_Integer)d->timestamp_ms);
     lua_setfield(L, -2, "timestamp");
     if (d->error) {
         lua_pushstring(L, d->error_name);
@@ -204,7 +204,7 @@ static int producer_send(lua_State *L)
 
 static int producer_in_flight(lua_State *L)
 {
-    lua_pushnumber(L, (lua_Number)sluice_producer_in_flight(check_producer(L)->producer));
+    lua_pushinteger(L, (lua_Integer)sluice_producer_in_flight(check_producer(L)->producer));
     return 1;
 }
 
@@ -213,7 +213,7 @@ static int producer_flush(lua_State *L)
 {
     lua_producer *p = check_producer(L);
     int ms = (int)luaL_optinteger(L, 2, 10000);
-    lua_pushnumber(L, (lua_Number)sluice_producer_flush(p->producer, ms));
+    lua_pushinteger(L, (lua_Integer)sluice_producer_flush(p->producer, ms));
     return 1;
 }
 
@@ -221,13 +221,13 @@ static int producer_stats(lua_State *L)
 {
     lua_producer *p = check_producer(L);
     lua_createtable(L, 0, 4);
-    lua_pushnumber(L, p->sent);
+    lua_pushinteger(L, (lua_Integer)p->sent);
     lua_setfield(L, -2, "produced");
-    lua_pushnumber(L, p->delivered);
+    lua_pushinteger(L, (lua_Integer)p->delivered);
     lua_setfield(L, -2, "delivered");
-    lua_pushnumber(L, p->failed);
+    lua_pushinteger(L, (lua_Integer)p->failed);
     lua_setfield(L, -2, "delivery_failed");
-    lua_pushnumber(L, (lua_Number)sluice_producer_in_flight(p->producer));
+    lua_pushinteger(L, (lua_Integer)sluice_producer_in_flight(p->producer));
     lua_setfield(L, -2, "in_flight");
     return 1;
 }

@@ -9,6 +9,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -248,9 +249,20 @@ static int fwd_start(fwd *f, int port, const char *bootstraps, char *err, size_t
         sluice_kafka_errf(err, errlen, "eventfd: %s", strerror(errno));
         return SLUICE_EIO;
     }
-    if (pthread_create(&f->thread, NULL, fwd_main, f) != 0) {
-        sluice_kafka_errf(err, errlen, "cannot start the forwarder thread");
-        return SLUICE_EIO;
+    {
+        /* The thread must never take a process signal: SIGTERM is meant
+         * for the loop thread's signalfd, and on an unblocked thread its
+         * default action would kill the process. */
+        sigset_t all, previous;
+        int created;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &previous);
+        created = pthread_create(&f->thread, NULL, fwd_main, f);
+        pthread_sigmask(SIG_SETMASK, &previous, NULL);
+        if (created != 0) {
+            sluice_kafka_errf(err, errlen, "cannot start the forwarder thread");
+            return SLUICE_EIO;
+        }
     }
     f->running = 1;
     return 0;
@@ -306,7 +318,9 @@ int sluice_broker_new(sluice_loop *loop, const sluice_broker_config *cfg,
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     int rc = sluice_kafka_conf_log(conf, err, errlen);
     if (!rc) rc = sluice_kafka_conf_apply(conf, (const char *const[]){
-                       "client.id", "sluice-embedded-broker", NULL }, err, errlen);
+                       "client.id", "sluice-embedded-broker",
+                       /* Not "no bootstrap.servers" notices: this handle never connects. */
+                       "log_level", "4", NULL }, err, errlen);
     if (rc) {
         rd_kafka_conf_destroy(conf);
         free(b);
@@ -325,7 +339,14 @@ int sluice_broker_new(sluice_loop *loop, const sluice_broker_config *cfg,
     rc = sluice_kq_open(&b->kq, loop, b->main_queue, broker_serve, b, err, errlen);
     if (rc) goto fail;
 
-    b->mock = rd_kafka_mock_cluster_new(b->rk, b->brokers);
+    {
+        /* Same for the mock cluster's own thread. */
+        sigset_t all, previous;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &previous);
+        b->mock = rd_kafka_mock_cluster_new(b->rk, b->brokers);
+        pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    }
     if (!b->mock) {
         sluice_kafka_errf(err, errlen, "cannot start the embedded Kafka broker");
         rc = SLUICE_EKAFKA;

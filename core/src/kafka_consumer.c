@@ -2,7 +2,6 @@
  * loop thread when the consumer queue's wake-up fd becomes readable. Each
  * record's offset is stored after its handler returns and committed by
  * auto-commit: at-least-once. */
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,7 +62,6 @@ static void consumer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
     sluice_consumer *c = opaque;
     const char *protocol = rd_kafka_rebalance_protocol(rk);
     int cooperative = protocol && strcmp(protocol, "COOPERATIVE") == 0;
-    fprintf(stderr, "TMPDEBUG protocol %s e=%d\n", protocol ? protocol : "null", e);
     rd_kafka_error_t *error = NULL;
     rd_kafka_resp_err_t assign_err = 0;
 

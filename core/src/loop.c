@@ -235,6 +235,8 @@ int sluice_loop_new(const sluice_loop_config *cfg, sluice_loop **out,
     info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.port = CONTEXT_PORT_NO_LISTEN;
     info.user = loop;
+    /* One read per wake-up takes in many small frames. */
+    info.pt_serv_buf_size = 64 * 1024;
     loop->ctx = lws_create_context(&info);
     if (!loop->ctx) {
         if (err && errlen) snprintf(err, errlen, "cannot create libwebsockets context");
@@ -246,7 +248,8 @@ int sluice_loop_new(const sluice_loop_config *cfg, sluice_loop **out,
     info.vhost_name = "sluice-internal";
     info.port = CONTEXT_PORT_NO_LISTEN;
     info.protocols = internal_protocols;
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+    /* SSL init here gives outgoing wss:// connections a client context. */
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.user = loop;
     loop->internal_vh = lws_create_vhost(loop->ctx, &info);
     if (!loop->internal_vh) {

@@ -47,3 +47,92 @@ static inline void sluice_loop_defer(sluice_loop *loop, lws_sorted_usec_list_t *
 }
 
 #endif
+
+/* ---- WebSocket internals shared by ws_conn.c, ws_server.c, ws_client.c - */
+#ifndef SLUICE_WS_INTERNAL
+#define SLUICE_WS_INTERNAL
+#include "sluice/ws.h"
+
+/* One queued outgoing message, with LWS_PRE bytes of headroom for lws. */
+struct sluice_sendbuf {
+    struct sluice_sendbuf *next;
+    size_t len;
+    int binary;
+    unsigned char buf[];
+};
+
+enum sluice_conn_state {
+    SLUICE_CONN_CONNECTING,  /* client handshake in progress */
+    SLUICE_CONN_OPEN,
+    SLUICE_CONN_CLOSING,     /* close requested, queue draining */
+    SLUICE_CONN_CLOSED       /* close handler running or done */
+};
+
+struct sluice_conn {
+    sluice_loop *loop;
+    struct lws *wsi;            /* NULL once lws closed it */
+    sluice_server *server;      /* NULL on the client side */
+    sluice_conn *prev, *next;   /* in the server's list */
+    sluice_conn_handlers h;
+    void *ud;
+    void *userdata;
+    uint64_t id;
+    int is_client;
+    enum sluice_conn_state state;
+    char *path, *query;
+    char peer[64];
+    char **headers;             /* name, value, name, value… */
+    size_t nheaders;
+    size_t max_message, send_queue_max;
+    /* reassembly of fragmented / split messages */
+    char *rx;
+    size_t rx_len, rx_cap;
+    int rx_binary, rx_in_message;
+    /* send queue */
+    struct sluice_sendbuf *tx_head, *tx_tail;
+    size_t queued;
+    /* our close request, and the peer's close frame */
+    int close_code;
+    char close_reason[124];
+    int peer_code;              /* 0: no close frame from the peer */
+    char peer_reason[124];
+    int paused;
+    /* a user callback is running; if the close was reported meanwhile
+     * (server freed from it), the caller frees c once it returns */
+    int busy;
+    int dead;
+    /* client connect failure inside lws_client_connect_via_info: reported
+     * from a deferred callback so the caller gets *out first */
+    int connecting_sync;
+    int connect_failed;
+    lws_sorted_usec_list_t defer_sul;
+};
+
+uint64_t sluice_conn_next_id(void);
+sluice_conn *sluice_conn_alloc(sluice_loop *loop, const sluice_conn_handlers *h,
+                               void *ud, int is_client, size_t max_message,
+                               size_t send_queue_max);
+/* Frees the connection's memory only (no callbacks). */
+void sluice_conn_destroy(sluice_conn *c);
+/* lws event handlers; a negative return asks lws to close the wsi. */
+int sluice_conn_on_open(sluice_conn *c);
+int sluice_conn_on_receive(sluice_conn *c, const void *in, size_t len);
+int sluice_conn_on_writeable(sluice_conn *c);
+void sluice_conn_on_peer_close(sluice_conn *c, const void *in, size_t len);
+/* The wsi is gone (the caller detached it): reports the close to the
+ * user and frees c. */
+void sluice_conn_on_closed(sluice_conn *c, const char *fallback_reason);
+/* Applies the effective read pause (connection or server) to the wsi. */
+void sluice_conn_apply_flow(sluice_conn *c);
+
+/* Copies request headers (lower-case names) out of lws's header storage. */
+int sluice_copy_headers(struct lws *wsi, char ***out, size_t *n);
+void sluice_free_headers(char **headers, size_t n);
+/* Query string ("a=1&b=2", "" if none) of the request on wsi. */
+char *sluice_copy_query(struct lws *wsi);
+char *sluice_strdup(const char *s);
+
+/* Hooks from ws_server.c into the shared code. */
+void sluice_server_conn_closed(sluice_server *s, sluice_conn *c);
+int sluice_server_is_paused(const sluice_server *s);
+#endif

@@ -362,6 +362,13 @@ static void test_absolute_start(const produce_state *ps) {
     CHECK(expected > 0);
     sluice_consumer *c = start_consumer_in(&s, start, "sluice-abs", "cooperative-sticky", on_record);
     if (!c) return;
+    /* Paused before any assignment: assigned partitions start paused. */
+    CHECK_EQ_INT(sluice_consumer_pause(c, 1), 0);
+    pump_until(&s.assigned_events, 1, 30000);
+    pump_for(1000);
+    CHECK_EQ_INT(s.assigned_partitions, 4);
+    CHECK_EQ_INT(s.records, 0);
+    CHECK_EQ_INT(sluice_consumer_pause(c, 0), 0);
     pump_until(&s.records, expected, 30000);
     pump_for(300);
     CHECK_EQ_INT(s.records, expected);

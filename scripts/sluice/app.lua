@@ -251,9 +251,7 @@ function App:_start_kafka()
   self.broker = broker
   -- Our own clients talk to the mock directly; others use the stable port.
   self.kafka_bootstrap = broker:direct_bootstrap()
-  self.bootstrap = broker:bootstrap()
-  self.loop:log("info", ("embedded Kafka broker at %s (in-memory: its data is lost when sluice exits)")
-    :format(self.bootstrap))
+  self.bootstrap = broker:bootstrap()   -- the core logs that it is in-memory
   return true
 end
 
@@ -410,6 +408,8 @@ function App:_start_consumer(decl)
   local extra = util.copy(options.kafka)
   extra["group.id"] = group
   if type(from) == "string" and FROM[from] then extra["auto.offset.reset"] = FROM[from] end
+  -- The embedded broker creates topics on first use; let consumers ask.
+  if self.broker and extra["allow.auto.create.topics"] == nil then extra["allow.auto.create.topics"] = "true" end
   local counters = self.counters
   local c, err, code = core.consumer(self.loop, {
     props = self:_kafka_props(extra), topics = decl.topics,
@@ -419,7 +419,10 @@ function App:_start_consumer(decl)
       counters.consumed = counters.consumed + 1
       return decl.handler(rec)
     end,
-    rebalance = options.rebalance and function(event, parts) return decl.options.rebalance(event, parts) end,
+    rebalance = function(event, parts)
+      decl.consumer.assigned = (decl.consumer.assigned or 0) + (event == "assigned" and #parts or -#parts)
+      if decl.options.rebalance then return decl.options.rebalance(event, parts) end
+    end,
   })
   if not c then return nil, err, code end
   decl.consumer.core = c
@@ -502,8 +505,9 @@ function App:stats()
     connections = self.server and self.server:conn_count() or 0,
     handler_errors = self.loop and self.started and self.loop:handler_errors() or 0,
     produced = 0, delivered = 0, delivery_failed = 0, in_flight = 0,
-    consumed = self.counters.consumed,
+    consumed = self.counters.consumed, assigned = 0,
   }
+  for _, c in ipairs(self.consumers) do s.assigned = s.assigned + (c.assigned or 0) end
   if self.producer then
     for k, v in pairs(self.producer:stats()) do s[k] = v end
   end

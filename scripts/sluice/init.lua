@@ -15,7 +15,9 @@ local M = {
 }
 
 function M.app(options)
-  return App.new(options, M.overrides, 2)
+  -- Not a tail call: App.new looks two frames up for the app file's path.
+  local app = App.new(options, M.overrides, 2)
+  return app
 end
 
 return M

@@ -39,6 +39,7 @@ ws.on('open', () => {
   if (want === 0) closeNow();
 });
 ws.on('message', (data) => {
+  if (closing) return;
   result.replies.push(data.toString());
   if (result.replies.length >= want) closeNow();
 });

@@ -37,6 +37,7 @@ ws.on('open', () => {
   else ready();
 });
 ws.on('message', (data) => {
+  if (closing) return;              // enough: ignore what arrives while closing
   const text = data.toString();
   let m = null;
   try { m = JSON.parse(text); } catch (e) { /* not JSON: a plain message */ }

@@ -125,8 +125,10 @@ describe("movies gateway", function()
     for _, h in ipairs { by_msg, by_path } do
       local r = h:result(5)
       assert.is_true(r.subscribed)
-      assert.are.equal(1, #r.messages)
-      assert.is_true(sent[r.messages[1]], "unexpected message " .. tostring(r.messages[1]))
+      assert.is_true(#r.messages >= 1, "no stats record reached the client")
+      for _, m in ipairs(r.messages) do
+        assert.is_true(sent[m], "unexpected message " .. tostring(m))
+      end
     end
   end)
 

@@ -21,6 +21,7 @@ describe("an idle gateway", function()
     local before = H.cpu_seconds(gw.pid)
     H.sleep(5)
     local used = H.cpu_seconds(gw.pid) - before
+    print(("# CPU used while idle: %.2f s"):format(used))
     assert.is_false(client:done() ~= nil, "the client was disconnected")
     assert.is_true(used < 0.05, ("used %.2f s of CPU while idle"):format(used))
   end)

@@ -149,3 +149,112 @@ describe("movies rows", function()
     end)
   end)
 end)
+
+-- The movies app itself, loaded in this process on free ports (through
+-- sluice.overrides, as `sluice run --listen 0 --embedded-port 0` would).
+describe("movies app", function()
+  local sluice = require "sluice"
+  local support = require "unit.support"
+  local app
+
+  setup(function()
+    local saved = sluice.overrides
+    sluice.overrides = { listen = 0, embedded_port = 0, log_level = "warn" }
+    app = assert(loadfile("scripts/apps/movies/app.lua"))()
+    sluice.overrides = saved
+    assert(app:start())
+  end)
+  teardown(function() if app then app:close() end end)
+
+  -- an id as text: numbers decoded by cjson are floats on Lua 5.4
+  local function id_text(v)
+    return type(v) == "number" and string.format("%.0f", v) or tostring(v)
+  end
+
+  local function decoded(c)
+    local out = {}
+    for i, m in ipairs(c.messages) do out[i] = cjson.decode(m[1]) end
+    return out
+  end
+
+  it("acks rows by id or sequence number, and reports bad ones", function()
+    local c = support.open_client(app, "/")
+    c.conn:send(cjson.encode(row { id = "A1" }))
+    c.conn:send(cjson.encode { row(), row { actorId = "" }, row { id = 77 } })
+    c.conn:send("{oops")
+    c.conn:send("\1\2", true)
+    support.wait(app, function() return #c.messages >= 6 end, "six replies", 20)
+    support.settle(app, 0.2)
+    local got = decoded(c)
+    assert.equal(6, #got)
+    -- errors come at once, acks once Kafka has the rows
+    assert.same({ error = "invalid row: actorId must be a non-empty string", id = 3 }, got[1])
+    assert.same({ error = "malformed JSON: Expected object key string but found invalid token at character 2" }, got[2])
+    assert.same({ error = "binary frames are not accepted" }, got[3])
+    local acks = {}
+    for i = 4, 6 do acks[#acks + 1] = id_text(got[i].ack) end
+    table.sort(acks)
+    assert.same({ "2", "77", "A1" }, acks)
+    assert.is_true(c.conn:is_open())
+    c.conn:close()
+  end)
+
+  it("stores rows keyed by actorId and dead-letters the rest with the reason", function()
+    local results, dlq = {}, {}
+    local c1 = app:consume("movie-results", { from = "earliest", group = "unit-movies-r" },
+      function(rec) results[#results + 1] = rec end)
+    local c2 = app:consume("movie-results.dlq", { from = "earliest", group = "unit-movies-d" },
+      function(rec) dlq[#dlq + 1] = rec end)
+    support.wait(app, function() return #results >= 3 and #dlq >= 3 end, "stored records", 30)
+    local by_id = {}
+    for _, rec in ipairs(results) do
+      assert.equal("nm0000158", rec.key)
+      by_id[id_text(cjson.decode(rec.value).id)] = rec.value
+    end
+    assert.equal('{"id":"A1","actorName":"Tom Hanks","actorId":"nm0000158","movieId":"tt0109830",'
+      .. '"movieName":"Forrest Gump","movieMinutes":142}', by_id.A1)
+    assert.is_string(by_id["77"])
+    local errors = {}
+    for _, rec in ipairs(dlq) do errors[rec.headers.error] = rec.value end
+    assert.equal("{oops", errors["malformed JSON: Expected object key string but found invalid token at character 2"])
+    assert.equal("\1\2", errors["binary frames are not accepted"])
+    local bad = errors["invalid row: actorId must be a non-empty string"]
+    assert.equal("", cjson.decode(bad).actorId)
+    c1:close(); c2:close()
+  end)
+
+  it("answers /healthz with the gateway's counters", function()
+    local res = support.http(app, "GET", "/healthz")
+    assert.equal(200, res.status)
+    local h = cjson.decode(res.body)
+    assert.equal("ok", h.status)
+    local keys = {}
+    for k in pairs(h) do keys[#keys + 1] = k end
+    table.sort(keys)
+    assert.same({ "connections", "delivered", "delivery_failed", "handler_errors", "in_flight",
+                  "produced", "status" }, keys)
+    assert.is_true(h.delivered >= 6)      -- 3 rows + 3 dead letters
+    assert.equal(0, h.handler_errors)
+  end)
+
+  it("forwards movie-stats records to subscribers on / and /stats", function()
+    local a = support.open_client(app, "/stream")
+    local b = support.open_client(app, "/stats")
+    a.conn:send('{"subscribe":"other"}')
+    a.conn:send('{"subscribe":"movie-stats"}')
+    assert.same({ error = "unknown subscription: only movie-stats is offered" },
+      cjson.decode((support.message(app, a, 1))))
+    assert.equal('{"subscribed":"movie-stats"}', (support.message(app, a, 2)))
+    -- the stats consumer starts at "latest" once assigned: produce until seen
+    local n = 0
+    support.wait(app, function()
+      n = n + 1
+      app:produce("movie-stats", '{"n":' .. n .. '}')
+      support.settle(app, 0.2)
+      return #a.messages >= 3 and #b.messages >= 1
+    end, "stats records", 30)
+    assert.matches('^{"n":%d+}$', a.messages[3][1])
+    assert.matches('^{"n":%d+}$', b.messages[1][1])
+    a.conn:close(); b.conn:close()
+  end)
+end)

@@ -24,8 +24,8 @@ typedef struct sluice_producer sluice_producer;
 
 typedef struct sluice_delivery {
     int error;               /* 0: stored in Kafka */
-    const char *error_name;  /* librdkafka's name without leading '_', e.g. "MSG_TIMED_OUT" */
-    const char *error_text;  /* human readable */
+    const char *error_name;  /* librdkafka's name without leading '_', e.g. "MSG_TIMED_OUT"; NULL if error is 0 */
+    const char *error_text;  /* human readable; NULL if error is 0 */
     const char *topic;
     int32_t partition;
     int64_t offset;          /* -1 if unknown */
@@ -69,7 +69,9 @@ size_t sluice_producer_in_flight(const sluice_producer *p);
  * on this thread meanwhile. Returns the number still in flight. */
 size_t sluice_producer_flush(sluice_producer *p, int timeout_ms);
 /* Messages still in flight are purged and reported failed (PURGE_QUEUE)
- * before this returns. Call sluice_producer_flush first to avoid that. */
+ * before this returns. Call sluice_producer_flush first to avoid that.
+ * May be called from inside on_delivery: the free (and the purged
+ * reports) then completes right after that callback returns. */
 void sluice_producer_free(sluice_producer *p);
 
 /* ---- consumer ---------------------------------------------------------- */
@@ -123,7 +125,10 @@ int sluice_consumer_new(sluice_loop *loop, const sluice_consumer_config *cfg,
 int sluice_consumer_pause(sluice_consumer *c, int paused);
 /* Commit stored offsets now (async unless sync). */
 int sluice_consumer_commit(sluice_consumer *c, int sync, char *err, size_t errlen);
-/* Commit, leave the group, free. Blocks up to a few seconds. */
+/* Commit, leave the group, free. Blocks up to a few seconds (librdkafka
+ * bounds it by session.timeout.ms). May be called from inside on_record or
+ * on_rebalance: no further callbacks happen and the close completes right
+ * after that callback returns (the record being handled is committed). */
 void sluice_consumer_free(sluice_consumer *c);
 
 #ifdef __cplusplus

@@ -1,0 +1,433 @@
+/* The WebSocket connection shared by server and client sides: send queue,
+ * reassembly of messages, close handshake bookkeeping. */
+#include "loop_internal.h"
+
+#include <ctype.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Close handshakes that cannot complete (peer not reading) end after this. */
+#define CLOSE_GRACE_S 5
+
+uint64_t sluice_conn_next_id(void)
+{
+    /* Process-wide so ids stay unique across loops. */
+    static _Atomic uint64_t next_id = 1;
+    return atomic_fetch_add(&next_id, 1);
+}
+
+char *sluice_strdup(const char *s)
+{
+    size_t n = strlen(s ? s : "") + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s ? s : "", n);
+    return d;
+}
+
+sluice_conn *sluice_conn_alloc(sluice_loop *loop, const sluice_conn_handlers *h,
+                               void *ud, int is_client, size_t max_message,
+                               size_t send_queue_max)
+{
+    sluice_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->loop = loop;
+    if (h)
+        c->h = *h;
+    c->ud = ud;
+    c->id = sluice_conn_next_id();
+    c->is_client = is_client;
+    c->max_message = max_message ? max_message : 1024 * 1024;
+    c->send_queue_max = send_queue_max ? send_queue_max : 8u * 1024 * 1024;
+    return c;
+}
+
+static void drop_queue(sluice_conn *c)
+{
+    struct sluice_sendbuf *b = c->tx_head;
+    while (b) {
+        struct sluice_sendbuf *next = b->next;
+        free(b);
+        b = next;
+    }
+    c->tx_head = c->tx_tail = NULL;
+    c->queued = 0;
+}
+
+void sluice_conn_destroy(sluice_conn *c)
+{
+    if (!c)
+        return;
+    lws_sul_cancel(&c->defer_sul);
+    drop_queue(c);
+    free(c->rx);
+    free(c->path);
+    free(c->query);
+    sluice_free_headers(c->headers, c->nheaders);
+    free(c);
+}
+
+/* ---- header copies ------------------------------------------------------ */
+
+void sluice_free_headers(char **headers, size_t n)
+{
+    if (!headers)
+        return;
+    for (size_t i = 0; i < 2 * n; i++)
+        free(headers[i]);
+    free(headers);
+}
+
+int sluice_copy_headers(struct lws *wsi, char ***out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    char **list = calloc(2 * WSI_TOKEN_COUNT, sizeof *list);
+    if (!list)
+        return SLUICE_ENOMEM;
+    size_t count = 0;
+    for (int tok = 0; tok < WSI_TOKEN_COUNT; tok++) {
+        const char *name = (const char *)lws_token_to_string((enum lws_token_indexes)tok);
+        int vlen = lws_hdr_total_length(wsi, (enum lws_token_indexes)tok);
+        if (!name || vlen <= 0)
+            continue;
+        size_t nlen = strlen(name);
+        /* Only real "name:" headers; skip method/URI pseudo tokens. */
+        if (nlen < 2 || name[nlen - 1] != ':' || name[0] == ':')
+            continue;
+        char *k = malloc(nlen);
+        char *v = malloc((size_t)vlen + 1);
+        if (!k || !v) {
+            free(k);
+            free(v);
+            sluice_free_headers(list, count);
+            return SLUICE_ENOMEM;
+        }
+        for (size_t i = 0; i < nlen - 1; i++)
+            k[i] = (char)tolower((unsigned char)name[i]);
+        k[nlen - 1] = '\0';
+        if (lws_hdr_copy(wsi, v, vlen + 1, (enum lws_token_indexes)tok) < 0)
+            v[0] = '\0';
+        list[2 * count] = k;
+        list[2 * count + 1] = v;
+        count++;
+    }
+    *out = list;
+    *n = count;
+    return SLUICE_OK;
+}
+
+/* Appends src percent-encoded; the first '=' is kept when keep_eq. */
+static size_t encode_arg(char *dst, const char *src, int keep_eq)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+    for (; *src; src++) {
+        unsigned char ch = (unsigned char)*src;
+        if (isalnum(ch) || strchr("-._~!*'(),/:@;$", ch) || (ch == '=' && keep_eq)) {
+            if (ch == '=')
+                keep_eq = 0;
+            dst[n++] = (char)ch;
+        } else {
+            dst[n++] = '%';
+            dst[n++] = hex[ch >> 4];
+            dst[n++] = hex[ch & 15];
+        }
+    }
+    return n;
+}
+
+char *sluice_copy_query(struct lws *wsi)
+{
+    int total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS);
+    if (total <= 0)
+        return sluice_strdup("");
+    /* lws splits the query at '&' into fragments and url-decodes each, so
+     * an encoded '&' or '=' would become ambiguous: re-encode each one. */
+    char *frag = malloc((size_t)total + 1);
+    char *q = malloc(4 * (size_t)total + 64);
+    if (!frag || !q) {
+        free(frag);
+        free(q);
+        return NULL;
+    }
+    size_t used = 0;
+    for (int i = 0;; i++) {
+        int flen = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (flen <= 0 || lws_hdr_copy_fragment(wsi, frag, total + 1,
+                                                WSI_TOKEN_HTTP_URI_ARGS, i) < 0)
+            break;
+        if (used)
+            q[used++] = '&';
+        used += encode_arg(q + used, frag, 1);
+    }
+    q[used] = '\0';
+    free(frag);
+    return q;
+}
+
+/* ---- lws events --------------------------------------------------------- */
+
+void sluice_conn_apply_flow(sluice_conn *c)
+{
+    if (!c->wsi || c->state != SLUICE_CONN_OPEN)
+        return;
+    int paused = c->paused || (c->server && sluice_server_is_paused(c->server));
+    lws_rx_flow_control(c->wsi, paused ? 0 : 1);
+}
+
+/* After a user callback: if the connection was reported closed from
+ * inside it, free it now and have lws drop the socket. */
+static int finish_user_call(sluice_conn *c)
+{
+    c->busy--;
+    if (c->dead && !c->busy) {
+        sluice_conn_destroy(c);
+        return -1;
+    }
+    return 0;
+}
+
+int sluice_conn_on_open(sluice_conn *c)
+{
+    sluice_loop_note_activity(c->loop);
+    if (c->state == SLUICE_CONN_CONNECTING)
+        c->state = SLUICE_CONN_OPEN;
+    if (c->state == SLUICE_CONN_OPEN) {
+        sluice_conn_apply_flow(c);
+        if (c->h.open) {
+            c->busy++;
+            c->h.open(c->ud, c);
+            if (finish_user_call(c))
+                return -1;
+        }
+    }
+    /* Messages queued before the handshake, or a close requested. */
+    if (c->wsi && (c->tx_head || c->state == SLUICE_CONN_CLOSING))
+        lws_callback_on_writable(c->wsi);
+    return 0;
+}
+
+/* Returns -1 if c was freed meanwhile. */
+static int deliver(sluice_conn *c, const char *data, size_t len, int binary)
+{
+    if (c->state != SLUICE_CONN_OPEN || !c->h.message)
+        return 0;
+    c->busy++;
+    c->h.message(c->ud, c, data, len, binary);
+    return finish_user_call(c);
+}
+
+int sluice_conn_on_receive(sluice_conn *c, const void *in, size_t len)
+{
+    struct lws *wsi = c->wsi;
+    sluice_loop_note_activity(c->loop);
+    int final = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
+    if (!c->rx_in_message) {
+        c->rx_in_message = 1;
+        c->rx_binary = lws_frame_is_binary(wsi);
+        c->rx_len = 0;
+    }
+    if (c->rx_len + len > c->max_message) {
+        static const char why[] = "message too big";
+        c->state = SLUICE_CONN_CLOSING;
+        c->close_code = SLUICE_CLOSE_TOO_BIG;
+        snprintf(c->close_reason, sizeof c->close_reason, "%s", why);
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+                         (unsigned char *)why, sizeof why - 1);
+        return -1;
+    }
+    if (final && c->rx_len == 0) {
+        /* Common case: the whole message in one piece, no copy. */
+        c->rx_in_message = 0;
+        return deliver(c, in, len, c->rx_binary);
+    }
+    if (c->rx_len + len > c->rx_cap) {
+        size_t cap = c->rx_cap ? c->rx_cap : 4096;
+        while (cap < c->rx_len + len)
+            cap *= 2;
+        if (cap > c->max_message)
+            cap = c->max_message;
+        char *bigger = realloc(c->rx, cap);
+        if (!bigger)
+            return -1;
+        c->rx = bigger;
+        c->rx_cap = cap;
+    }
+    if (len)
+        memcpy(c->rx + c->rx_len, in, len);
+    c->rx_len += len;
+    if (final) {
+        c->rx_in_message = 0;
+        size_t whole = c->rx_len;
+        c->rx_len = 0;
+        if (deliver(c, c->rx, whole, c->rx_binary))
+            return -1;
+        /* Do not keep a large buffer for an idle connection. */
+        if (c->rx_cap > 256 * 1024 && !c->rx_in_message) {
+            free(c->rx);
+            c->rx = NULL;
+            c->rx_cap = 0;
+        }
+    }
+    return 0;
+}
+
+int sluice_conn_on_writeable(sluice_conn *c)
+{
+    struct sluice_sendbuf *b = c->tx_head;
+    if (b) {
+        int n = lws_write(c->wsi, b->buf + LWS_PRE, b->len,
+                          b->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+        if (n < 0)
+            return -1;
+        c->tx_head = b->next;
+        if (!c->tx_head)
+            c->tx_tail = NULL;
+        c->queued -= b->len;
+        free(b);
+        if (c->tx_head || c->state == SLUICE_CONN_CLOSING)
+            lws_callback_on_writable(c->wsi);
+        return 0;
+    }
+    if (c->state == SLUICE_CONN_CLOSING) {
+        lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
+                         (unsigned char *)c->close_reason, strlen(c->close_reason));
+        return -1;
+    }
+    return 0;
+}
+
+void sluice_conn_on_peer_close(sluice_conn *c, const void *in, size_t len)
+{
+    const unsigned char *p = in;
+    if (len >= 2) {
+        c->peer_code = (p[0] << 8) | p[1];
+        size_t rlen = len - 2;
+        if (rlen >= sizeof c->peer_reason)
+            rlen = sizeof c->peer_reason - 1;
+        memcpy(c->peer_reason, p + 2, rlen);
+        c->peer_reason[rlen] = '\0';
+    } else {
+        c->peer_code = SLUICE_CLOSE_NO_STATUS;
+        c->peer_reason[0] = '\0';
+    }
+}
+
+void sluice_conn_on_closed(sluice_conn *c, const char *fallback_reason)
+{
+    sluice_loop_note_activity(c->loop);
+    c->wsi = NULL;
+    c->state = SLUICE_CONN_CLOSED;
+    drop_queue(c);
+    int code;
+    const char *reason;
+    if (c->peer_code) {
+        code = c->peer_code;
+        reason = c->peer_reason;
+    } else if (c->close_code) {
+        code = c->close_code;      /* we closed; the peer's echo is not reported */
+        reason = c->close_reason;
+    } else {
+        code = SLUICE_CLOSE_ABNORMAL;
+        reason = fallback_reason ? fallback_reason : "connection lost";
+    }
+    if (c->server)
+        sluice_server_conn_closed(c->server, c);
+    if (c->h.close)
+        c->h.close(c->ud, c, code, reason);
+    if (c->busy)
+        c->dead = 1;            /* freed when the running callback returns */
+    else
+        sluice_conn_destroy(c);
+}
+
+/* ---- public API ---------------------------------------------------------- */
+
+uint64_t sluice_conn_id(const sluice_conn *c) { return c ? c->id : 0; }
+int sluice_conn_is_client(const sluice_conn *c) { return c && c->is_client; }
+int sluice_conn_is_open(const sluice_conn *c) { return c && c->state == SLUICE_CONN_OPEN; }
+const char *sluice_conn_path(const sluice_conn *c) { return c && c->path ? c->path : ""; }
+const char *sluice_conn_query(const sluice_conn *c) { return c && c->query ? c->query : ""; }
+const char *sluice_conn_peer(const sluice_conn *c) { return c ? c->peer : ""; }
+size_t sluice_conn_queued_bytes(const sluice_conn *c) { return c ? c->queued : 0; }
+void sluice_conn_set_userdata(sluice_conn *c, void *p) { if (c) c->userdata = p; }
+void *sluice_conn_userdata(const sluice_conn *c) { return c ? c->userdata : NULL; }
+
+void sluice_conn_headers(const sluice_conn *c, sluice_header_fn fn, void *ud)
+{
+    if (!c || !fn)
+        return;
+    for (size_t i = 0; i < c->nheaders; i++)
+        fn(ud, c->headers[2 * i], c->headers[2 * i + 1]);
+}
+
+/* Starts the close handshake once the queue is empty; the grace timeout
+ * bounds it when the peer stops reading. */
+static void begin_close(sluice_conn *c, int code, const char *reason, int grace)
+{
+    int was_connecting = c->state == SLUICE_CONN_CONNECTING;
+    c->state = SLUICE_CONN_CLOSING;
+    c->close_code = code ? code : SLUICE_CLOSE_NORMAL;
+    snprintf(c->close_reason, sizeof c->close_reason, "%s", reason ? reason : "");
+    if (!c->wsi || was_connecting)
+        return;                 /* sent once the handshake completes */
+    lws_callback_on_writable(c->wsi);
+    if (grace)
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, CLOSE_GRACE_S);
+}
+
+int sluice_conn_send(sluice_conn *c, const void *data, size_t len, int binary)
+{
+    if (!c || (!data && len))
+        return SLUICE_EINVAL;
+    if (c->state != SLUICE_CONN_OPEN && c->state != SLUICE_CONN_CONNECTING)
+        return SLUICE_ECLOSED;
+    if (c->queued + len > c->send_queue_max) {
+        /* Slow reader: stop buffering for it and tell it why. */
+        drop_queue(c);
+        begin_close(c, SLUICE_CLOSE_POLICY, "send queue full", 1);
+        sluice_loop_log(c->loop, SLUICE_LOG_WARN,
+                        "ws conn %llu: send queue full, closing with 1008",
+                        (unsigned long long)c->id);
+        return SLUICE_EFULL;
+    }
+    struct sluice_sendbuf *b = malloc(sizeof *b + LWS_PRE + len);
+    if (!b)
+        return SLUICE_ENOMEM;
+    b->next = NULL;
+    b->len = len;
+    b->binary = binary;
+    if (len)
+        memcpy(b->buf + LWS_PRE, data, len);
+    if (c->tx_tail)
+        c->tx_tail->next = b;
+    else
+        c->tx_head = b;
+    c->tx_tail = b;
+    c->queued += len;
+    if (c->state == SLUICE_CONN_OPEN && c->wsi)
+        lws_callback_on_writable(c->wsi);
+    return SLUICE_OK;
+}
+
+int sluice_conn_close(sluice_conn *c, int code, const char *reason)
+{
+    if (!c)
+        return SLUICE_EINVAL;
+    if (c->state == SLUICE_CONN_CLOSING || c->state == SLUICE_CONN_CLOSED)
+        return SLUICE_ECLOSED;
+    begin_close(c, code, reason, 0);
+    return SLUICE_OK;
+}
+
+void sluice_conn_pause_reading(sluice_conn *c, int paused)
+{
+    if (!c)
+        return;
+    c->paused = paused ? 1 : 0;
+    sluice_conn_apply_flow(c);
+}
