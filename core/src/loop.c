@@ -232,7 +232,8 @@ int sluice_loop_new(const sluice_loop_config *cfg, sluice_loop **out,
 
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
-    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT |
+                   LWS_SERVER_OPTION_VALIDATE_UTF8;   /* invalid text closes 1007 */
     info.port = CONTEXT_PORT_NO_LISTEN;
     info.user = loop;
     /* One read per wake-up takes in many small frames. */

@@ -780,6 +780,7 @@ static void detach_user(sluice_server *s)
 
 static void server_destroy_now(sluice_server *s)
 {
+    s->free_pending = 1;        /* a close handler calling free again is a no-op */
     sluice_server_stop_listening(s);
     detach_user(s);
     while (s->slots) {

@@ -576,6 +576,44 @@ static void test_limits_and_self_free(sluice_loop *loop, const sluice_server_han
     free(a.last);
 }
 
+/* idle_timeout_s: a peer that answers pings stays; one that does not is
+ * hung up on. */
+static void test_idle_timeout(sluice_loop *loop, const sluice_server_handlers *h)
+{
+    struct server_state ss;
+    memset(&ss, 0, sizeof ss);
+    sluice_server_config cfg = { .host = "127.0.0.1", .idle_timeout_s = 1 };
+    sluice_server *srv = NULL;
+    CHECK_EQ_INT(sluice_server_new(loop, &cfg, h, &ss, &srv, NULL, 0), SLUICE_OK);
+    if (!srv)
+        return;
+    int port = sluice_server_port(srv);
+    struct client_state good;
+    connect_to(loop, port, "/echo", &good);
+
+    /* A raw client: upgrades, then never reads or answers a ping. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    const char *upgrade = "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                          "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                          "Sec-WebSocket-Version: 13\r\n\r\n";
+    CHECK(send(fd, upgrade, strlen(upgrade), 0) == (ssize_t)strlen(upgrade));
+    WAIT_UNTIL(loop, ss.opens == 2, 3000);
+    CHECK_EQ_INT(ss.opens, 2);
+    uint64_t start = sluice_now_ms();
+    WAIT_UNTIL(loop, ss.closes == 1, 6000);
+    uint64_t took = sluice_now_ms() - start;
+    CHECK_EQ_INT(ss.closes, 1);
+    CHECK(took >= 900 && took < 5000);
+    CHECK_EQ_INT(good.closed, 0);      /* pongs keep the lws client alive */
+    close(fd);
+    sluice_server_free(srv);
+    WAIT_UNTIL(loop, good.closed, 3000);
+    CHECK_EQ_INT(good.closed, 1);
+}
+
 int main(void)
 {
     char dir[] = "/tmp/sluice-test-ws-XXXXXX";
@@ -628,6 +666,7 @@ int main(void)
     test_slow_reader(loop, port, &ss);
     test_close_all_and_free(loop, srv, &ss, port);
     test_limits_and_self_free(loop, &h);
+    test_idle_timeout(loop, &h);
 
     sluice_loop_free(loop);
     snprintf(path, sizeof path, "rm -rf %s", dir);

@@ -46,6 +46,17 @@ local function check_options(options, level)
   end
 end
 
+-- The directory of the file that called sluice.app, for relative paths.
+-- Unknown when that file tail-called it (`return sluice.app{...}`): its
+-- frame is gone, and the caller's caller would be a wrong guess.
+local function caller_dir(level)
+  local here = debug.getinfo(level, "S")
+  local ok, t = pcall(debug.getinfo, level, "t")
+  if ok and t and t.istailcall then return nil end
+  local info = here and debug.getinfo(level + 1, "S")
+  return util.source_dir(info and info.source)
+end
+
 -- options: see docs/api.md. overrides: the command line's. level: for errors.
 function App.new(options, overrides, level)
   options = options or {}
@@ -53,11 +64,11 @@ function App.new(options, overrides, level)
     error(("bad argument #1 to 'app' (table expected, got %s)"):format(type(options)), level + 1)
   end
   check_options(options, level + 1)
-  local info = debug.getinfo(level + 1, "S")
+  overrides = overrides or {}
   local self = setmetatable({
     options = util.copy(options),
-    overrides = overrides or {},
-    base_dir = util.source_dir(info and info.source) or ".",
+    overrides = overrides,
+    base_dir = caller_dir(level + 1) or overrides.app_dir or ".",
     name = options.name or "sluice",
     -- declarations
     routes = {},        -- path → { open, message, close }
@@ -220,9 +231,11 @@ function App:start()
   if not loop then return nil, err, code end
   self.loop = loop
 
+  -- The server first: a port in use is the likeliest failure, and it
+  -- should be the only thing the user reads.
   local ok
-  ok, err, code = self:_start_kafka()
-  if ok then ok, err, code = self:_start_server() end
+  ok, err, code = self:_start_server()
+  if ok then ok, err, code = self:_start_kafka() end
   if not ok then
     self:_teardown()
     return nil, err, code

@@ -71,6 +71,8 @@ local function load_app(path)
   -- The app's own modules are found beside it.
   local dir = path:match("^(.*)/[^/]*$") or "."
   package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
+  -- Relative paths in the app (static = "public") are relative to it.
+  sluice.overrides.app_dir = dir
   local ok, app = xpcall(chunk, function(e) return tostring(e) end)
   if not ok then return nil, app end
   if type(app) ~= "table" or type(app.run) ~= "function" then

@@ -64,10 +64,14 @@ describe("the sluice command", function()
 
   it("SIGTERM: clients see 1001, exit 0, and every acked row is in Kafka", function()
     -- The broker lives in another gateway, so it outlives the one stopped.
-    local broker = H.start {}
-    finally(function() broker:stop() end)
-    local gw = H.start { kafka = broker.bootstrap }
-    finally(function() gw:stop() end)
+    -- (busted keeps one `finally` per test: it stops both.)
+    local broker, gw
+    finally(function()
+      if gw then gw:stop() end
+      if broker then broker:stop() end
+    end)
+    broker = H.start {}
+    gw = H.start { kafka = broker.bootstrap }
 
     local load = H.client_bg("load.js", { "--url", gw.url .. "/", "--connections", "2",
       "--rows", "4000", "--interval", "2", "--prefix", "T", "--list-acks", "--timeout", "60" })

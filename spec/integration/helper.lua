@@ -87,6 +87,11 @@ function M.free_port()
   return tonumber(port)
 end
 
+-- The pid of this Lua process.
+function M.self_pid()
+  return tonumber(M.read("/proc/self/stat"):match "^(%d+)")
+end
+
 function M.alive(pid)
   return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
 end
@@ -188,9 +193,14 @@ function M.start(opts)
   self.out = self.dir .. "/stdout.log"
   self.url = "ws://127.0.0.1:" .. self.port
   for _, a in ipairs(opts.args or {}) do args[#args + 1] = M.q(a) end
-  -- A monitor shell records the pid and, when it ends, the exit status.
-  local inner = string.format("%s %s run %s >%s 2>%s </dev/null & echo $! >%s/pid; wait $!; echo $? >%s/exit",
-    opts.env or "", M.q(M.bin), table.concat(args, " "), M.q(self.out), M.q(self.log), self.dir, self.dir)
+  -- A monitor shell records the pid and, when it ends, the exit status; a
+  -- watchdog stops the gateway if this busted process dies without teardown.
+  local inner = string.format("%s %s run %s >%s 2>%s </dev/null & pid=$!; echo $pid >%s/pid; " ..
+    "(while kill -0 %d && kill -0 $pid; do sleep 1; done 2>/dev/null; " ..
+    "kill -0 $pid 2>/dev/null && kill -TERM $pid && sleep 5 && kill -0 $pid 2>/dev/null && kill -KILL $pid) " ..
+    ">/dev/null 2>&1 & wait $pid; echo $? >%s/exit",
+    opts.env or "", M.q(M.bin), table.concat(args, " "), M.q(self.out), M.q(self.log), self.dir,
+    M.self_pid(), self.dir)
   os.execute("sh -c " .. M.q(inner) .. " >/dev/null 2>&1 &")
   self.pid = M.wait_for(5, function()
     return tonumber(M.read(self.dir .. "/pid") or "")

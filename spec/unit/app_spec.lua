@@ -266,7 +266,7 @@ describe("sluice.app: WebSocket and HTTP", function()
     local before = app:stats().handler_errors
     local res = support.http(app, "GET", "/raise")
     assert.equal(500, res.status)
-    assert.same({ error = "handler failed" }, cjson.decode(res.body))
+    assert.same({ error = "handler failed", code = "HANDLER" }, cjson.decode(res.body))
     assert.equal(before + 1, app:stats().handler_errors)
   end)
 
@@ -294,8 +294,8 @@ describe("sluice.app: static files", function()
     end
     write("www/index.html", "<p>home</p>")
     write("www/sub/data.json", '{"ok":true}')
-    write("app.lua", 'return require("sluice").app { listen = 0, embedded = { port = 0 },'
-      .. ' static = "www", log = function() end }')
+    write("app.lua", 'local app = require("sluice").app { listen = 0, embedded = { port = 0 },'
+      .. ' static = "www", log = function() end }\nreturn app')
     finally(function() os.execute("rm -rf '" .. dir .. "'") end)
     local app = assert(loadfile(dir .. "/app.lua"))()
     finally(function() app:close() end)
