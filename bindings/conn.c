@@ -27,16 +27,12 @@ static void add_header(void *ud, const char *name, const char *value)
     lua_setfield(L, -2, name);
 }
 
-/* Pushes a new userdata wrapping c, with its field table filled. */
-static lua_conn *push_conn(lua_State *L, sluice_lua_conn_owner *o, sluice_conn *c)
+/* Give the userdata on top of the stack its field table, anchor it while
+ * the connection is open, and link it from the core connection. */
+static void attach(lua_State *L, lua_conn *lc, sluice_conn *c, const char *url)
 {
-    lua_conn *lc = sluice_newuserdata(L, sizeof *lc);
-    memset(lc, 0, sizeof *lc);
+    const char *peer = sluice_conn_peer(c);
     lc->conn = c;
-    lc->owner = o;
-    lc->self_ref = LUA_NOREF;
-    luaL_getmetatable(L, SLUICE_CONN_MT);
-    lua_setmetatable(L, -2);
     lua_createtable(L, 0, 8);
     lua_pushinteger(L, (lua_Integer)sluice_conn_id(c));
     lua_setfield(L, -2, "id");
@@ -44,8 +40,12 @@ static lua_conn *push_conn(lua_State *L, sluice_lua_conn_owner *o, sluice_conn *
     lua_setfield(L, -2, "path");
     lua_pushstring(L, sluice_conn_query(c));
     lua_setfield(L, -2, "query_string");
-    lua_pushstring(L, sluice_conn_peer(c) ? sluice_conn_peer(c) : "");
+    lua_pushstring(L, peer ? peer : "");
     lua_setfield(L, -2, "peer");
+    if (url) {
+        lua_pushstring(L, url);
+        lua_setfield(L, -2, "url");
+    }
     lua_newtable(L);
     sluice_conn_headers(c, add_header, L);
     lua_setfield(L, -2, "headers");
@@ -55,6 +55,18 @@ static lua_conn *push_conn(lua_State *L, sluice_lua_conn_owner *o, sluice_conn *
     lua_pushvalue(L, -1);
     lc->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     sluice_conn_set_userdata(c, lc);
+}
+
+/* Pushes a new userdata wrapping c, with its field table filled. */
+static lua_conn *push_conn(lua_State *L, sluice_lua_conn_owner *o, sluice_conn *c)
+{
+    lua_conn *lc = sluice_newuserdata(L, sizeof *lc);
+    memset(lc, 0, sizeof *lc);
+    lc->owner = o;
+    lc->self_ref = LUA_NOREF;
+    luaL_getmetatable(L, SLUICE_CONN_MT);
+    lua_setmetatable(L, -2);
+    attach(L, lc, c, NULL);
     return lc;
 }
 
@@ -126,21 +138,11 @@ void sluice_lua_conn_handlers(sluice_conn_handlers *h)
     h->close = conn_closed;
 }
 
-static int optional_function_ref(lua_State *L, int idx, const char *field)
-{
-    int ref = LUA_NOREF;
-    lua_getfield(L, idx, field);
-    if (lua_isnil(L, -1)) { lua_pop(L, 1); return ref; }
-    if (!lua_isfunction(L, -1))
-        luaL_error(L, "bad handler '%s' (function expected, got %s)", field, luaL_typename(L, -1));
-    return luaL_ref(L, LUA_REGISTRYINDEX);
-}
-
 void sluice_lua_conn_owner_init(lua_State *L, int idx, sluice_lua_conn_owner *o)
 {
-    o->open_ref = optional_function_ref(L, idx, "open");
-    o->message_ref = optional_function_ref(L, idx, "message");
-    o->close_ref = optional_function_ref(L, idx, "close");
+    o->open_ref = sluice_lua_function_ref(L, idx, "open", 0);
+    o->message_ref = sluice_lua_function_ref(L, idx, "message", 0);
+    o->close_ref = sluice_lua_function_ref(L, idx, "close", 0);
 }
 
 void sluice_lua_conn_owner_release(lua_State *L, sluice_lua_conn_owner *o)
@@ -209,28 +211,6 @@ static int conn_resume(lua_State *L)
 {
     lua_conn *lc = check_conn(L);
     if (lc->conn) sluice_conn_pause_reading(lc->conn, 0);
-    return 0;
-}
-
-/* __index: methods first, then the field table. */
-static int conn_index(lua_State *L)
-{
-    lua_pushvalue(L, 2);
-    lua_rawget(L, lua_upvalueindex(1));
-    if (!lua_isnil(L, -1)) return 1;
-    lua_pop(L, 1);
-    sluice_getuservalue(L, 1);
-    lua_pushvalue(L, 2);
-    lua_rawget(L, -2);
-    return 1;
-}
-
-static int conn_newindex(lua_State *L)
-{
-    sluice_getuservalue(L, 1);
-    lua_pushvalue(L, 2);
-    lua_pushvalue(L, 3);
-    lua_rawset(L, -3);
     return 0;
 }
 
@@ -304,24 +284,7 @@ static int conn_connect(lua_State *L)
         sluice_lua_conn_owner_release(L, &lc->own_owner);
         return sluice_lua_fail_core(L, rc, err);
     }
-    lc->conn = c;
-    lua_createtable(L, 0, 6);
-    lua_pushinteger(L, (lua_Integer)sluice_conn_id(c));
-    lua_setfield(L, -2, "id");
-    lua_pushstring(L, sluice_conn_path(c));
-    lua_setfield(L, -2, "path");
-    lua_pushstring(L, sluice_conn_query(c));
-    lua_setfield(L, -2, "query_string");
-    lua_pushstring(L, url);
-    lua_setfield(L, -2, "url");
-    lua_newtable(L);
-    lua_setfield(L, -2, "headers");
-    lua_newtable(L);
-    lua_setfield(L, -2, "data");
-    sluice_setuservalue(L, -2);
-    lua_pushvalue(L, -1);
-    lc->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    sluice_conn_set_userdata(c, lc);
+    attach(L, lc, c, url);
     return 1;
 }
 
@@ -337,19 +300,11 @@ void sluice_lua_open_conn(lua_State *L)
         { NULL, NULL }
     };
     static const luaL_Reg meta[] = {
-        { "__newindex", conn_newindex },
         { "__tostring", conn_tostring },
         { "__gc", conn_gc },
         { NULL, NULL }
     };
-    luaL_newmetatable(L, SLUICE_CONN_MT);
-    sluice_setfuncs(L, meta);
-    sluice_newlib(L, methods);
-    lua_pushcclosure(L, conn_index, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushstring(L, SLUICE_CONN_MT);
-    lua_setfield(L, -2, "__name");
-    lua_pop(L, 1);
+    sluice_lua_newfieldclass(L, SLUICE_CONN_MT, methods, meta);
     lua_pushcfunction(L, conn_connect);
     lua_setfield(L, -2, "connect");
 }

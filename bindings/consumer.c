@@ -84,26 +84,8 @@ static void on_rebalance(void *ud, sluice_consumer *sc, int assigned,
 static void on_error(void *ud, const char *name, const char *text, int fatal)
 {
     lua_consumer *c = ud;
-    sluice_lua_loop *ctx = c->owner.ctx;
     if (c->closing_from_gc) return;
-    if (!sluice_lua_pushref(ctx->L, c->error_ref)) {
-        char line[512];
-        snprintf(line, sizeof line, "kafka consumer: %s: %s", name, text);
-        sluice_lua_log(ctx, fatal ? SLUICE_LOG_ERROR : SLUICE_LOG_WARN, line);
-        return;
-    }
-    lua_pushfstring(ctx->L, "%s: %s", name, text);
-    lua_pushboolean(ctx->L, fatal);
-    sluice_lua_call(ctx, 2, 0, "consumer error callback");
-}
-
-static int optional_ref(lua_State *L, int idx, const char *field, int required)
-{
-    lua_getfield(L, idx, field);
-    if (lua_isnil(L, -1) && !required) { lua_pop(L, 1); return LUA_NOREF; }
-    if (!lua_isfunction(L, -1))
-        luaL_error(L, "bad handler '%s' (function expected, got %s)", field, luaL_typename(L, -1));
-    return luaL_ref(L, LUA_REGISTRYINDEX);
+    sluice_lua_kafka_error(c->owner.ctx, c->error_ref, "consumer", name, text, fatal);
 }
 
 static void release(lua_State *L, lua_consumer *c)
@@ -157,9 +139,9 @@ static int consumer_new(lua_State *L)
     lua_setmetatable(L, -2);
     sluice_lua_own(L, 1, &c->owner);
     c->owner.ctx->L = L;
-    c->record_ref = optional_ref(L, 3, "record", 1);
-    c->rebalance_ref = optional_ref(L, 3, "rebalance", 0);
-    c->error_ref = optional_ref(L, 3, "error", 0);
+    c->record_ref = sluice_lua_function_ref(L, 3, "record", 1);
+    c->rebalance_ref = sluice_lua_function_ref(L, 3, "rebalance", 0);
+    c->error_ref = sluice_lua_function_ref(L, 3, "error", 0);
     cfg.on_record = on_record;
     cfg.on_rebalance = on_rebalance;
     cfg.on_error = on_error;

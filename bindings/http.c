@@ -88,27 +88,6 @@ static int http_is_pending(lua_State *L)
     return 1;
 }
 
-static int http_index(lua_State *L)
-{
-    lua_pushvalue(L, 2);
-    lua_rawget(L, lua_upvalueindex(1));
-    if (!lua_isnil(L, -1)) return 1;
-    lua_pop(L, 1);
-    sluice_getuservalue(L, 1);
-    lua_pushvalue(L, 2);
-    lua_rawget(L, -2);
-    return 1;
-}
-
-static int http_newindex(lua_State *L)
-{
-    sluice_getuservalue(L, 1);
-    lua_pushvalue(L, 2);
-    lua_pushvalue(L, 3);
-    lua_rawset(L, -3);
-    return 0;
-}
-
 static int http_gc(lua_State *L)
 {
     lua_http *h = luaL_checkudata(L, 1, SLUICE_HTTP_MT);
@@ -128,15 +107,9 @@ void sluice_lua_open_http(lua_State *L)
         { "is_pending", http_is_pending },
         { NULL, NULL }
     };
-    luaL_newmetatable(L, SLUICE_HTTP_MT);
-    lua_pushcfunction(L, http_newindex);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushcfunction(L, http_gc);
-    lua_setfield(L, -2, "__gc");
-    sluice_newlib(L, methods);
-    lua_pushcclosure(L, http_index, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushstring(L, SLUICE_HTTP_MT);
-    lua_setfield(L, -2, "__name");
-    lua_pop(L, 1);
+    static const luaL_Reg meta[] = {
+        { "__gc", http_gc },
+        { NULL, NULL }
+    };
+    sluice_lua_newfieldclass(L, SLUICE_HTTP_MT, methods, meta);
 }

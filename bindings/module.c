@@ -151,6 +151,65 @@ const char **sluice_lua_string_pairs(lua_State *L, int idx, const char *argname)
     return pairs;
 }
 
+int sluice_lua_function_ref(lua_State *L, int idx, const char *field, int required)
+{
+    lua_getfield(L, idx, field);
+    if (lua_isnil(L, -1) && !required) { lua_pop(L, 1); return LUA_NOREF; }
+    if (!lua_isfunction(L, -1))
+        luaL_error(L, "bad handler '%s' (function expected, got %s)", field, luaL_typename(L, -1));
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+void sluice_lua_kafka_error(sluice_lua_loop *ctx, int ref, const char *who,
+                            const char *name, const char *text, int fatal)
+{
+    if (!sluice_lua_pushref(ctx->L, ref)) {
+        char line[512];
+        snprintf(line, sizeof line, "kafka %s: %s: %s", who, name, text);
+        sluice_lua_log(ctx, fatal ? SLUICE_LOG_ERROR : SLUICE_LOG_WARN, line);
+        return;
+    }
+    lua_pushfstring(ctx->L, "%s: %s", name, text);
+    lua_pushboolean(ctx->L, fatal);
+    sluice_lua_call(ctx, 2, 0, "kafka error callback");
+}
+
+static int field_index(lua_State *L)
+{
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+    if (!lua_isnil(L, -1)) return 1;
+    lua_pop(L, 1);
+    sluice_getuservalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_rawget(L, -2);
+    return 1;
+}
+
+static int field_newindex(lua_State *L)
+{
+    sluice_getuservalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
+    lua_rawset(L, -3);
+    return 0;
+}
+
+void sluice_lua_newfieldclass(lua_State *L, const char *name, const luaL_Reg *methods,
+                              const luaL_Reg *meta)
+{
+    luaL_newmetatable(L, name);
+    if (meta) sluice_setfuncs(L, meta);
+    lua_pushcfunction(L, field_newindex);
+    lua_setfield(L, -2, "__newindex");
+    sluice_newlib(L, methods);
+    lua_pushcclosure(L, field_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "__name");
+    lua_pop(L, 1);
+}
+
 sluice_lua_loop *sluice_lua_checkloop(lua_State *L, int idx)
 {
     sluice_lua_loop *ctx = luaL_checkudata(L, idx, SLUICE_LOOP_MT);

@@ -66,27 +66,8 @@ static void on_pressure(void *ud, int high)
 static void on_error(void *ud, const char *name, const char *text, int fatal)
 {
     lua_producer *p = ud;
-    sluice_lua_loop *ctx = p->owner.ctx;
     if (p->closing_from_gc) return;
-    if (!sluice_lua_pushref(ctx->L, p->error_ref)) {
-        char line[512];
-        snprintf(line, sizeof line, "kafka producer: %s: %s", name, text);
-        sluice_lua_log(ctx, fatal ? SLUICE_LOG_ERROR : SLUICE_LOG_WARN, line);
-        return;
-    }
-    lua_pushfstring(ctx->L, "%s: %s", name, text);
-    lua_pushboolean(ctx->L, fatal);
-    sluice_lua_call(ctx, 2, 0, "producer error callback");
-}
-
-static int optional_ref(lua_State *L, int idx, const char *field)
-{
-    if (lua_isnoneornil(L, idx)) return LUA_NOREF;
-    lua_getfield(L, idx, field);
-    if (lua_isnil(L, -1)) { lua_pop(L, 1); return LUA_NOREF; }
-    if (!lua_isfunction(L, -1))
-        luaL_error(L, "bad handler '%s' (function expected, got %s)", field, luaL_typename(L, -1));
-    return luaL_ref(L, LUA_REGISTRYINDEX);
+    sluice_lua_kafka_error(p->owner.ctx, p->error_ref, "producer", name, text, fatal);
 }
 
 /* core.producer(loop, { props = {...}, high_water =, low_water = },
@@ -102,6 +83,7 @@ static int producer_new(lua_State *L)
     luaL_checktype(L, 2, LUA_TTABLE);
     if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
+    if (lua_isnil(L, 3)) { lua_newtable(L); lua_replace(L, 3); }
     memset(&cfg, 0, sizeof cfg);
     lua_getfield(L, 2, "high_water");
     cfg.high_water = (size_t)luaL_optnumber(L, -1, 0);
@@ -118,8 +100,8 @@ static int producer_new(lua_State *L)
     lua_setmetatable(L, -2);
     sluice_lua_own(L, 1, &p->owner);
     p->owner.ctx->L = L;
-    p->pressure_ref = optional_ref(L, 3, "pressure");
-    p->error_ref = optional_ref(L, 3, "error");
+    p->pressure_ref = sluice_lua_function_ref(L, 3, "pressure", 0);
+    p->error_ref = sluice_lua_function_ref(L, 3, "error", 0);
     cfg.on_delivery = on_delivery;
     cfg.on_pressure = on_pressure;
     cfg.on_error = on_error;

@@ -74,15 +74,6 @@ static void server_http_abort(void *ud, sluice_http_req *r)
     sluice_lua_http_forget(r, s->conns.closing_from_gc ? NULL : s->conns.owner.ctx->L);
 }
 
-static int optional_ref(lua_State *L, int idx, const char *field)
-{
-    lua_getfield(L, idx, field);
-    if (lua_isnil(L, -1)) { lua_pop(L, 1); return LUA_NOREF; }
-    if (!lua_isfunction(L, -1))
-        luaL_error(L, "bad handler '%s' (function expected, got %s)", field, luaL_typename(L, -1));
-    return luaL_ref(L, LUA_REGISTRYINDEX);
-}
-
 static size_t opt_size(lua_State *L, int idx, const char *field)
 {
     lua_Number n;
@@ -143,9 +134,9 @@ static int server_new(lua_State *L)
     sluice_lua_own(L, 1, &s->conns.owner);
     s->conns.owner.ctx->L = L;
     sluice_lua_conn_owner_init(L, 3, &s->conns);
-    s->accept_ref = optional_ref(L, 3, "accept");
-    s->http_match_ref = optional_ref(L, 3, "http_match");
-    s->http_ref = optional_ref(L, 3, "http");
+    s->accept_ref = sluice_lua_function_ref(L, 3, "accept", 0);
+    s->http_match_ref = sluice_lua_function_ref(L, 3, "http_match", 0);
+    s->http_ref = sluice_lua_function_ref(L, 3, "http", 0);
 
     memset(&h, 0, sizeof h);
     sluice_lua_conn_handlers(&h.ws);

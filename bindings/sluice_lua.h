@@ -61,6 +61,17 @@ void sluice_lua_newclass(lua_State *L, const char *name, const luaL_Reg *methods
  * userdata pushed on top of the stack (pop it when done). Raises on a
  * non-string value naming the argument. */
 const char **sluice_lua_string_pairs(lua_State *L, int idx, const char *argname);
+/* A registry ref to the function in field of the table at idx, or
+ * LUA_NOREF when absent (raises if required, or if not a function). */
+int sluice_lua_function_ref(lua_State *L, int idx, const char *field, int required);
+/* Report a Kafka client error to the Lua function ref, or log it. */
+void sluice_lua_kafka_error(sluice_lua_loop *ctx, int ref, const char *who,
+                            const char *name, const char *text, int fatal);
+/* Metatable setup for userdata whose fields live in their user value
+ * table: __index looks in methods first, then the fields. */
+void sluice_lua_newfieldclass(lua_State *L, const char *name, const luaL_Reg *methods,
+                              const luaL_Reg *meta);
+
 /* Take ownership info from the loop argument at idx. */
 sluice_lua_loop *sluice_lua_checkloop(lua_State *L, int idx);
 void sluice_lua_own(lua_State *L, int loop_idx, sluice_lua_owner *owner);

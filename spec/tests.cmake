@@ -70,3 +70,9 @@ else()
     endif()
   endif()
 endif()
+
+# Further registrations (browser, benchmarks smoke, packaging…): one file each.
+file(GLOB SLUICE_MORE_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/spec/tests.d/*.cmake)
+foreach(f ${SLUICE_MORE_TESTS})
+  include(${f})
+endforeach()
