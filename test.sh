@@ -9,13 +9,16 @@ bash tools/deps.sh
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j2
 
-# Node clients for the integration specs (reinstalled when the lockfile changes).
-clients=spec/clients
-stamp=$clients/node_modules/.sluice-lock
-if [ ! -d "$clients/node_modules" ] || ! cmp -s "$clients/package-lock.json" "$stamp"; then
-  (cd "$clients" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-  cp "$clients/package-lock.json" "$stamp"
-fi
+# Node clients for the integration specs, and playwright-core for the
+# browser test (reinstalled when a lockfile changes; no browser download:
+# the test drives Debian's chromium).
+for clients in spec/clients spec/browser; do
+  stamp=$clients/node_modules/.sluice-lock
+  if [ ! -d "$clients/node_modules" ] || ! cmp -s "$clients/package-lock.json" "$stamp"; then
+    (cd "$clients" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    cp "$clients/package-lock.json" "$stamp"
+  fi
+done
 
 set +e
 ctest --test-dir "$build" --output-on-failure ${CTEST_ARGS:-}

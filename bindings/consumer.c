@@ -1,5 +1,6 @@
 /* sluice.consumer: a Kafka group consumer calling a Lua function per
  * record. The record's offset is stored when the function returns. */
+#include <stdint.h>
 #include <string.h>
 
 #include "sluice_lua.h"
@@ -115,6 +116,9 @@ static int consumer_new(lua_State *L)
     memset(&cfg, 0, sizeof cfg);
     lua_getfield(L, 2, "start");                       /* 4 */
     cfg.start = (int64_t)luaL_optnumber(L, 4, SLUICE_FROM_COMMITTED);
+    lua_getfield(L, 2, "manual");
+    cfg.manual_store = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     lua_getfield(L, 2, "props");                       /* 5 */
     cfg.props = sluice_lua_string_pairs(L, 5, "kafka properties");   /* 6 */
     lua_getfield(L, 2, "topics");                      /* 7 */
@@ -184,6 +188,80 @@ static int consumer_commit(lua_State *L)
     return 1;
 }
 
+/* consumer:store(topic, partition, offset): with `manual = true`, marks
+ * the record at offset (and all before it) processed; committed next. */
+static int consumer_store(lua_State *L)
+{
+    lua_consumer *c = check_consumer(L);
+    const char *topic = luaL_checkstring(L, 2);
+    lua_Integer partition = luaL_checkinteger(L, 3);
+    lua_Integer offset = luaL_checkinteger(L, 4);
+    char err[256] = "";
+    int rc;
+    luaL_argcheck(L, partition >= 0 && partition <= INT32_MAX, 3, "invalid partition");
+    luaL_argcheck(L, offset >= 0, 4, "invalid offset");
+    rc = sluice_consumer_store(c->consumer, topic, (int32_t)partition, (int64_t)offset, err, sizeof err);
+    if (rc) return sluice_lua_fail_core(L, rc, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* Appends each record to the list on top of ctx's stack. */
+typedef struct read_ctx { lua_State *L; int n; } read_ctx;
+
+static void read_one(void *ud, const sluice_record *r)
+{
+    read_ctx *rc = ud;
+    lua_State *L = rc->L;
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, r->partition);
+    lua_setfield(L, -2, "partition");
+    lua_pushinteger(L, (lua_Integer)r->offset);
+    lua_setfield(L, -2, "offset");
+    push_bytes_or_nil(L, r->key, r->key_len);
+    lua_setfield(L, -2, "key");
+    push_bytes_or_nil(L, r->value, r->value_len);
+    lua_setfield(L, -2, "value");
+    lua_pushinteger(L, (lua_Integer)r->timestamp_ms);
+    lua_setfield(L, -2, "timestamp");
+    lua_rawseti(L, -2, ++rc->n);
+}
+
+/* core.read_partitions(props, topic, {partition...} [, timeout_ms]) →
+ * list of {partition, offset, key, value, timestamp} from each partition's
+ * start to its end at the time of the call (blocking; no group joined). */
+static int read_partitions(lua_State *L)
+{
+    const char **props;
+    const char *topic;
+    size_t n;
+    int32_t *parts;
+    int timeout, rc;
+    char err[512] = "";
+    read_ctx ctx;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    topic = luaL_checkstring(L, 2);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    timeout = (int)luaL_optinteger(L, 4, 30000);
+    lua_settop(L, 4);
+    props = sluice_lua_string_pairs(L, 1, "kafka properties");   /* 5 */
+    n = sluice_rawlen(L, 3);
+    parts = lua_newuserdata(L, (n ? n : 1) * sizeof *parts);     /* 6 */
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, 3, (int)i + 1);
+        if (!lua_isnumber(L, -1)) luaL_argerror(L, 3, "partitions must be numbers");
+        parts[i] = (int32_t)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_newtable(L);                                              /* 7 */
+    ctx.L = L;
+    ctx.n = 0;
+    rc = sluice_kafka_read_partitions(props, topic, parts, n, read_one, &ctx, timeout, err, sizeof err);
+    if (rc) return sluice_lua_fail_core(L, rc, err);
+    return 1;
+}
+
 static int consumer_consumed(lua_State *L)
 {
     lua_consumer *c = luaL_checkudata(L, 1, SLUICE_CONSUMER_MT);
@@ -218,6 +296,7 @@ void sluice_lua_open_consumer(lua_State *L)
         { "resume", consumer_resume },
         { "commit", consumer_commit },
         { "consumed", consumer_consumed },
+        { "store", consumer_store },
         { "close", consumer_close },
         { NULL, NULL }
     };
@@ -229,4 +308,6 @@ void sluice_lua_open_consumer(lua_State *L)
     sluice_lua_newclass(L, SLUICE_CONSUMER_MT, methods, meta);
     lua_pushcfunction(L, consumer_new);
     lua_setfield(L, -2, "consumer");
+    lua_pushcfunction(L, read_partitions);
+    lua_setfield(L, -2, "read_partitions");
 }

@@ -16,7 +16,8 @@ static int parse_level(lua_State *L, int idx)
     return luaL_checkoption(L, idx, "info", names);
 }
 
-/* core.loop{ log = function(level, msg), log_level = "info" } */
+/* core.loop{ log = function(level, msg), log_level = "info",
+ *            handler_timeout = seconds, handler_instructions = n } */
 static int loop_new(lua_State *L)
 {
     sluice_lua_loop *ctx;
@@ -44,6 +45,22 @@ static int loop_new(lua_State *L)
         luaL_argcheck(L, lua_isfunction(L, -1), 1, "'log' must be a function");
         ctx->log_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     } else lua_pop(L, 1);
+
+    /* Per-handler-call limits; absent, false or 0: no limit. */
+    lua_getfield(L, 1, "handler_timeout");
+    if (lua_toboolean(L, -1)) {
+        lua_Number secs = luaL_checknumber(L, -1);
+        luaL_argcheck(L, secs >= 0 && secs < 4e6, 1, "'handler_timeout' must be >= 0 seconds");
+        ctx->limit_ms = (unsigned)(secs * 1000 + 0.5);
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "handler_instructions");
+    if (lua_toboolean(L, -1)) {
+        lua_Number n = luaL_checknumber(L, -1);
+        luaL_argcheck(L, n >= 0, 1, "'handler_instructions' must be >= 0");
+        ctx->limit_instructions = (unsigned long)n;
+    }
+    lua_pop(L, 1);
 
     memset(&cfg, 0, sizeof cfg);
     cfg.log = loop_log_hook;

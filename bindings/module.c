@@ -51,15 +51,72 @@ static int traceback_handler(lua_State *L)
     return 1;
 }
 
+/* Handler limits: a count hook, run every LIMIT_STEP VM instructions
+ * while a handler runs, raises once the call has used up its instruction
+ * budget or its time. Hooks take no user pointer, so the loop being served
+ * is found under this key in the registry (set only during a call). Under
+ * LuaJIT, JIT-compiled code runs no hooks: there the limit only catches
+ * interpreted code (docs/limits.md). */
+#define LIMIT_STEP 1000
+static const char limit_key = 'L';
+
+static void limit_hook(lua_State *L, lua_Debug *ar)
+{
+    sluice_lua_loop *ctx;
+    (void)ar;
+    lua_pushlightuserdata(L, (void *)&limit_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    ctx = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (ctx == NULL || ctx->call_depth == 0) return;
+    ctx->used_instructions += LIMIT_STEP;
+    if (ctx->limit_instructions && ctx->used_instructions > ctx->limit_instructions) {
+        char msg[128];   /* lua_pushfstring has no %lu */
+        snprintf(msg, sizeof msg, "over its limit of %lu instructions", ctx->limit_instructions);
+        luaL_error(L, "handler stopped: %s (handler_instructions)", msg);
+    }
+    if (ctx->deadline_ms && sluice_now_ms() > ctx->deadline_ms)
+        luaL_error(L, "handler stopped: ran longer than %d ms (handler_timeout)", (int)ctx->limit_ms);
+}
+
+/* Arms the limits for an outermost call; nested calls share its budget.
+ * A hook the user set (a debugger) is left alone. Returns 1 if armed. */
+static int limit_begin(sluice_lua_loop *ctx, lua_State *L)
+{
+    if (ctx->call_depth++ > 0) return 0;
+    if (!ctx->limit_instructions && !ctx->limit_ms) return 0;
+    if (lua_gethook(L) != NULL && lua_gethook(L) != limit_hook) return 0;
+    ctx->used_instructions = 0;
+    ctx->deadline_ms = ctx->limit_ms ? sluice_now_ms() + ctx->limit_ms : 0;
+    lua_pushlightuserdata(L, (void *)&limit_key);
+    lua_pushlightuserdata(L, ctx);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_sethook(L, limit_hook, LUA_MASKCOUNT, LIMIT_STEP);
+    return 1;
+}
+
+static void limit_end(sluice_lua_loop *ctx, lua_State *L, int armed)
+{
+    ctx->call_depth--;
+    if (!armed) return;
+    lua_sethook(L, NULL, 0, 0);
+    /* Coroutines created meanwhile keep the hook: they must find no loop. */
+    lua_pushlightuserdata(L, (void *)&limit_key);
+    lua_pushnil(L);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
 int sluice_lua_call(sluice_lua_loop *ctx, int nargs, int nresults, const char *what)
 {
     lua_State *L = ctx->L;
     int base = lua_gettop(L) - nargs;   /* index of the function */
-    int rc;
+    int rc, armed;
 
     lua_pushcfunction(L, traceback_handler);
     lua_insert(L, base);
+    armed = limit_begin(ctx, L);
     rc = lua_pcall(L, nargs, nresults, base);
+    limit_end(ctx, L, armed);
     lua_remove(L, base);
     if (rc != 0) {
         const char *msg = lua_tostring(L, -1);
@@ -268,5 +325,6 @@ int luaopen_sluice_core(lua_State *L)
     sluice_lua_open_producer(L);
     sluice_lua_open_consumer(L);
     sluice_lua_open_broker(L);
+    sluice_lua_open_fswatch(L);
     return 1;
 }

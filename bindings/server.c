@@ -123,6 +123,11 @@ static int server_new(lua_State *L)
     cfg.max_body = opt_size(L, 2, "max_body");
     cfg.send_queue_max = opt_size(L, 2, "send_queue");
     cfg.max_connections = (int)opt_size(L, 2, "max_connections");
+    cfg.max_pending = (int)opt_size(L, 2, "max_pending");
+    lua_getfield(L, 2, "handshake_timeout");   /* seconds; false: off */
+    if (lua_isboolean(L, -1)) cfg.handshake_timeout_s = lua_toboolean(L, -1) ? 0 : -1;
+    else cfg.handshake_timeout_s = (int)luaL_optinteger(L, -1, 0);
+    lua_pop(L, 1);
 
     s = sluice_newuserdata(L, sizeof *s);
     memset(s, 0, sizeof *s);

@@ -15,6 +15,7 @@
 #define SLUICE_PRODUCER_MT "sluice.producer"
 #define SLUICE_CONSUMER_MT "sluice.consumer"
 #define SLUICE_BROKER_MT   "sluice.broker"
+#define SLUICE_FSWATCH_MT  "sluice.fswatch"
 
 /* The loop userdata. Every other object keeps a registry ref to it, so the
  * loop outlives them. `L` is the Lua thread currently driving the loop:
@@ -28,6 +29,12 @@ typedef struct sluice_lua_loop {
     unsigned long handler_errors;
     int signal_ref;          /* Lua function for signals, or LUA_NOREF */
     void *signals;           /* sluice_signal_watch * while watching */
+    /* Per-handler-call limits (sluice_lua_call): 0 = off. */
+    unsigned long limit_instructions;
+    unsigned limit_ms;
+    int call_depth;          /* nested sluice_lua_call on this loop */
+    unsigned long used_instructions;
+    uint64_t deadline_ms;
 } sluice_lua_loop;
 
 /* A reference from an object to its loop. */
@@ -87,6 +94,7 @@ void sluice_lua_open_http(lua_State *L);
 void sluice_lua_open_producer(lua_State *L);
 void sluice_lua_open_consumer(lua_State *L);
 void sluice_lua_open_broker(lua_State *L);
+void sluice_lua_open_fswatch(lua_State *L);
 
 /* conn.c: shared by server.c and the client constructor. */
 struct sluice_conn;

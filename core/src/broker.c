@@ -413,3 +413,109 @@ void sluice_broker_free(sluice_broker *b) {
     if (b->rk) rd_kafka_destroy(b->rk);
     free(b);
 }
+
+/* ---- fault injection ---------------------------------------------------- */
+
+int sluice_broker_count(const sluice_broker *b) {
+    return b ? b->brokers : 0;
+}
+
+static int check_broker_id(const sluice_broker *b, int id, char *err, size_t errlen) {
+    if (!b || !b->mock) {
+        sluice_kafka_errf(err, errlen, "broker is closed");
+        return SLUICE_EINVAL;
+    }
+    if (id < 1 || id > b->brokers) {
+        sluice_kafka_errf(err, errlen, "no broker %d (ids run from 1 to %d)", id, b->brokers);
+        return SLUICE_EINVAL;
+    }
+    return 0;
+}
+
+static int mock_result(rd_kafka_resp_err_t e, char *err, size_t errlen) {
+    if (!e) return 0;
+    sluice_kafka_errf(err, errlen, "%s: %s", sluice_kafka_err_name(e), rd_kafka_err2str(e));
+    return SLUICE_EKAFKA;
+}
+
+int sluice_broker_set_down(sluice_broker *b, int broker_id, char *err, size_t errlen) {
+    int rc = check_broker_id(b, broker_id, err, errlen);
+    if (rc) return rc;
+    sluice_loop_log(b->kq.loop, SLUICE_LOG_INFO, "embedded Kafka broker %d: down (fault injected)", broker_id);
+    return mock_result(rd_kafka_mock_broker_set_down(b->mock, broker_id), err, errlen);
+}
+
+int sluice_broker_set_up(sluice_broker *b, int broker_id, char *err, size_t errlen) {
+    int rc = check_broker_id(b, broker_id, err, errlen);
+    if (rc) return rc;
+    sluice_loop_log(b->kq.loop, SLUICE_LOG_INFO, "embedded Kafka broker %d: up", broker_id);
+    return mock_result(rd_kafka_mock_broker_set_up(b->mock, broker_id), err, errlen);
+}
+
+int sluice_broker_set_rtt(sluice_broker *b, int broker_id, int rtt_ms, char *err, size_t errlen) {
+    int rc = check_broker_id(b, broker_id, err, errlen);
+    if (rc) return rc;
+    if (rtt_ms < 0) {
+        sluice_kafka_errf(err, errlen, "rtt must be >= 0 ms, got %d", rtt_ms);
+        return SLUICE_EINVAL;
+    }
+    return mock_result(rd_kafka_mock_broker_set_rtt(b->mock, broker_id, rtt_ms), err, errlen);
+}
+
+int sluice_broker_push_errors(sluice_broker *b, int api_key, size_t n, const int *errors,
+                              char *err, size_t errlen) {
+    if (!b || !b->mock) {
+        sluice_kafka_errf(err, errlen, "broker is closed");
+        return SLUICE_EINVAL;
+    }
+    if (api_key < 0 || api_key > INT16_MAX || (n && !errors)) {
+        sluice_kafka_errf(err, errlen, "bad API key %d", api_key);
+        return SLUICE_EINVAL;
+    }
+    if (n == 0) {
+        rd_kafka_mock_clear_request_errors(b->mock, (int16_t)api_key);
+        return 0;
+    }
+    rd_kafka_resp_err_t *codes = malloc(n * sizeof *codes);
+    if (!codes) return SLUICE_ENOMEM;
+    for (size_t i = 0; i < n; i++) codes[i] = (rd_kafka_resp_err_t)errors[i];
+    rd_kafka_mock_push_request_errors_array(b->mock, (int16_t)api_key, n, codes);
+    free(codes);
+    return 0;
+}
+
+int sluice_broker_set_leader(sluice_broker *b, const char *topic, int partition,
+                             int broker_id, char *err, size_t errlen) {
+    if (broker_id != -1) {
+        int rc = check_broker_id(b, broker_id, err, errlen);
+        if (rc) return rc;
+    } else if (!b || !b->mock) {
+        sluice_kafka_errf(err, errlen, "broker is closed");
+        return SLUICE_EINVAL;
+    }
+    if (!topic || !*topic || partition < 0) {
+        sluice_kafka_errf(err, errlen, "set_leader: a topic and a partition >= 0 are required");
+        return SLUICE_EINVAL;
+    }
+    sluice_loop_log(b->kq.loop, SLUICE_LOG_INFO, "embedded Kafka broker: leader of %s [%d] is now %d",
+                    topic, partition, broker_id);
+    return mock_result(rd_kafka_mock_partition_set_leader(b->mock, topic, partition, broker_id),
+                       err, errlen);
+}
+
+int sluice_broker_error_code(const char *name, int *code) {
+    const struct rd_kafka_err_desc *descs;
+    size_t n;
+    if (!name || !*name) return 0;
+    rd_kafka_get_err_descs(&descs, &n);
+    for (size_t i = 0; i < n; i++) {
+        const char *d = descs[i].name;
+        if (!d) continue;
+        /* Local errors are named "_NAME"; accept them without the "_" too. */
+        if (strcmp(d, name) == 0 || (d[0] == '_' && strcmp(d + 1, name) == 0)) {
+            *code = descs[i].code;
+            return 1;
+        }
+    }
+    return 0;
+}

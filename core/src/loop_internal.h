@@ -132,6 +132,23 @@ void sluice_free_headers(char **headers, size_t n);
 char *sluice_copy_query(struct lws *wsi);
 char *sluice_strdup(const char *s);
 
+/* The parsers below are separate functions so that fuzz/ can drive them. */
+
+/* A ws:// or wss:// URL split for lws. 0, or -1 if it is not one. */
+struct sluice_ws_url {
+    int tls;
+    char host[256];
+    int port;
+    char path[2048];            /* path and query, as sent */
+};
+int sluice_ws_parse_url(const char *url, struct sluice_ws_url *u);
+/* Appends src to dst percent-encoded (dst needs 3 * strlen(src) bytes);
+ * the first '=' is kept when keep_eq. Returns the bytes written. */
+size_t sluice_query_encode_arg(char *dst, const char *src, int keep_eq);
+/* The file under dir that URL path (already url-decoded) names, malloc'd,
+ * or NULL if the path is refused (not absolute, "..", hidden names). */
+char *sluice_static_file(const char *dir, const char *path);
+
 /* Hooks from ws_server.c into the shared code. */
 void sluice_server_conn_closed(sluice_server *s, sluice_conn *c);
 int sluice_server_is_paused(const sluice_server *s);

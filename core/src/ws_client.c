@@ -2,18 +2,12 @@
  * sharing the connection code with the server side (ws_conn.c). */
 #include "loop_internal.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-struct parsed_url {
-    int tls;
-    char host[256];
-    int port;
-    char path[2048];            /* path and query, as sent */
-};
-
-static int parse_ws_url(const char *url, struct parsed_url *u)
+int sluice_ws_parse_url(const char *url, struct sluice_ws_url *u)
 {
     const char *p;
     if (!strncmp(url, "ws://", 5)) {
@@ -28,7 +22,8 @@ static int parse_ws_url(const char *url, struct parsed_url *u)
         return -1;
     }
     const char *host_end;
-    if (*p == '[') {                         /* [IPv6]:port */
+    int bracketed = *p == '[';
+    if (bracketed) {                         /* [IPv6]:port */
         host_end = strchr(p, ']');
         if (!host_end)
             return -1;
@@ -39,13 +34,23 @@ static int parse_ws_url(const char *url, struct parsed_url *u)
     size_t hlen = (size_t)(host_end - p);
     if (!hlen || hlen >= sizeof u->host)
         return -1;
+    /* A name or IPv4 address; in brackets an IPv6 address (with a zone). */
+    for (size_t i = 0; i < hlen; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        int ok = isalnum(ch) || ch == '.' || ch == '-' || ch == '_' || ch == '~' ||
+                 (bracketed && (ch == ':' || ch == '%'));
+        if (!ok)
+            return -1;
+    }
     memcpy(u->host, p, hlen);
     u->host[hlen] = '\0';
+    if (bracketed && !strchr(u->host, ':'))
+        return -1;
     p = host_end + (*host_end == ']');
     if (*p == ':') {
         char *end;
         long port = strtol(p + 1, &end, 10);
-        if (end == p + 1 || port <= 0 || port > 65535)
+        if (!isdigit((unsigned char)p[1]) || port <= 0 || port > 65535)
             return -1;
         u->port = (int)port;
         p = end;
@@ -132,8 +137,8 @@ int sluice_client_connect(sluice_loop *loop, const char *url,
                           const sluice_conn_handlers *h, void *ud,
                           sluice_conn **out, char *err, size_t errlen)
 {
-    struct parsed_url u;
-    if (!loop || !url || !out || parse_ws_url(url, &u)) {
+    struct sluice_ws_url u;
+    if (!loop || !url || !out || sluice_ws_parse_url(url, &u)) {
         if (err && errlen)
             snprintf(err, errlen, "invalid WebSocket URL: %s", url ? url : "(null)");
         return SLUICE_EINVAL;

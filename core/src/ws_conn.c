@@ -120,8 +120,7 @@ int sluice_copy_headers(struct lws *wsi, char ***out, size_t *n)
     return SLUICE_OK;
 }
 
-/* Appends src percent-encoded; the first '=' is kept when keep_eq. */
-static size_t encode_arg(char *dst, const char *src, int keep_eq)
+size_t sluice_query_encode_arg(char *dst, const char *src, int keep_eq)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t n = 0;
@@ -162,7 +161,7 @@ char *sluice_copy_query(struct lws *wsi)
             break;
         if (used)
             q[used++] = '&';
-        used += encode_arg(q + used, frag, 1);
+        used += sluice_query_encode_arg(q + used, frag, 1);
     }
     q[used] = '\0';
     free(frag);
@@ -278,8 +277,15 @@ int sluice_conn_on_receive(sluice_conn *c, const void *in, size_t len)
 
 int sluice_conn_on_writeable(sluice_conn *c)
 {
-    struct sluice_sendbuf *b = c->tx_head;
-    if (b) {
+    struct sluice_sendbuf *b;
+    if (!c->tx_head && c->state == SLUICE_CONN_CLOSING) {
+        lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
+                         (unsigned char *)c->close_reason, strlen(c->close_reason));
+        return -1;
+    }
+    /* Write until the socket would block: one frame per callback costs a
+     * loop round and a send() per message, which starves fan-out and acks. */
+    while ((b = c->tx_head) != NULL) {
         int n = lws_write(c->wsi, b->buf + LWS_PRE, b->len,
                           b->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
         if (n < 0)
@@ -289,15 +295,11 @@ int sluice_conn_on_writeable(sluice_conn *c)
             c->tx_tail = NULL;
         c->queued -= b->len;
         free(b);
-        if (c->tx_head || c->state == SLUICE_CONN_CLOSING)
-            lws_callback_on_writable(c->wsi);
-        return 0;
+        if (lws_send_pipe_choked(c->wsi))
+            break;
     }
-    if (c->state == SLUICE_CONN_CLOSING) {
-        lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
-                         (unsigned char *)c->close_reason, strlen(c->close_reason));
-        return -1;
-    }
+    if (c->tx_head || c->state == SLUICE_CONN_CLOSING)
+        lws_callback_on_writable(c->wsi);
     return 0;
 }
 

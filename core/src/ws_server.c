@@ -20,6 +20,8 @@
 #define DEFAULT_MAX_BODY (1024u * 1024u)
 #define DEFAULT_SEND_QUEUE (8u * 1024u * 1024u)
 #define DEFAULT_IDLE_S 60
+#define DEFAULT_HANDSHAKE_S 10
+#define DEFAULT_MAX_PENDING 1024
 #define ACCEPTS_PER_WAKEUP 64
 #define HTTP_CHUNK (64 * 1024)
 /* How long a dynamic handler may take to answer (lws's own is 5 s). */
@@ -33,6 +35,11 @@ struct wsi_slot {
     struct wsi_slot *prev, *next;
     sluice_conn *conn;          /* after the upgrade */
     sluice_http_req *req;       /* during a dynamic HTTP request */
+    /* Accepted, request head not complete yet: counted against
+     * max_pending and closed when the handshake timer fires. */
+    int pending;
+    lws_sorted_usec_list_t handshake_sul;
+    int close_when_flushed;     /* the answer is out once lws drained it */
 };
 
 struct sluice_http_req {
@@ -65,6 +72,10 @@ struct sluice_server {
     void *ud;
     size_t max_message, max_body, send_queue_max;
     int max_connections;
+    int handshake_timeout_s;    /* <= 0: off */
+    int max_pending;            /* accepted sockets before their request head */
+    size_t npending;
+    uint64_t last_refusal_log_ms;
     char *static_dir;
     lws_retry_bo_t idle_policy;
     int listen_fd;
@@ -90,6 +101,46 @@ static void errf(char *err, size_t errlen, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
+}
+
+/* ---- sockets before their first request ----------------------------------- */
+
+/* The request head is complete (or the socket is going): no longer pending. */
+static void slot_unpend(struct wsi_slot *slot)
+{
+    if (!slot->pending)
+        return;
+    slot->pending = 0;
+    slot->server->npending--;
+    lws_sul_cancel(&slot->handshake_sul);
+}
+
+/* A raw answer on a socket whose request lws has not parsed (lws cannot
+ * answer then): best effort, the socket is closed right after. */
+static void send_raw_status(int fd, const char *status_line)
+{
+    char msg[256];
+    int n = snprintf(msg, sizeof msg, "HTTP/1.1 %s\r\ncontent-type: text/plain\r\n"
+                     "content-length: %zu\r\nconnection: close\r\n\r\n%s\n",
+                     status_line, strlen(status_line) + 1, status_line);
+    if (n > 0 && (size_t)n < sizeof msg && send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+        /* the client is gone or not reading: nothing more to do */
+    }
+}
+
+/* Slow-loris defence: the request head did not arrive in time. */
+static void handshake_expired(lws_sorted_usec_list_t *sul)
+{
+    struct wsi_slot *slot = lws_container_of(sul, struct wsi_slot, handshake_sul);
+    sluice_server *s = slot->server;
+    if (!slot->pending || !slot->wsi)
+        return;
+    slot_unpend(slot);
+    sluice_loop_log(s->loop, SLUICE_LOG_DEBUG,
+                    "port %d: no complete request within %d s, closing the socket",
+                    s->port, s->handshake_timeout_s);
+    send_raw_status(lws_get_socket_fd(slot->wsi), "408 Request Timeout");
+    lws_set_timeout(slot->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
 /* ---- HTTP requests --------------------------------------------------------- */
@@ -124,11 +175,18 @@ static void req_detach(struct wsi_slot *slot)
     req_free(r);
 }
 
+/* No HTTP keep-alive: every connection is closed once its answer is out.
+ * libwebsockets 4.1.6 mishandles requests it parses from its own buffer
+ * (pipelined behind another request in the same read): a body there was
+ * read from the wrong offset, and answering a request whose body was
+ * not read yet spun the whole loop forever (both found by
+ * fuzz/fuzz_server.c). Closing after each answer means a request is only
+ * ever parsed from a fresh socket. Clients retry unanswered pipelined
+ * requests on a new connection (RFC 9112 9.3.2). */
 static int send_status(struct lws *wsi, int status)
 {
-    if (lws_return_http_status(wsi, (unsigned int)status, NULL))
-        return -1;
-    return lws_http_transaction_completed(wsi) ? -1 : 0;
+    lws_return_http_status(wsi, (unsigned int)status, NULL);
+    return -1;
 }
 
 /* lws arms a short content timeout when its HTTP callback returns; an
@@ -199,18 +257,36 @@ static const char *mime_type(const char *path)
     return "application/octet-stream";
 }
 
-static int serve_static(sluice_server *s, struct lws *wsi, const char *path)
+char *sluice_static_file(const char *dir, const char *path)
 {
-    if (!s->static_dir || path[0] != '/' || strstr(path, ".."))
-        return send_status(wsi, HTTP_STATUS_NOT_FOUND);
-    size_t need = strlen(s->static_dir) + strlen(path) + sizeof "/index.html";
+    /* lws has url-decoded path; any ".." (or a name starting with '.') is
+     * refused outright rather than resolved. */
+    if (!dir || path[0] != '/' || strstr(path, "..") || strstr(path, "/."))
+        return NULL;
+    size_t need = strlen(dir) + strlen(path) + sizeof "/index.html";
     char *file = malloc(need);
     if (!file)
-        return -1;
-    snprintf(file, need, "%s%s%s", s->static_dir, path,
-             path[strlen(path) - 1] == '/' ? "index.html" : "");
+        return NULL;
+    snprintf(file, need, "%s%s%s", dir, path, path[strlen(path) - 1] == '/' ? "index.html" : "");
+    return file;
+}
+
+static int serve_static(sluice_server *s, struct lws *wsi, const char *path)
+{
+    if (!s->static_dir)
+        return send_status(wsi, HTTP_STATUS_NOT_FOUND);
+    char *file = sluice_static_file(s->static_dir, path);
+    if (!file)
+        return send_status(wsi, HTTP_STATUS_NOT_FOUND);
+    size_t need = strlen(file) + sizeof "/index.html";
     struct stat st;
     if (!stat(file, &st) && S_ISDIR(st.st_mode)) {
+        char *bigger = realloc(file, need);
+        if (!bigger) {
+            free(file);
+            return -1;
+        }
+        file = bigger;
         size_t flen = strlen(file);
         snprintf(file + flen, need - flen, "/index.html");
     }
@@ -220,14 +296,15 @@ static int serve_static(sluice_server *s, struct lws *wsi, const char *path)
     }
     int n = lws_serve_http_file(wsi, file, mime_type(file), NULL, 0);
     free(file);
-    if (n < 0 || (n > 0 && lws_http_transaction_completed(wsi)))
-        return -1;
+    if (n != 0)
+        return -1;          /* failed, or already sent whole: close */
     return 0;
 }
 
 static int on_http(sluice_server *s, struct wsi_slot *slot, const char *path)
 {
     struct lws *wsi = slot->wsi;
+    slot_unpend(slot);
     char *uri = NULL;
     int ulen = 0;
     const char *method = method_name(lws_http_get_uri_and_method(wsi, &uri, &ulen));
@@ -307,7 +384,13 @@ static int finish_response(struct wsi_slot *slot)
     slot->req = NULL;
     r->slot = NULL;
     req_free(r);
-    return lws_http_transaction_completed(wsi) ? -1 : 0;
+    /* Close (see send_status) once lws has sent what it buffered. */
+    if (lws_partial_buffered(wsi)) {
+        slot->close_when_flushed = 1;
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    return -1;
 }
 
 static int write_response(struct wsi_slot *slot)
@@ -326,7 +409,9 @@ static int write_response(struct wsi_slot *slot)
                   lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
                                                (unsigned char *)r->content_type,
                                                (int)strlen(r->content_type), &p, end) ||
-                  lws_add_http_header_content_length(wsi, r->resp_len, &p, end);
+                  lws_add_http_header_content_length(wsi, r->resp_len, &p, end) ||
+                  lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
+                                               (const unsigned char *)"close", 5, &p, end);
         for (size_t i = 0; !bad && i < r->nextra; i++)
             bad = lws_add_http_header_by_name(wsi, (unsigned char *)r->extra[2 * i],
                                               (unsigned char *)r->extra[2 * i + 1],
@@ -363,6 +448,20 @@ static int write_response(struct wsi_slot *slot)
     return finish_response(slot);
 }
 
+/* lws 4.1.6 stays in its request-body state until the transaction is
+ * completed, and calls BODY_COMPLETION again for every pipelined byte that
+ * arrives meanwhile; fed from its own buffer it did so forever, hanging the
+ * whole loop (found by fuzz/fuzz_server.c). So pipelining after a request
+ * with a body ends here: the answer, if ready, is written now and the
+ * connection is closed (clients retry unanswered pipelined requests). */
+static int body_completion_again(struct wsi_slot *slot)
+{
+    for (int i = 0; i < 64 && slot->req && slot->req->responded; i++)
+        if (write_response(slot) < 0)
+            break;
+    return -1;
+}
+
 /* ---- WebSocket upgrade ------------------------------------------------------ */
 
 static char *copy_token(struct lws *wsi, enum lws_token_indexes tok)
@@ -376,9 +475,51 @@ static char *copy_token(struct lws *wsi, enum lws_token_indexes tok)
     return v;
 }
 
+/* A refused upgrade with one extra header (RFC 6455 4.2.2: a version we do
+ * not speak is answered 426 with the version we do). Returns -1: the
+ * connection is closed after the answer (see send_status). */
+static int refuse_upgrade(struct lws *wsi, int status, const char *hname, const char *hval,
+                          const char *body)
+{
+    unsigned char buf[LWS_PRE + 512];
+    unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf;
+    size_t blen = strlen(body);
+    if (lws_add_http_header_status(wsi, (unsigned int)status, &p, end) ||
+        (hname && lws_add_http_header_by_name(wsi, (const unsigned char *)hname,
+                                              (const unsigned char *)hval,
+                                              (int)strlen(hval), &p, end)) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+                                     (const unsigned char *)"text/plain", 10, &p, end) ||
+        lws_add_http_header_content_length(wsi, blen, &p, end) ||
+        lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    memcpy(buf + LWS_PRE, body, blen);
+    lws_write(wsi, buf + LWS_PRE, blen, LWS_WRITE_HTTP_FINAL);
+    return -1;              /* closed after the answer (see send_status) */
+}
+
+/* The handshake fields lws leaves to us: a missing key makes lws hang up
+ * without an answer, and it also accepts the old draft versions 7 and 8. */
+static int check_handshake(struct lws *wsi)
+{
+    char version[8] = "";
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_KEY) <= 0)
+        return refuse_upgrade(wsi, HTTP_STATUS_BAD_REQUEST, NULL, NULL,
+                              "missing Sec-WebSocket-Key");
+    if (lws_hdr_copy(wsi, version, sizeof version, WSI_TOKEN_VERSION) <= 0 ||
+        strcmp(version, "13"))
+        return refuse_upgrade(wsi, 426 /* Upgrade Required */, "sec-websocket-version:", "13",
+                              "unsupported Sec-WebSocket-Version (13 expected)");
+    return 0;
+}
+
 static int confirm_upgrade(sluice_server *s, struct wsi_slot *slot)
 {
     int status = 0;
+    slot_unpend(slot);
+    int bad = check_handshake(slot->wsi);
+    if (bad)
+        return bad;
     if (s->max_connections > 0 && s->nconns >= (size_t)s->max_connections) {
         status = HTTP_STATUS_SERVICE_UNAVAILABLE;
     } else if (s->h.ws_accept) {
@@ -391,10 +532,9 @@ static int confirm_upgrade(sluice_server *s, struct wsi_slot *slot)
     }
     if (!status)
         return 0;
-    /* >0: we answered; lws finishes the transaction. */
-    if (lws_return_http_status(slot->wsi, (unsigned int)status, NULL))
-        return -1;
-    return 1;
+    /* Answered; then closed like every HTTP answer (see send_status). */
+    lws_return_http_status(slot->wsi, (unsigned int)status, NULL);
+    return -1;
 }
 
 static int on_established(sluice_server *s, struct wsi_slot *slot)
@@ -445,6 +585,7 @@ int sluice_server_is_paused(const sluice_server *s)
 static void slot_release(struct wsi_slot *slot)
 {
     sluice_server *s = slot->server;
+    slot_unpend(slot);
     if (slot->wsi)
         lws_set_opaque_user_data(slot->wsi, NULL);
     req_detach(slot);
@@ -505,15 +646,19 @@ static int slot_callback(sluice_server *s, struct wsi_slot *slot,
     case LWS_CALLBACK_HTTP_BODY:
         return on_http_body(s, slot, in, len);
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        if (slot->req && !slot->req->dispatched)
+        if (slot->req && !slot->req->dispatched) {
             dispatch(s, slot->req);
-        return 0;
+            return 0;
+        }
+        return body_completion_again(slot);
     case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (slot->close_when_flushed)
+            return -1;
         if (slot->req && slot->req->responded)
             return write_response(slot);
         return 0;
     case LWS_CALLBACK_HTTP_FILE_COMPLETION:
-        return lws_http_transaction_completed(slot->wsi) ? -1 : 0;
+        return -1;          /* the file is sent; closed (see send_status) */
     case LWS_CALLBACK_CLOSED_HTTP:
         req_detach(slot);
         return 0;
@@ -580,6 +725,21 @@ static void on_listen_readable(sluice_watch *w, void *ud)
                                 s->port, strerror(errno));
             return;
         }
+        if (s->max_pending > 0 && s->npending >= (size_t)s->max_pending) {
+            /* Flood of sockets that have not sent a request: refuse
+             * clearly rather than hold descriptors for them. */
+            send_raw_status(fd, "503 Service Unavailable");
+            close(fd);
+            uint64_t now = sluice_now_ms();
+            if (now - s->last_refusal_log_ms >= 1000) {
+                s->last_refusal_log_ms = now;
+                sluice_loop_log(s->loop, SLUICE_LOG_WARN,
+                                "port %d: %zu connections have not sent a request yet "
+                                "(max_pending): refusing new ones with 503",
+                                s->port, s->npending);
+            }
+            continue;
+        }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         struct wsi_slot *slot = calloc(1, sizeof *slot);
@@ -599,6 +759,11 @@ static void on_listen_readable(sluice_watch *w, void *ud)
             s->slots->prev = slot;
         s->slots = slot;
         lws_set_opaque_user_data(wsi, slot);
+        slot->pending = 1;
+        s->npending++;
+        if (s->handshake_timeout_s > 0)
+            lws_sul_schedule(s->loop->ctx, 0, &slot->handshake_sul, handshake_expired,
+                             (lws_usec_t)s->handshake_timeout_s * LWS_US_PER_SEC);
     }
 }
 
@@ -682,6 +847,9 @@ int sluice_server_new(sluice_loop *loop, const sluice_server_config *cfg,
     s->max_body = cfg->max_body ? cfg->max_body : DEFAULT_MAX_BODY;
     s->send_queue_max = cfg->send_queue_max ? cfg->send_queue_max : DEFAULT_SEND_QUEUE;
     s->max_connections = cfg->max_connections;
+    s->handshake_timeout_s = cfg->handshake_timeout_s ? cfg->handshake_timeout_s
+                                                      : DEFAULT_HANDSHAKE_S;
+    s->max_pending = cfg->max_pending ? cfg->max_pending : DEFAULT_MAX_PENDING;
     s->listen_fd = -1;
     if (cfg->static_dir && !(s->static_dir = sluice_strdup(cfg->static_dir))) {
         free(s);
@@ -703,6 +871,10 @@ int sluice_server_new(sluice_loop *loop, const sluice_server_config *cfg,
     info.protocols = server_protocols;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
     info.user = s;
+    /* lws's own limit on an incomplete request head (10 s by default) is
+     * kept above ours, so that ours answers 408 first. */
+    if (s->handshake_timeout_s > 0)
+        info.timeout_secs_ah_idle = (unsigned)s->handshake_timeout_s + 5;
     if (cfg->idle_timeout_s >= 0) {
         int secs = cfg->idle_timeout_s ? cfg->idle_timeout_s : DEFAULT_IDLE_S;
         if (secs > 30000)

@@ -5,6 +5,8 @@
 -- up in the declaration tables at each event, so replacing those tables
 -- (hot reload) changes behaviour between two events while connections,
 -- in-flight produces and consumer positions stay with the runtime.
+-- sluice/reload.lua loads new code into a candidate app (declarations
+-- only); App:_adopt swaps them in (docs/reload.md).
 local core = require "sluice.core"
 local util = require "sluice.util"
 local cjson = require "cjson"
@@ -14,6 +16,25 @@ json.encode_sparse_array(true)
 
 local App = {}
 App.__index = App
+local TimerProxy
+
+-- Served by every app (unless it declares the route itself): app:health().
+local HEALTH_PATH = "/_sluice/health"
+
+-- New code being loaded by a reload must not start anything (it may
+-- still be rejected): raised at the user's line, the first frame outside
+-- this file.
+local function candidate_io_error()
+  local here = debug.getinfo(1, "S").source
+  local level = 2
+  while true do
+    local info = debug.getinfo(level, "S")
+    if not info or info.source ~= here then break end
+    level = level + 1
+  end
+  error("app:start, run, step, produce and connect are not available while a " ..
+    "reload loads the new code (call them from handlers or timers)", level)
+end
 
 local LEVELS = { error = true, warn = true, info = true, debug = true }
 
@@ -22,6 +43,8 @@ local OPTION_TYPES = {
   embedded = "table", max_message = "number", max_body = "number",
   idle_timeout = "idle", send_queue = "number", max_connections = "number",
   log = "function", log_level = "string",
+  handler_timeout = "idle", handler_instructions = "number",
+  handshake_timeout = "idle", max_pending = "number",
 }
 
 local function check_options(options, level)
@@ -58,7 +81,10 @@ local function caller_dir(level)
 end
 
 -- options: see docs/api.md. overrides: the command line's. level: for errors.
-function App.new(options, overrides, level)
+-- running: set while a hot reload loads new code (sluice/reload.lua): the
+-- new app is then a candidate that only collects declarations, sharing
+-- the running app's state, until it is adopted.
+function App.new(options, overrides, level, running)
   options = options or {}
   if type(options) ~= "table" then
     error(("bad argument #1 to 'app' (table expected, got %s)"):format(type(options)), level + 1)
@@ -79,8 +105,25 @@ function App.new(options, overrides, level)
     conns_by_path = {}, -- path → { [conn] = true }
     consumers = {},
     counters = { consumed = 0 },
+    -- hot reload (sluice/reload.lua)
+    state = running and running.state or {},   -- survives reloads
+    timers = setmetatable({}, { __mode = "k" }), -- this generation's timers
+    generation = 1,
+    loaded_at = os.time(),
+    reload_stats = { reloads = 0, failures = 0 },
+    _candidate = running and true or nil,
+    _timer_decls = running and {} or nil,
+    _where = {},        -- "ws /path" → "file:line" of the declaration
+    _retired_routes = {}, -- routes the last reload removed (their close handlers)
   }, App)
   return self
+end
+
+-- Where the caller's caller declared something, for reload error messages.
+local function where(level)
+  local info = debug.getinfo(level + 1, "Sl")
+  if not info or info.currentline < 0 then return "?" end
+  return ("%s:%d"):format(info.short_src, info.currentline)
 end
 
 -- ---- declarations --------------------------------------------------------
@@ -94,6 +137,7 @@ function App:ws(path, handlers)
     end
   end
   self.routes[path] = handlers
+  self._where["ws " .. path] = where(2)
   return self
 end
 
@@ -102,6 +146,7 @@ function App:http(method, path, handler)
   util.check(2, "http", path, "string")
   util.check(3, "http", handler, "function")
   self.http_routes[method:upper() .. " " .. path] = handler
+  self._where["http " .. method:upper() .. " " .. path] = where(2)
   return self
 end
 
@@ -152,12 +197,14 @@ function App:_server_handlers()
       local path = conn.path
       local set = by_path[path]
       if set then set[conn] = nil end
-      local r = routes_owner.routes[path]
+      -- A route removed by a reload still hears about its connections.
+      local r = routes_owner.routes[path] or routes_owner._retired_routes[path]
       if r and r.close then r.close(conn, code, reason) end
     end,
     http_match = function(method, path)
       local routes = routes_owner.http_routes
       return routes[method .. " " .. path] ~= nil or routes["* " .. path] ~= nil
+        or (method == "GET" and path == HEALTH_PATH)
     end,
     http = function(req) return routes_owner:_serve_http(req) end,
   }
@@ -210,6 +257,9 @@ end
 
 function App:_serve_http(raw)
   local handler = self.http_routes[raw.method .. " " .. raw.path] or self.http_routes["* " .. raw.path]
+  if not handler and raw.path == HEALTH_PATH then
+    handler = function() return 200, self:health() end
+  end
   local req = setmetatable({
     _raw = raw, method = raw.method, path = raw.path, query_string = raw.query_string,
     query = util.decode_query(raw.query_string), headers = raw.headers, body = raw.body,
@@ -225,9 +275,13 @@ end
 -- (everything started so far is shut down again).
 function App:start()
   if self.started then return self end
+  if self._candidate then candidate_io_error() end
   if self.closed then return nil, "CLOSED: the app was closed", "CLOSED" end
   local o, ov = self.options, self.overrides
-  local loop, err, code = core.loop { log = o.log, log_level = o.log_level or ov.log_level or "info" }
+  local handler_timeout = o.handler_timeout
+  if handler_timeout == nil then handler_timeout = 10 end   -- docs/limits.md
+  local loop, err, code = core.loop { log = o.log, log_level = o.log_level or ov.log_level or "info",
+    handler_timeout = handler_timeout, handler_instructions = o.handler_instructions }
   if not loop then return nil, err, code end
   self.loop = loop
 
@@ -283,6 +337,7 @@ function App:_start_server()
     host = host, port = port, static = static, max_message = o.max_message,
     max_body = o.max_body, idle_timeout = idle, send_queue = o.send_queue,
     max_connections = o.max_connections,
+    handshake_timeout = o.handshake_timeout, max_pending = o.max_pending,
   }, self:_server_handlers())
   if not server then return nil, err, code end
   self.server = server
@@ -293,6 +348,7 @@ end
 
 function App:_ensure_started()
   if self.started then return true end
+  if self._candidate then candidate_io_error() end
   return self:start()
 end
 
@@ -351,28 +407,46 @@ end
 local Consumer = {}
 Consumer.__index = Consumer
 
+-- After a reload the new code's consumer object takes over the running
+-- Kafka consumer; the old code's object forwards to it.
+local function current_consumer(self)
+  while self._moved_to do self = self._moved_to end
+  return self
+end
 function Consumer:_live()
   if self.closed then error("attempt to use a closed sluice.consumer", 3) end
   return self.core
 end
 function Consumer:pause()
+  self = current_consumer(self)
   self.paused = true
   local c = self:_live()
   if c then return c:pause() end
   return true
 end
 function Consumer:resume()
+  self = current_consumer(self)
   self.paused = false
   local c = self:_live()
   if c then return c:resume() end
   return true
 end
 function Consumer:commit()
+  self = current_consumer(self)
   local c = self:_live()
   if not c then return nil, "STATE: consumer not started", "STATE" end
   return c:commit()
 end
+-- With options.manual: the record at offset (and all before it) is done;
+-- committed with the next commit. Used by sluice.stream.
+function Consumer:store(topic, partition, offset)
+  self = current_consumer(self)
+  local c = self:_live()
+  if not c then return nil, "STATE: consumer not started", "STATE" end
+  return c:store(topic, partition, offset)
+end
 function Consumer:close()
+  self = current_consumer(self)
   if self.closed then return end
   self.closed = true
   if self.core then self.core:close() end
@@ -424,21 +498,28 @@ function App:_start_consumer(decl)
   -- The embedded broker creates topics on first use; let consumers ask.
   if self.broker and extra["allow.auto.create.topics"] == nil then extra["allow.auto.create.topics"] = "true" end
   local counters = self.counters
+  -- Handlers are reached through `route`, which a reload re-points at the
+  -- new code's declaration: the Kafka consumer itself is kept.
+  local route = { decl = decl }
   local c, err, code = core.consumer(self.loop, {
     props = self:_kafka_props(extra), topics = decl.topics,
     start = type(from) == "number" and from or nil,
+    manual = options.manual and true or nil,   -- offsets via consumer:store (sluice.stream)
   }, {
     record = function(rec)
       counters.consumed = counters.consumed + 1
-      return decl.handler(rec)
+      return route.decl.handler(rec)
     end,
     rebalance = function(event, parts)
-      decl.consumer.assigned = (decl.consumer.assigned or 0) + (event == "assigned" and #parts or -#parts)
-      if decl.options.rebalance then return decl.options.rebalance(event, parts) end
+      local d = route.decl
+      d.consumer.assigned = (d.consumer.assigned or 0) + (event == "assigned" and #parts or -#parts)
+      d.consumer.rebalances = (d.consumer.rebalances or 0) + 1
+      if d.options.rebalance then return d.options.rebalance(event, parts) end
     end,
   })
   if not c then return nil, err, code end
   decl.consumer.core = c
+  decl.consumer._route = route
   if decl.consumer.paused then c:pause() end
   self.consumers[#self.consumers + 1] = decl.consumer
   return true
@@ -458,13 +539,43 @@ function App:broadcast(path, data, binary)
   return n
 end
 
+-- What app:timer returns while a reload loads new code: behaves like a
+-- timer once the new code is adopted (and its real timer started).
+TimerProxy = {}
+TimerProxy.__index = TimerProxy
+function TimerProxy:start(ms, repeat_ms)
+  if self.core then self.core:start(ms, repeat_ms) return self end
+  self.decl.ms, self.decl.repeat_ms, self.decl.stopped = ms, repeat_ms or 0, nil
+  return self
+end
+function TimerProxy:stop()
+  if self.core then self.core:stop() else self.decl.stopped = true end
+  return self
+end
+function TimerProxy:close()
+  if self.core then self.core:close() end
+  self.decl.closed = true
+end
+function TimerProxy:is_closed()
+  if self.core then return self.core:is_closed() end
+  return self.decl.closed == true
+end
+
 function App:timer(ms, fn, repeat_ms)
   util.check(1, "timer", ms, "number")
   util.check(2, "timer", fn, "function")
   util.check(3, "timer", repeat_ms, "number", true)
+  if self._candidate then
+    -- New code being loaded: declared now, started when it is adopted.
+    local decl = { ms = ms, fn = fn, repeat_ms = repeat_ms or 0 }
+    decl.proxy = setmetatable({ decl = decl }, TimerProxy)
+    self._timer_decls[#self._timer_decls + 1] = decl
+    return decl.proxy
+  end
   local ok, err, code = self:_ensure_started()
   if not ok then return nil, err, code end
   local t = core.timer(self.loop, fn)
+  self.timers[t] = true     -- cancelled when a reload replaces this code
   return t:start(ms, repeat_ms or 0)
 end
 
@@ -498,7 +609,8 @@ function App:run()
   if not ok then return nil, err, code end
   self.loop:on_signals(function(sig)
     if sig == "HUP" then
-      self.loop:log("info", "SIGHUP: reload is not available in this version")
+      if self._reload_ctx then self:reload(nil, "SIGHUP")
+      else self.loop:log("info", "SIGHUP: this app was not loaded from a file; nothing to reload") end
     else
       self.loop:log("info", ("SIG%s: shutting down"):format(sig))
       self:stop()
@@ -518,9 +630,13 @@ function App:stats()
     connections = self.server and self.server:conn_count() or 0,
     handler_errors = self.loop and self.started and self.loop:handler_errors() or 0,
     produced = 0, delivered = 0, delivery_failed = 0, in_flight = 0,
-    consumed = self.counters.consumed, assigned = 0,
+    consumed = self.counters.consumed, assigned = 0, rebalances = 0,
+    generation = self.generation,
   }
-  for _, c in ipairs(self.consumers) do s.assigned = s.assigned + (c.assigned or 0) end
+  for _, c in ipairs(self.consumers) do
+    s.assigned = s.assigned + (c.assigned or 0)
+    s.rebalances = s.rebalances + (c.rebalances or 0)
+  end
   if self.producer then
     for k, v in pairs(self.producer:stats()) do s[k] = v end
   end
@@ -555,6 +671,8 @@ end
 
 -- Free runtime objects in dependency order. Safe on a partial start.
 function App:_teardown()
+  if self._fswatch then self._fswatch:close(); self._fswatch = nil end
+  for t in pairs(self.timers) do t:close() end
   for _, c in ipairs(self.consumers) do c:close() end
   self.consumers = {}
   if self.producer then self.producer:close(); self.producer = nil end
@@ -562,6 +680,193 @@ function App:_teardown()
   if self.broker then self.broker:close(); self.broker = nil end
   if self.loop then self.loop:close(); self.loop = nil end
   self.started = false
+end
+
+-- ---- hot reload (the loading side is sluice/reload.lua) ----------------
+
+local function iso_time(t)
+  return os.date("!%Y-%m-%dT%H:%M:%SZ", t)
+end
+
+-- What GET /_sluice/health answers.
+function App:health()
+  local rs = self.reload_stats
+  local last = rs.last
+  return {
+    status = rs.last_error and "reload_failed" or "ok",
+    generation = self.generation,
+    loaded_at = iso_time(self.loaded_at),
+    reloads = rs.reloads,
+    reload_failures = rs.failures,
+    last_reload_error = rs.last_error or json.null,
+    last_reload = last and {
+      ok = last.ok, at = iso_time(last.at), files = last.files,
+      load_ms = last.load_ms, swap_ms = last.swap_ms, error = last.error,
+    } or json.null,
+    watching = self._fswatch and self._fswatch:count() or 0,
+    files = self._reload_ctx and self._reload_ctx.list or {},
+    connections = self.server and self.server:conn_count() or 0,
+  }
+end
+
+-- app:on_reload(fn): fn(previous_state, info) runs when this code replaces
+-- older code, before the swap; it returns the new state (nil: keep it).
+function App:on_reload(fn)
+  util.check(1, "on_reload", fn, "function")
+  self._on_reload = fn
+  return self
+end
+
+-- Load the app's files again and, if the new code is sound, swap it in.
+-- Returns the new generation, or nil, "RELOAD: file:line: message", "RELOAD".
+function App:reload(files, reason)
+  util.check(1, "reload", files, "table", true)
+  return require("sluice.reload").reload(self, files, reason or "app:reload()")
+end
+
+-- Watch every Lua file the app loaded from its directory tree; reload
+-- when one changes. opts.debounce: quiet time in ms (default 100).
+function App:watch(opts)
+  util.check(1, "watch", opts, "table", true)
+  return require("sluice.reload").watch(self, opts or {})
+end
+
+local HANDLER_KEYS = { open = true, message = true, close = true }
+
+-- Checks a candidate's declarations; returns nil or "where: problem".
+function App:_validate(cand)
+  for path, h in pairs(cand.routes) do
+    local at = cand._where["ws " .. path] or "?"
+    if type(h) ~= "table" then
+      return ("%s: ws route %s: handlers must be a table, got %s"):format(at, path, type(h))
+    end
+    for k, v in pairs(h) do
+      if HANDLER_KEYS[k] and type(v) ~= "function" then
+        return ("%s: ws route %s: handler '%s' must be a function, got %s"):format(at, path, tostring(k), type(v))
+      end
+    end
+  end
+  for key, h in pairs(cand.http_routes) do
+    if type(h) ~= "function" then
+      return ("%s: http route %s: handler must be a function, got %s")
+        :format(cand._where["http " .. key] or "?", key, type(h))
+    end
+  end
+  for _, d in ipairs(cand.consumer_decls) do
+    if type(d.handler) ~= "function" then
+      return ("consumer of %s: handler must be a function"):format(table.concat(d.topics, ","))
+    end
+  end
+  return nil
+end
+
+local function consumer_key(app, decl)
+  local topics = {}
+  for i, t in ipairs(decl.topics) do topics[i] = t end
+  table.sort(topics)
+  local o = decl.options
+  return ("%s|%s|%s"):format(table.concat(topics, ","), o.group or app.name, o.broadcast and "b" or "")
+end
+
+-- After adoption the candidate object is what the new code calls `app`:
+-- every access goes to the running app, methods get it as self.
+local function make_facade(obj, running)
+  for k in pairs(obj) do obj[k] = nil end
+  local bound = {}
+  setmetatable(obj, {
+    __index = function(_, k)
+      local v = running[k]
+      if type(v) == "function" and App[k] == v then
+        local f = bound[k]
+        if not f then
+          f = function(self, ...)
+            if self == obj then self = running end
+            return v(self, ...)
+          end
+          bound[k] = f
+        end
+        return f
+      end
+      return v
+    end,
+    __newindex = running,
+    __tostring = function() return tostring(running) end,
+  })
+end
+
+-- The swap: one synchronous step on the loop thread, so no event is
+-- handled between the old code's last and the new code's first.
+function App:_adopt(cand, new_state)
+  local old_routes = self.routes
+  self.routes, self.http_routes, self._where = cand.routes, cand.http_routes, cand._where
+  if new_state ~= nil then self.state = new_state end
+
+  -- Consumers: same topics + group → keep the Kafka consumer (no
+  -- rebalance, no re-read), re-point it at the new handler.
+  local old_by_key = {}
+  for _, d in ipairs(self.consumer_decls) do
+    local k = consumer_key(self, d)
+    old_by_key[k] = old_by_key[k] or {}
+    table.insert(old_by_key[k], d)
+  end
+  local fresh = {}
+  for _, nd in ipairs(cand.consumer_decls) do
+    local list = old_by_key[consumer_key(self, nd)]
+    local od = list and table.remove(list, 1)
+    if od then
+      local oc, nc = current_consumer(od.consumer), nd.consumer
+      nc.core, nc.assigned, nc.rebalances, nc._route = oc.core, oc.assigned, oc.rebalances, oc._route
+      nc.paused, nc.closed = oc.paused, oc.closed
+      if nc._route then nc._route.decl = nd end
+      oc._moved_to = nc
+      for i, c in ipairs(self.consumers) do if c == oc then self.consumers[i] = nc end end
+    else
+      fresh[#fresh + 1] = nd
+    end
+  end
+  for _, list in pairs(old_by_key) do
+    for _, od in ipairs(list) do
+      local oc = current_consumer(od.consumer)
+      oc:close()
+      for i = #self.consumers, 1, -1 do
+        if self.consumers[i] == oc then table.remove(self.consumers, i) end
+      end
+    end
+  end
+  self.consumer_decls = cand.consumer_decls
+  for _, nd in ipairs(fresh) do
+    if self.started then
+      local ok, err = self:_start_consumer(nd)
+      if not ok then self:_log("error", ("consumer of %s: %s"):format(table.concat(nd.topics, ","), err)) end
+    end
+  end
+
+  -- Timers: the old code's stop, the new code's start.
+  for t in pairs(self.timers) do t:close() end
+  self.timers = setmetatable({}, { __mode = "k" })
+  for _, td in ipairs(cand._timer_decls) do
+    if not td.closed then
+      local t = core.timer(self.loop, td.fn)
+      td.proxy.core = t
+      self.timers[t] = true
+      if not td.stopped then t:start(td.ms, td.repeat_ms) end
+    end
+  end
+
+  -- Routes the new code no longer serves: close their connections.
+  self._retired_routes = {}
+  for path, handlers in pairs(old_routes) do
+    if self.routes[path] == nil then
+      self._retired_routes[path] = handlers
+      for conn in pairs(self.conns_by_path[path] or {}) do
+        conn:close(4001, "route removed")
+      end
+    end
+  end
+
+  self.generation = self.generation + 1
+  self.loaded_at = os.time()
+  make_facade(cand, self)
 end
 
 App.__gc = function(self) if not self.closed then pcall(self.close, self, 1000) end end

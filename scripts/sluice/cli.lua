@@ -17,9 +17,14 @@ options for run:
   --embedded-port PORT   stable bootstrap port of the embedded broker (default 9092;
                          0 picks a free one)
   --log-level LEVEL      error, warn, info (default) or debug
+  --watch                hot reload: reload the app when one of its Lua files
+                         (the app file and what it requires from its directory)
+                         changes; a file that fails to load changes nothing
+  --watch-debounce MS    quiet time before a burst of changes reloads (default 100)
 
 SIGINT/SIGTERM: stop accepting, let Kafka confirm what was accepted, close
-WebSockets with 1001, commit consumer offsets, exit 0.
+WebSockets with 1001, commit consumer offsets, exit 0. SIGHUP: hot reload.
+GET /_sluice/health: generation, loaded_at, last_reload_error (JSON).
 Reference: docs/api.md]]
 
 local function fail(msg)
@@ -52,6 +57,12 @@ local OPTIONS = {
     o.embedded_port = port
     return port ~= nil, err
   end,
+  ["--watch-debounce"] = function(o, v)
+    local n = tonumber(v)
+    if not n or n < 1 or n > 60000 then return nil, "--watch-debounce needs a number of ms (1-60000)" end
+    o.watch_debounce = n
+    return true
+  end,
   ["--log-level"] = function(o, v)
     if v ~= "error" and v ~= "warn" and v ~= "info" and v ~= "debug" then
       return nil, "--log-level must be error, warn, info or debug"
@@ -62,22 +73,18 @@ local OPTIONS = {
 }
 
 -- Load and run the app file; returns the app or nil, one-line error.
+-- sluice.load tracks the files it loads, for hot reload.
 local function load_app(path)
   local f, open_err = io.open(path, "r")
   if not f then return nil, ("cannot open %s"):format(open_err or path) end
   f:close()
-  local chunk, syntax_err = loadfile(path)
-  if not chunk then return nil, syntax_err end
   -- The app's own modules are found beside it.
   local dir = path:match("^(.*)/[^/]*$") or "."
   package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
   -- Relative paths in the app (static = "public") are relative to it.
   sluice.overrides.app_dir = dir
-  local ok, app = xpcall(chunk, function(e) return tostring(e) end)
-  if not ok then return nil, app end
-  if type(app) ~= "table" or type(app.run) ~= "function" then
-    return nil, ("%s must return the app (end it with `return app`)"):format(path)
-  end
+  local app, err = sluice.load(path)
+  if not app then return nil, (err:gsub("^LOAD: ", "")) end
   return app
 end
 
@@ -103,7 +110,7 @@ function M.main(argv)
     local name, inline = a:match("^(%-%-[%w-]+)=(.*)$")
     name = name or a
     if name == "--watch" then
-      return fail("--watch (hot reload) is not available in this version yet")
+      overrides.watch = true
     elseif OPTIONS[name] then
       local value = inline
       if value == nil then i = i + 1; value = argv[i] end
@@ -120,11 +127,17 @@ function M.main(argv)
   end
   if not file then return fail("run needs an app file: sluice run APP.lua") end
 
+  local watch, debounce = overrides.watch, overrides.watch_debounce
+  overrides.watch, overrides.watch_debounce = nil, nil
   for k, v in pairs(overrides) do sluice.overrides[k] = v end
   local app, err = load_app(file)
   if not app then return fail(err) end
   local started, start_err = app:start()
   if not started then return fail(start_err) end
+  if watch then
+    local ok, watch_err = app:watch { debounce = debounce }
+    if not ok then return fail(watch_err) end
+  end
   local ok, run_err = app:run()
   if not ok then return fail(run_err) end
   return 0

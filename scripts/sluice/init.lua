@@ -16,8 +16,19 @@ local M = {
 
 function M.app(options)
   -- Not a tail call: App.new looks two frames up for the app file's path.
-  local app = App.new(options, M.overrides, 2)
+  -- While a hot reload loads new code (M._loading, set by sluice.reload),
+  -- the app is a candidate beside the running one.
+  local loading = M._loading
+  local app = App.new(options, M.overrides, 2, loading and loading.running)
+  if loading then loading.apps[#loading.apps + 1] = app end
   return app
+end
+
+-- Loads an app file (which returns its app) so that it can be reloaded:
+-- app:reload(), app:watch(), SIGHUP under app:run(). Returns the app, or
+-- nil, "LOAD: file:line: message", "LOAD".
+function M.load(path)
+  return require("sluice.reload").load_app(path)
 end
 
 return M

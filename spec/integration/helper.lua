@@ -328,6 +328,33 @@ function M.kcat_produce(bootstrap, topic, value, key)
   return code == 0, err
 end
 
+-- ---- fault injection and resources (faults, backpressure, shutdown specs) ----
+
+-- Resident memory of a process in kB (VmRSS from /proc/PID/status).
+function M.rss_kb(pid)
+  local s = M.read("/proc/" .. pid .. "/status")
+  return s and tonumber(s:match "VmRSS:%s*(%d+)")
+end
+
+-- Starts bench/soak/broker.lua: an embedded Kafka of `opts.brokers` (3)
+-- brokers in a process of its own, with an HTTP control port. Returns the
+-- process object; .bootstrap is its broker list (give it to gateways as
+-- --kafka and to kcat) and :fault(path) calls a control endpoint
+-- ("/down?id=1", …), raising unless it answers 200.
+function M.start_fault_broker(opts)
+  opts = opts or {}
+  local b = M.start { app = M.root .. "/bench/soak/broker.lua", kafka = "127.0.0.1:9",
+                      env = "SLUICE_FAULT_BROKERS=" .. (opts.brokers or 3) }
+  local _, h = b:healthz()
+  b.bootstrap = h.bootstrap
+  function b.fault(self, path)
+    local status, body = M.http(self.port, path)
+    if status ~= 200 then error(("fault %s: %s %s"):format(path, tostring(status), tostring(body)), 2) end
+    return json.decode(body)
+  end
+  return b
+end
+
 -- Removes every temp dir this helper created.
 function M.cleanup()
   for _, d in ipairs(tmpdirs) do os.execute("rm -rf " .. M.q(d)) end

@@ -37,6 +37,30 @@ int sluice_broker_create_topic(sluice_broker *b, const char *topic, int partitio
                                char *err, size_t errlen);
 /* The rd_kafka_mock_cluster_t *, for fault injection in tests. */
 void *sluice_broker_mock_cluster(sluice_broker *b);
+
+/* ---- fault injection (librdkafka's mock cluster) -------------------------
+ * For tests and the soak tool. Broker ids run from 1 to the configured
+ * count. Each returns 0, or SLUICE_EINVAL / SLUICE_EKAFKA with err text. */
+int sluice_broker_count(const sluice_broker *b);
+/* Down: the broker drops its connections and refuses new ones until up
+ * again. Partition leadership does not move by itself (as in the mock):
+ * clients wait and retry, or follow sluice_broker_set_leader. */
+int sluice_broker_set_down(sluice_broker *b, int broker_id, char *err, size_t errlen);
+int sluice_broker_set_up(sluice_broker *b, int broker_id, char *err, size_t errlen);
+/* Added round-trip time for every response of that broker; 0 removes it. */
+int sluice_broker_set_rtt(sluice_broker *b, int broker_id, int rtt_ms,
+                          char *err, size_t errlen);
+/* The next n requests of Kafka API api_key (0 Produce, 1 Fetch, 3
+ * Metadata, …), on any broker, fail with errors[0..n-1] (Kafka error
+ * codes, e.g. 6 NOT_LEADER_FOR_PARTITION); n 0 clears the pending ones. */
+int sluice_broker_push_errors(sluice_broker *b, int api_key, size_t n, const int *errors,
+                              char *err, size_t errlen);
+/* Move the leader of topic/partition to broker_id (-1: no leader). */
+int sluice_broker_set_leader(sluice_broker *b, const char *topic, int partition,
+                             int broker_id, char *err, size_t errlen);
+/* Kafka error code by name ("NOT_LEADER_FOR_PARTITION"; librdkafka's
+ * names, local ones with their leading "_"); 1 if found. */
+int sluice_broker_error_code(const char *name, int *code);
 void sluice_broker_free(sluice_broker *b);
 
 #ifdef __cplusplus

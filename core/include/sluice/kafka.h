@@ -116,6 +116,10 @@ typedef struct sluice_consumer_config {
                          const sluice_partition *parts, size_t n);
     void (*on_error)(void *ud, const char *name, const char *text, int fatal);
     void *ud;
+    /* 1: manual offsets. on_record returning does not store the record's
+     * offset; the owner calls sluice_consumer_store once the record's
+     * effects are durable (e.g. its outputs acknowledged). */
+    int manual_store;
 } sluice_consumer_config;
 
 int sluice_consumer_new(sluice_loop *loop, const sluice_consumer_config *cfg,
@@ -125,6 +129,24 @@ int sluice_consumer_new(sluice_loop *loop, const sluice_consumer_config *cfg,
 int sluice_consumer_pause(sluice_consumer *c, int paused);
 /* Commit stored offsets now (async unless sync). */
 int sluice_consumer_commit(sluice_consumer *c, int sync, char *err, size_t errlen);
+/* Manual offsets (manual_store): the record at `offset` of
+ * topic/partition and every earlier one are processed; the next commit
+ * (auto-commit, sluice_consumer_commit, or close) commits offset + 1.
+ * SLUICE_ESTATE if the partition is not assigned to this consumer. */
+int sluice_consumer_store(sluice_consumer *c, const char *topic, int32_t partition,
+                          int64_t offset, char *err, size_t errlen);
+
+/* Reads partitions of one topic from their start to their end as of the
+ * call (the high watermark), without joining a group, calling on_record
+ * for each record; blocks up to timeout_ms. For restoring state from a
+ * changelog before processing. A topic or partition that does not exist
+ * reads as empty. 0, or an error code (SLUICE_EKAFKA with err text, e.g.
+ * on timeout). */
+int sluice_kafka_read_partitions(const char *const *props, const char *topic,
+                                 const int32_t *partitions, size_t n,
+                                 void (*on_record)(void *ud, const sluice_record *r),
+                                 void *ud, int timeout_ms, char *err, size_t errlen);
+
 /* Commit, leave the group, free. Blocks up to a few seconds (librdkafka
  * bounds it by session.timeout.ms). May be called from inside on_record or
  * on_rebalance: no further callbacks happen and the close completes right

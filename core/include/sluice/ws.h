@@ -72,6 +72,11 @@ typedef struct sluice_server_config {
     size_t send_queue_max;   /* bytes queued per connection before the slow-
                                 reader policy (close 1008); 0: 8 MiB */
     int max_connections;     /* 0: unlimited; above it upgrades get 503 */
+    int handshake_timeout_s; /* a socket must send its whole request head
+                                within this; else 408 and closed. 0: 10; <0: off */
+    int max_pending;         /* accepted sockets that have not sent a whole
+                                request head yet; beyond it new sockets get
+                                503 and are closed. 0: 1024; <0: unlimited */
     const char *static_dir;  /* NULL: no static files */
 } sluice_server_config;
 

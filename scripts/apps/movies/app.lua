@@ -11,16 +11,31 @@
 
 local sluice = require "sluice"
 
--- rows.lua (validation and JSON encoding) lives next to this file.
+-- rows.lua (validation and JSON encoding) and catalog.lua (the data set
+-- behind the page's form) live next to this file.
 local here = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
 local rows = dofile(here .. "rows.lua")
+local catalog = assert(dofile(here .. "catalog.lua").load())
 
 local RESULTS, DLQ, STATS = "movie-results", "movie-results.dlq", "movie-stats"
+
+-- The default logger's format, plus one line a new user needs: the URL
+-- to open, once the port is known.
+local function log(level, msg)
+  io.stderr:write(os.date("%Y-%m-%d %H:%M:%S"), " sluice ", level, ": ", msg, "\n")
+  local host, port = msg:match("^listening on http://([^/]*):(%d+)/")
+  if port then
+    if host == "0.0.0.0" or host == "[::]" or host == "::" then host = "localhost" end
+    io.stderr:write(os.date("%Y-%m-%d %H:%M:%S"), " sluice ", level,
+      ": movies: open http://", host, ":", port, "/ in a browser\n")
+  end
+end
 
 local app = sluice.app {
   name   = "movies",           -- consumer group and client.id
   listen = 8080,
   static = "public",           -- the browser page
+  log    = log,
 }
 
 -- Connections subscribed to movie-stats, by conn.id.
@@ -105,6 +120,15 @@ app:consume(STATS, { broadcast = true }, function(rec)
   for _, conn in pairs(subscribers) do conn:send(rec.value) end
 end)
 
+-- The page's form: rows of the data set for the given actor and/or movie
+-- names (comma-separated lists). 400 with {"error": …} for a bad query.
+app:http("GET", "/api/fetch", function(req)
+  local result, err = catalog:search(req.query.actor, req.query.movie)
+  local headers = { ["content-type"] = "application/json", ["cache-control"] = "no-store" }
+  if not result then return 400, rows.object("error", err), headers end
+  return 200, catalog.encode(result), headers
+end)
+
 app:http("GET", "/healthz", function()
   local s = app:stats()
   return 200, {
@@ -113,5 +137,20 @@ app:http("GET", "/healthz", function()
     in_flight = s.in_flight, handler_errors = s.handler_errors,
   }
 end)
+
+-- The stream processing that produces movie-stats (processing.lua, its
+-- own module) when it is there; without it the page's live panel shows
+-- whatever arrives on the topic. SLUICE_MOVIES_PROCESSING=0 leaves it out
+-- (a gateway that only stores rows, e.g. for tests that count records).
+do
+  local f = os.getenv("SLUICE_MOVIES_PROCESSING") ~= "0" and io.open(here .. "processing.lua", "r")
+  if f then
+    f:close()
+    if not package.path:find(here .. "?.lua", 1, true) then
+      package.path = here .. "?.lua;" .. package.path
+    end
+    require("processing")(app)
+  end
+end
 
 return app

@@ -1,0 +1,374 @@
+#!/usr/bin/env bash
+# sluice's benchmarks: every scenario, for sluice (LuaJIT and Lua 5.4), the
+# tutorial's Node peers and the limits (librdkafka alone, libwebsockets
+# alone, the C-only ingest path), in one run, against one embedded broker.
+#
+#   bench/run.sh [--smoke] [--repeat N] [--build DIR] [--out DIR] [--only LIST]
+#
+# --smoke     tiny loads, one repetition, a few seconds per scenario: checks
+#             the harness end to end (ctest bench.smoke)
+# --repeat N  repetitions of the throughput and latency scenarios (default 3;
+#             the median is reported)
+# --build DIR build tree (default build-bench, configured Release if absent)
+# --out DIR   where results go (default bench/results): raw.jsonl (one line
+#             per measurement), latest.md, latest.json, chart.png, logs/
+# --only LIST comma-separated scenarios: limits,ingest,fanout,roundtrip,
+#             connections,overload,idle
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=$ROOT/build-bench
+OUT=
+SMOKE=0
+REPEAT=3
+ONLY=limits,ingest,fanout,roundtrip,connections,overload,idle
+ARGS="$*"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smoke) SMOKE=1 ;;
+    --repeat) REPEAT=$2; shift ;;
+    --build) BUILD=$2; shift ;;
+    --out) OUT=$2; shift ;;
+    --only) ONLY=$2; shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+OUT=${OUT:-$ROOT/bench/results}
+COMMAND="bench/run.sh${ARGS:+ $ARGS}"
+[ "$SMOKE" = 1 ] && REPEAT=1
+
+# ---- sizes ------------------------------------------------------------------
+if [ "$SMOKE" = 1 ]; then
+  KROWS=5000 LROWS=10000 IROWS=3000 NCROWS=2000 NNROWS=300
+  FAN_CONNS=20 FAN_RECORDS=50 RT_RATES="1000" RT_SECS=1
+  IDLE_CONNS=200 OVERLOAD_S=2 IDLE_S=1 BIG_CONNS=50 IDLE_HOLD=1.5 IDLE_SETTLE=0.5
+  # one sluice and one Node peer where a scenario is slow to set up
+  SLUICES="sluice-lua5.4" PEERS="node-careful" CONN_SET="10"
+else
+  KROWS=500000 LROWS=1000000 IROWS=200000 NCROWS=150000 NNROWS=20000
+  FAN_CONNS=1000 FAN_RECORDS=1000 RT_RATES="1000 10000 50000" RT_SECS=3
+  IDLE_CONNS=10000 OVERLOAD_S=30 IDLE_S=10 BIG_CONNS=1000 IDLE_HOLD=4 IDLE_SETTLE=2
+  SLUICES="sluice-luajit sluice-lua5.4" PEERS="node-careful node-naive" CONN_SET="10 1000"
+fi
+
+# ---- build ------------------------------------------------------------------
+TOOLS="sluice-loadgen sluice-kprod sluice-lwsrecv sluice-cingest"
+if [ ! -f "$BUILD/CMakeCache.txt" ]; then
+  cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
+fi
+if [ "$SMOKE" = 0 ] || [ ! -x "$BUILD/bench/sluice-loadgen" ]; then
+  cmake --build "$BUILD" -j2 >/dev/null
+fi
+B=$BUILD/bench
+LOADGEN=$B/sluice-loadgen
+for t in $TOOLS; do [ -x "$B/$t" ] || { echo "run.sh: $B/$t missing" >&2; exit 1; }; done
+[ -d "$ROOT/bench/peers/node_modules/kafkajs" ] || (cd "$ROOT/bench/peers" && npm ci --no-audit --no-fund >/dev/null)
+
+mkdir -p "$OUT/logs"
+RAW=$OUT/raw.jsonl
+: >"$RAW"
+rm -f "$OUT"/logs/*
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+export KAFKAJS_NO_PARTITIONER_WARNING=1
+
+# ---- processes --------------------------------------------------------------
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+stop_pid() {   # stop_pid PID: SIGTERM, then SIGKILL after 10 s
+  local p=$1 i keep=() q
+  for q in "${PIDS[@]:-}"; do [ "$q" != "$p" ] && keep+=("$q"); done
+  PIDS=("${keep[@]:-}")
+  kill "$p" 2>/dev/null || return 0
+  for i in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+}
+
+free_port() {
+  lua5.4 -e 'local s=require"socket".bind("127.0.0.1",0); local _,p=s:getsockname(); print(p); s:close()'
+}
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+http_get() {   # http_get PORT PATH -> body
+  (exec 3<>"/dev/tcp/127.0.0.1/$1" && printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "$2" >&3 &&
+   tr -d '\r' <&3 | sed '1,/^$/d') 2>/dev/null || true
+}
+rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+hwm_kb() { awk '/^VmHWM/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+CLK_TCK=$(getconf CLK_TCK)
+logfile() { echo "$OUT/logs/$1.log"; }   # appended to: one file per program
+
+# The broker: one sluice process hosting only the embedded broker.
+KPORT= KAFKA= BROKER_PID=
+start_broker() {
+  [ -n "$BROKER_PID" ] && stop_pid "$BROKER_PID"
+  KPORT=$(free_port)
+  KAFKA=127.0.0.1:$KPORT
+  local log; log=$(logfile broker)
+  BROKER_CMD="$BUILD/bin/sluice-lua5.4 run bench/apps/broker.lua --embedded-port $KPORT"
+  (cd "$ROOT" && exec $BROKER_CMD) >>"$log" 2>&1 &
+  BROKER_PID=$!; PIDS+=("$BROKER_PID")
+  local i
+  for i in $(seq 1 100); do
+    kcat -b "$KAFKA" -L -t movie-stats -m 2 2>/dev/null | grep -q "4 partitions" && return 0
+    sleep 0.2
+  done
+  echo "run.sh: broker did not start (see $log)" >&2; exit 1
+}
+
+# start_impl IMPL [ECHO] -> PID, PORT, SERVER_CMD
+PID= PORT= SERVER_CMD=
+start_impl() {
+  local impl=$1 echo=${2:-0} log i
+  PORT=$(free_port)
+  log=$(logfile "$impl")
+  case "$impl" in
+    sluice-luajit|sluice-lua5.4|sluice-luajit-processing)
+      local bin=${impl%-processing} proc=0
+      [ "$bin" != "$impl" ] && proc=1
+      SERVER_CMD="$BUILD/bin/$bin run bench/apps/movies.lua --listen $PORT --kafka $KAFKA --log-level warn"
+      [ "$echo" = 1 ] && SERVER_CMD="SLUICE_BENCH_ECHO=1 $SERVER_CMD"
+      [ "$proc" = 1 ] && SERVER_CMD="SLUICE_BENCH_PROCESSING=1 $SERVER_CMD"
+      (cd "$ROOT" && export SLUICE_BENCH_ECHO=$echo SLUICE_BENCH_PROCESSING=$proc && exec $BUILD/bin/$bin run bench/apps/movies.lua \
+         --listen "$PORT" --kafka "$KAFKA" --log-level warn) >>"$log" 2>&1 & ;;
+    c-ingest)
+      SERVER_CMD="$B/sluice-cingest --listen $PORT --kafka $KAFKA"
+      (exec $SERVER_CMD) >>"$log" 2>&1 & ;;
+    node-careful|node-naive)
+      SERVER_CMD="node bench/peers/server.js --mode ${impl#node-} --port $PORT --kafka $KAFKA"
+      (cd "$ROOT" && exec node bench/peers/server.js --mode "${impl#node-}" --port "$PORT" --kafka "$KAFKA") >>"$log" 2>&1 & ;;
+    *) echo "run.sh: unknown impl $impl" >&2; exit 2 ;;
+  esac
+  PID=$!; PIDS+=("$PID")
+  for i in $(seq 1 150); do
+    case "$impl" in
+      sluice-*) http_get "$PORT" /bench/ready | grep -q assigned && return 0 ;;
+      *) port_open "$PORT" && { sleep 0.3; return 0; } ;;
+    esac
+    kill -0 "$PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "run.sh: $impl did not start (see $log)" >&2; exit 1
+}
+# A few hundred rows first: connections to Kafka, metadata, the idempotent
+# producer's id and (for LuaJIT) the JIT are warm before measuring.
+warmup() {
+  local impl=$1 n=500 mode="--mode ack"
+  case "$impl" in
+    node-naive) n=100; mode="--mode send --kafka $KAFKA --topic movie-results" ;;
+    node-*) mode="--mode send --kafka $KAFKA --topic movie-results" ;;
+  esac
+  $LOADGEN --url "ws://127.0.0.1:$PORT/" $mode --conns 10 --rows $n --timeout 60 >/dev/null 2>>"$(logfile warmup)" || true
+}
+# Wait until the sluice gateway's consumers hold N partitions.
+wait_assigned() {
+  local i
+  for i in $(seq 1 200); do
+    local a; a=$(http_get "$PORT" /bench/ready | sed -n 's/.*"assigned":\([0-9]*\).*/\1/p')
+    [ -n "$a" ] && [ "$a" -ge "$1" ] && return 0
+    sleep 0.1
+  done
+  echo "run.sh: consumers of $PORT never got $1 partitions" >&2; exit 1
+}
+
+# record SCENARIO IMPL REP RESULT_JSON EXTRA_JSON_FIELDS COMMAND
+record() {
+  local cmd=${6//\\/\\\\}; cmd=${cmd//\"/\\\"}
+  local server=${SERVER_CMD//\"/\\\"}
+  [ -n "$4" ] || { echo "run.sh: $1/$2 produced no result" >&2; exit 1; }
+  printf '{"scenario":"%s","impl":"%s","rep":%s,"result":%s%s,"cmd":"%s","server":"%s"}\n' \
+    "$1" "$2" "$3" "$4" "${5:+,$5}" "$cmd" "$server" >>"$RAW"
+}
+want() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+note() { echo "[$(date +%T) load $(cut -d' ' -f1 /proc/loadavg)] $*" >&2; }
+
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+T_START=$(date +%s)
+start_broker
+
+# ---- limits ----------------------------------------------------------------
+if want limits; then
+  for rep in $(seq 1 "$REPEAT"); do
+    note "limits: librdkafka alone, rep $rep"
+    SERVER_CMD=
+    cmd="$B/sluice-kprod --kafka $KAFKA --topic bench-kprod --rows $KROWS"
+    record limits kafka-alone "$rep" "$($cmd 2>>"$(logfile kprod)")" "" "$cmd"
+
+    for conns in $CONN_SET; do
+      note "limits: libwebsockets alone, $conns connections, rep $rep"
+      PORT=$(free_port)
+      SERVER_CMD="$B/sluice-lwsrecv --listen $PORT --expect $LROWS"
+      lwsout=$OUT/logs/lwsrecv.json
+      $SERVER_CMD >"$lwsout" 2>>"$(logfile lwsrecv)" &
+      LPID=$!; PIDS+=("$LPID")
+      for i in $(seq 1 50); do port_open "$PORT" && break; sleep 0.1; done
+      cmd="$LOADGEN --url ws://127.0.0.1:$PORT/ --mode send --conns $conns --rows $LROWS"
+      $cmd >/dev/null 2>>"$(logfile loadgen)"
+      for i in $(seq 1 100); do kill -0 "$LPID" 2>/dev/null || break; sleep 0.1; done
+      stop_pid "$LPID"
+      impl=lws-alone
+      [ "$conns" != 10 ] && impl=lws-alone-$conns
+      record limits "$impl" "$rep" "$(cat "$lwsout")" "" "$cmd"
+    done
+  done
+fi
+
+# ---- ingest ----------------------------------------------------------------
+ingest_one() {   # ingest_one SCENARIO CONNS IMPL REP
+  local scen=$1 conns=$2 impl=$3 rep=$4 cmd
+  start_impl "$impl"
+  case "$impl" in
+    node-careful) cmd="$LOADGEN --url ws://127.0.0.1:$PORT/ --mode send --conns $conns --rows $NCROWS --kafka $KAFKA --topic movie-results --timeout 120" ;;
+    node-naive) cmd="$LOADGEN --url ws://127.0.0.1:$PORT/ --mode send --conns $conns --rows $NNROWS --kafka $KAFKA --topic movie-results --timeout 120" ;;
+    *) cmd="$LOADGEN --url ws://127.0.0.1:$PORT/ --mode ack --conns $conns --rows $IROWS --timeout 120" ;;
+  esac
+  warmup "$impl"
+  local res; res=$($cmd 2>>"$(logfile loadgen)")
+  local hwm; hwm=$(hwm_kb "$PID")
+  stop_pid "$PID"
+  record "$scen" "$impl" "$rep" "$res" "\"peak_rss_kb\":$hwm" "$cmd"
+}
+if want ingest; then
+  for conns in $CONN_SET; do
+    scen=ingest-$conns
+    start_broker
+    for rep in $(seq 1 "$REPEAT"); do
+      impls="sluice-luajit sluice-lua5.4 c-ingest node-careful node-naive"
+      # The whole movies app, stream processing included, for information.
+      [ "$conns" = 10 ] && [ "$SMOKE" = 0 ] && impls="$impls sluice-luajit-processing"
+      for impl in $impls; do
+        note "$scen: $impl, rep $rep"
+        ingest_one "$scen" "$conns" "$impl" "$rep"
+      done
+    done
+  done
+fi
+
+# ---- fan-out ---------------------------------------------------------------
+if want fanout; then
+  start_broker
+  for rep in $(seq 1 "$REPEAT"); do
+    for impl in $SLUICES; do
+      note "fanout: $impl, rep $rep"
+      start_impl "$impl"
+      wait_assigned 4
+      out=$OUT/logs/fanout.json err=$(logfile fanout-loadgen)
+      cmd="$LOADGEN --url ws://127.0.0.1:$PORT/stats --mode recv --conns $FAN_CONNS --expect $FAN_RECORDS --timeout 60"
+      $cmd >"$out" 2>"$err" &
+      LG=$!
+      for i in $(seq 1 600); do grep -q "connections open" "$err" && break; sleep 0.1; done
+      sleep 0.5
+      pcmd="$B/sluice-kprod --kafka $KAFKA --topic movie-stats --rows $FAN_RECORDS --stamp"
+      $pcmd >/dev/null 2>>"$(logfile kprod)"
+      wait "$LG" || true
+      hwm=$(hwm_kb "$PID")
+      stop_pid "$PID"
+      record fanout "$impl" "$rep" "$(cat "$out")" "\"peak_rss_kb\":$hwm" "$cmd; $pcmd"
+    done
+  done
+fi
+
+# ---- round trip --------------------------------------------------------------
+if want roundtrip; then
+  start_broker
+  for rep in $(seq 1 "$REPEAT"); do
+    for impl in $SLUICES c-ingest; do
+      note "roundtrip: $impl, rep $rep"
+      if [ "$impl" = c-ingest ]; then start_impl "$impl"; else start_impl "$impl" 1; wait_assigned 8; fi
+      warmup "$impl"
+      for rate in $RT_RATES; do
+        sub="--sub ws://127.0.0.1:$PORT/echo"
+        [ "$impl" = c-ingest ] && sub=
+        cmd="$LOADGEN --url ws://127.0.0.1:$PORT/ --mode ack --conns 10 --rate $rate --rows $((rate * RT_SECS)) $sub --timeout 60"
+        record "roundtrip-$rate" "$impl" "$rep" "$($cmd 2>>"$(logfile loadgen)")" "" "$cmd"
+      done
+      stop_pid "$PID"
+    done
+  done
+fi
+
+# ---- connections: memory per idle WebSocket ----------------------------------
+if want connections; then
+  for impl in $SLUICES c-ingest node-careful; do
+    note "connections: $impl, $IDLE_CONNS idle WebSockets"
+    start_impl "$impl"
+    sleep 1
+    before=$(rss_kb "$PID")
+    out=$OUT/logs/idle.json err=$(logfile idle-loadgen)
+    cmd="$LOADGEN --url ws://127.0.0.1:$PORT/ --mode idle --conns $IDLE_CONNS --hold $IDLE_HOLD --timeout 120"
+    $cmd >"$out" 2>"$err" &
+    LG=$!
+    for i in $(seq 1 1200); do grep -q "connections open" "$err" && break; sleep 0.1; done
+    sleep "$IDLE_SETTLE"
+    after=$(rss_kb "$PID")
+    wait "$LG" || true
+    stop_pid "$PID"
+    record connections "$impl" 1 "$(cat "$out")" "\"rss_before_kb\":$before,\"rss_after_kb\":$after" "$cmd"
+  done
+fi
+
+# ---- overload ------------------------------------------------------------------
+if want overload; then
+  for impl in $SLUICES $PEERS; do
+    note "overload: $impl, ${OVERLOAD_S} s at full speed"
+    start_broker
+    start_impl "$impl"
+    warmup "$impl"
+    mode="--mode ack"
+    case "$impl" in node-*) mode="--mode send --kafka $KAFKA --topic movie-results" ;; esac
+    samples=$OUT/logs/rss-$impl.txt
+    : >"$samples"
+    ( t0=$(date +%s.%N); while kill -0 "$PID" 2>/dev/null; do
+        d=0; case "$impl" in sluice-*) d=$(http_get "$PORT" /healthz | sed -n 's/.*"delivered":\([0-9]*\).*/\1/p') ;; esac
+        echo "$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN{print a - b}') $(rss_kb "$PID") ${d:-0}" >>"$samples"; sleep 1; done ) &
+    SAMPLER=$!
+    cmd="$LOADGEN --url ws://127.0.0.1:$PORT/ $mode --conns 10 --duration $OVERLOAD_S --timeout $((OVERLOAD_S + 60))"
+    res=$($cmd 2>>"$(logfile loadgen)")
+    hwm=$(hwm_kb "$PID")
+    stop_pid "$PID"
+    kill "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true
+    rss_series=$(awk 'BEGIN{printf "["} $2 > 0 {printf "%s[%.1f,%d,%d]", (n++ ? "," : ""), $1, $2, $3} END{printf "]"}' "$samples")
+    record overload "$impl" 1 "$res" "\"peak_rss_kb\":$hwm,\"rss_series\":$rss_series" "$cmd"
+  done
+fi
+
+# ---- idle CPU --------------------------------------------------------------------
+if want idle; then
+  start_broker
+  for impl in $SLUICES; do
+    note "idle: $impl, ${IDLE_S} s"
+    start_impl "$impl"
+    sleep 2
+    c0=$(cpu_ticks "$PID"); sleep "$IDLE_S"; c1=$(cpu_ticks "$PID")
+    rss=$(rss_kb "$PID")
+    stop_pid "$PID"
+    cpu=$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" 'BEGIN{printf "%.3f", (b - a) / t}')
+    record idle "$impl" 1 "{\"seconds\":$IDLE_S,\"cpu_s\":$cpu,\"rss_kb\":$rss}" "" "sleep $IDLE_S (CPU from /proc/PID/stat)"
+  done
+fi
+
+[ -n "$BROKER_PID" ] && stop_pid "$BROKER_PID"
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---- machine ---------------------------------------------------------------------
+cat >"$OUT/machine.json" <<EOF
+{"cpu":"$(lscpu | sed -n 's/^Model name: *//p' | head -1)","cores":$(nproc),
+ "mem_mb":$(awk '/MemTotal/{print int($2/1024)}' /proc/meminfo),"kernel":"$(uname -r)",
+ "os":"$(. /etc/os-release && echo "$PRETTY_NAME")",
+ "libwebsockets":"$(pkg-config --modversion libwebsockets)","librdkafka":"$(pkg-config --modversion rdkafka)",
+ "luajit":"$(luajit -v 2>&1 | cut -d' ' -f1-2)","lua":"$(lua5.4 -v 2>&1 | cut -d' ' -f1-2)",
+ "node":"$(node --version)","kafkajs":"$(node -p 'require(process.argv[1]).version' "$ROOT/bench/peers/node_modules/kafkajs/package.json")",
+ "ws":"$(node -p 'require(process.argv[1]).version' "$ROOT/bench/peers/node_modules/ws/package.json")",
+ "load_start":"$LOAD_START","load_end":"$LOAD_END","date":"$(date -u +%FT%TZ)",
+ "duration_s":$(( $(date +%s) - T_START )),"smoke":$SMOKE,"repeat":$REPEAT,
+ "command":"$COMMAND"}
+EOF
+
+note "writing report"
+lua5.4 "$ROOT/bench/report.lua" "$OUT" "$SMOKE"

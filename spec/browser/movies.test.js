@@ -1,0 +1,379 @@
+// The movies page in a real browser: Debian's chromium driven by
+// playwright-core (no browser download), against a real gateway with the
+// embedded broker, checked with kcat. Run by ctest (spec/tests.d/browser.cmake):
+//
+//   SLUICE_BIN=build/bin/sluice-lua5.4 SLUICE_ROOT=. SLUICE_OUT=build/browser \
+//     node spec/browser/movies.test.js
+//
+// Screenshots and the gateways' logs go to SLUICE_OUT.
+'use strict';
+
+const { test, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { spawn, execFileSync } = require('node:child_process');
+const fs = require('node:fs');
+const http = require('node:http');
+const net = require('node:net');
+const path = require('node:path');
+
+let chromium;
+try {
+  ({ chromium } = require('playwright-core'));
+} catch (e) {
+  console.error('playwright-core is missing: run `npm ci` in spec/browser (./test.sh does it)');
+  process.exit(1);
+}
+
+const ROOT = path.resolve(process.env.SLUICE_ROOT || path.join(__dirname, '..', '..'));
+const BIN = process.env.SLUICE_BIN || path.join(ROOT, 'build', 'bin', 'sluice-lua5.4');
+const KCAT = process.env.SLUICE_KCAT || 'kcat';
+const CHROMIUM = process.env.SLUICE_CHROMIUM || '/usr/bin/chromium';
+const OUT = path.resolve(process.env.SLUICE_OUT || path.join(ROOT, 'build', 'browser'));
+const APP_DIR = path.join(ROOT, 'scripts', 'apps', 'movies');
+const APP = path.join(APP_DIR, 'app.lua');
+// SLUICE_FAKE_STATS=1 exercises the no-processing path even when it exists.
+const HAS_PROCESSING = fs.existsSync(path.join(APP_DIR, 'processing.lua')) && !process.env.SLUICE_FAKE_STATS;
+const DATA = JSON.parse(fs.readFileSync(path.join(APP_DIR, 'data', 'movies.json'), 'utf8'));
+
+fs.mkdirSync(OUT, { recursive: true });
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(what, fn, timeoutMs = 30000, stepMs = 200) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    last = await fn();
+    if (last) return last;
+    if (Date.now() > deadline) throw new Error('timed out waiting for ' + what);
+    await sleep(stepMs);
+  }
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+function httpStatus(port, urlPath) {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path: urlPath, timeout: 3000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode);
+    });
+    req.on('error', () => resolve(0));
+    req.on('timeout', () => { req.destroy(); resolve(0); });
+  });
+}
+
+// ---- the gateway --------------------------------------------------------------
+
+let gateways = 0;
+const running = new Set();
+
+// Starts `sluice run app.lua --listen PORT --embedded-port KAFKA` through a
+// small shell that records the gateway's pid and kills it should this
+// process die without cleaning up (e.g. killed by ctest's timeout).
+async function startGateway(port, kafkaPort) {
+  const n = ++gateways;
+  const logPath = path.join(OUT, `gateway-${n}.log`);
+  const pidPath = path.join(OUT, `gateway-${n}.pid`);
+  fs.rmSync(pidPath, { force: true });
+  const log = fs.openSync(logPath, 'w');
+  const watchdog = `"$0" "$@" & pid=$!; echo $pid > '${pidPath}'; ` +
+    `(while kill -0 ${process.pid} 2>/dev/null && kill -0 $pid 2>/dev/null; do sleep 1; done; ` +
+    `kill -KILL $pid 2>/dev/null) >/dev/null 2>&1 & wait $pid`;
+  const child = spawn('sh', ['-c', watchdog, BIN, 'run', APP, '--listen', String(port),
+    '--embedded-port', String(kafkaPort)], { stdio: ['ignore', log, log] });
+  fs.closeSync(log);
+  let exited = null;
+  child.on('exit', (code, sig) => { exited = sig || code; running.delete(pid); });
+  const pid = Number(await waitFor('the gateway pid', () => {
+    const text = fs.existsSync(pidPath) && fs.readFileSync(pidPath, 'utf8').trim();
+    return text || (exited !== null ? 'exited' : '');
+  }, 10000, 20));
+  if (!pid) throw new Error(`gateway did not start; see ${logPath}`);
+  running.add(pid);
+  await waitFor('the gateway to answer /healthz', async () => {
+    if (exited !== null) throw new Error(`gateway exited (${exited}); see ${logPath}`);
+    return (await httpStatus(port, '/healthz')) === 200;
+  }, 30000);
+  const signal = (sig) => { try { process.kill(pid, sig); } catch (e) { /* gone already */ } };
+  return {
+    port, bootstrap: '127.0.0.1:' + kafkaPort, log: () => fs.readFileSync(logPath, 'utf8'),
+    url: `http://127.0.0.1:${port}/`,
+    signal,
+    stop: async () => {
+      if (exited !== null) return;
+      signal('SIGTERM');
+      await waitFor('the gateway to exit', () => exited !== null, 15000).catch(() => signal('SIGKILL'));
+    },
+    exited: () => exited,
+  };
+}
+
+after(() => { for (const pid of running) { try { process.kill(pid, 'SIGKILL'); } catch (e) { /* gone */ } } });
+
+// ---- kcat ----------------------------------------------------------------------
+
+function kcatRead(bootstrap, topic) {
+  let out;
+  try {
+    out = execFileSync(KCAT, ['-C', '-b', bootstrap, '-t', topic, '-o', 'beginning', '-e', '-q',
+      '-m', '10', '-f', '%k\t%s\n'], { encoding: 'utf8', timeout: 30000, stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    return [];       // the topic does not exist yet
+  }
+  return out.split('\n').filter(Boolean).map((line) => {
+    const tab = line.indexOf('\t');
+    return { key: line.slice(0, tab), value: line.slice(tab + 1) };
+  });
+}
+
+function kcatProduce(bootstrap, topic, value) {
+  execFileSync(KCAT, ['-P', '-b', bootstrap, '-t', topic], { input: value + '\n', timeout: 30000 });
+}
+
+// Waits until `want` records are in the topic, then a little longer to see
+// that no more arrive; returns them.
+async function topicRecords(bootstrap, topic, want) {
+  await waitFor(`${want} records in ${topic}`, () => kcatRead(bootstrap, topic).length >= want, 30000, 500);
+  await sleep(1500);
+  return kcatRead(bootstrap, topic);
+}
+
+// ---- the data set, read independently of the app ----------------------------
+
+function expectedRowsFor(actorId) {
+  const rows = [];
+  for (const m of DATA.movies) {
+    if (m.cast.some(([id]) => id === actorId)) {
+      rows.push({ actorName: DATA.people[actorId], actorId, movieId: m.id, movieName: m.title,
+        movieMinutes: m.minutes, movieYear: m.year });
+    }
+  }
+  return rows;
+}
+
+// ---- the browser -----------------------------------------------------------------
+
+let browser, gw, pageA, pageB;
+const kafkaPort = {};
+
+async function tableRows(page) {
+  return page.$$eval('#results tbody tr', (trs) => trs.map((tr) => {
+    const td = [...tr.querySelectorAll('td')].map((c) => c.textContent);
+    return { id: tr.dataset.id, actorName: td[1], actorId: td[2], movieName: td[3], movieId: td[4],
+      movieYear: Number(td[5]), movieMinutes: Number(td[6]),
+      status: tr.querySelector('td.status').dataset.status };
+  }));
+}
+
+// Asserts that the text of `selector` becomes `want` within 5 s (the page
+// updates its summary on the next animation frame).
+async function expectText(page, selector, want) {
+  await page.waitForFunction(([sel, w]) => document.querySelector(sel).textContent === w,
+    [selector, want], { timeout: 5000 }).catch(() => {});
+  assert.equal(await page.textContent(selector), want);
+}
+
+async function statuses(page) {
+  return page.$$eval('#results td.status', (tds) => tds.map((td) => td.dataset.status));
+}
+
+async function search(page, actor, movie) {
+  await page.fill('#actor', actor || '');
+  await page.fill('#movie', movie || '');
+  await page.click('#search');
+}
+
+test('the page loads from the gateway and connects', async () => {
+  const port = await freePort();
+  kafkaPort.value = await freePort();
+  gw = await startGateway(port, kafkaPort.value);
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,   // playwright adds --headless and a fresh temporary --user-data-dir
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const ctxA = await browser.newContext({ viewport: { width: 1360, height: 900 } });
+  const ctxB = await browser.newContext({ viewport: { width: 1360, height: 900 } });
+  pageA = await ctxA.newPage();
+  pageB = await ctxB.newPage();
+  const errors = [];
+  pageA.on('pageerror', (e) => errors.push(e.message));
+  await pageA.goto(gw.url);
+  await pageB.goto(gw.url);
+  // what demo.sh shows a new user: the URL to open
+  assert.match(gw.log(), new RegExp(`sluice info: movies: open http://localhost:${port}/ in a browser\n`));
+  assert.equal(await pageA.title(), 'sluice · movies');
+  await pageA.waitForSelector('#conn[data-state="open"]', { timeout: 15000 });
+  await pageA.waitForSelector('#live-conn[data-state="open"]', { timeout: 15000 });
+  await pageB.waitForSelector('#live-conn[data-state="open"]', { timeout: 15000 });
+  assert.equal(await pageA.textContent('#conn'), 'Connected');
+  assert.deepEqual(errors, []);
+});
+
+test('querying "Brad Pitt" shows exactly his rows of the data set', async () => {
+  await search(pageA, 'Brad Pitt');
+  await pageA.waitForSelector('#results:not([hidden]) tbody tr', { timeout: 10000 });
+  const shown = await tableRows(pageA);
+  const expected = expectedRowsFor('nm0000093');
+  assert.equal(expected.length, 15);
+  const key = (r) => r.movieId;
+  const sortBy = (a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0);
+  assert.deepEqual(
+    shown.map(({ actorName, actorId, movieId, movieName, movieMinutes, movieYear }) =>
+      ({ actorName, actorId, movieId, movieName, movieMinutes, movieYear })).sort(sortBy),
+    expected.sort(sortBy));
+  // a few facts spelled out, so that a wrong data set cannot pass
+  const fight = shown.find((r) => r.movieName === 'Fight Club');
+  assert.deepEqual([fight.movieId, fight.movieMinutes, fight.movieYear], ['tt0137523', 139, 1999]);
+  assert.ok(shown.every((r) => r.status === 'new'));
+  assert.match(await pageA.textContent('#message'), /15 rows found/);
+  await expectText(pageA, '#summary', '0 of 15 rows stored in movie-results');
+  assert.equal(await pageA.isEnabled('#stream'), true);
+});
+
+test('Stream: every row shows stored, and exactly those rows are in movie-results keyed by actorId', async () => {
+  await pageA.click('#stream');
+  await waitFor('every row to show stored', async () => {
+    const s = await statuses(pageA);
+    return s.length === 15 && s.every((x) => x === 'stored');
+  }, 30000);
+  await expectText(pageA, '#summary', '15 of 15 rows stored in movie-results');
+  assert.equal(await pageA.isEnabled('#stream'), false);
+
+  const shown = await tableRows(pageA);
+  const records = await topicRecords(gw.bootstrap, 'movie-results', 15);
+  assert.equal(records.length, 15, 'movie-results holds exactly the 15 streamed rows');
+  const stored = records.map((r) => {
+    assert.equal(r.key, 'nm0000093', 'keyed by actorId');
+    return JSON.parse(r.value);
+  });
+  const want = shown.map((r) => ({ id: r.id, actorName: r.actorName, actorId: r.actorId,
+    movieId: r.movieId, movieName: r.movieName, movieMinutes: r.movieMinutes }));
+  const byId = (a, b) => (a.id < b.id ? -1 : 1);
+  assert.deepEqual(stored.sort(byId), want.sort(byId));
+});
+
+test('a second browser\'s live panel shows movie-stats as it arrives', async () => {
+  const liveList = (sel) => pageB.$$eval(sel + ' li', (lis) => lis.map((li) => li.textContent));
+  if (HAS_PROCESSING) {
+    // processing.lua turns the streamed rows into per-actor records: the
+    // second browser ranks Brad Pitt with his 15 films and their minutes
+    const want = 'Brad Pitt movies 15 · minutes 2,032 · rows 15';
+    await waitFor('movie-stats from processing.lua in the second browser',
+      async () => (await liveList('#live-top')).includes(want), 90000, 500);
+  } else {
+    // no processing yet: publish a window's top actors as it would, until
+    // the app's stats consumer (starting at "latest") has its partitions
+    const record = JSON.stringify({ type: 'top', start: Date.UTC(2026, 0, 1, 12, 0), end: Date.UTC(2026, 0, 1, 12, 1),
+      actors: [{ actorId: 'nm0000093', actorName: 'Brad Pitt', minutes: 2032 },
+        { actorId: 'nm0000233', actorName: 'Quentin Tarantino', minutes: 1302 }] });
+    await waitFor('movie-stats in the second browser', async () => {
+      if ((await liveList('#live-window')).length) return true;
+      kcatProduce(gw.bootstrap, 'movie-stats', record);
+      await sleep(1000);
+      return (await liveList('#live-window')).length > 0;
+    }, 45000, 100);
+    assert.deepEqual(await liveList('#live-window'), ['Brad Pitt minutes 2,032', 'Quentin Tarantino minutes 1,302']);
+  }
+  assert.match(await pageB.textContent('#live-status'), /^\d+ records? received, last at /);
+  await pageA.bringToFront();
+  await pageA.waitForTimeout(300);
+  await pageA.screenshot({ path: path.join(OUT, 'movies.png'), fullPage: true });
+  await pageB.screenshot({ path: path.join(OUT, 'movies-second-browser.png'), fullPage: true });
+});
+
+test('bad input gets a clear message and nothing is injected into the page', async () => {
+  const page = await (await browser.newContext()).newPage();
+  await page.goto(gw.url);
+  const before = await page.evaluate(() => ({ scripts: document.scripts.length, imgs: document.images.length }));
+
+  // empty form (and a form of only commas and spaces)
+  await search(page, '', '');
+  await page.waitForSelector('#message[data-kind="error"]:not([hidden])');
+  assert.equal(await page.textContent('#message'), 'Type an actor and/or a movie name (comma-separated lists work too).');
+  await search(page, ' , ', '  ');
+  assert.match(await page.textContent('#message'), /^Type an actor/);
+  // the API says the same to anyone
+  const api = await page.evaluate(async () => { const r = await fetch('/api/fetch?actor=%20,'); return [r.status, await r.json()]; });
+  assert.deepEqual(api, [400, { error: 'type an actor and/or a movie name' }]);
+
+  // an unknown actor
+  await search(page, 'Nobody Atall');
+  await page.waitForFunction(() => document.querySelector('#message').textContent.includes('Nobody'));
+  assert.equal(await page.textContent('#message'),
+    'No actor named “Nobody Atall” in the data set. Try Brad Pitt, Quentin Tarantino or Pulp Fiction.');
+  assert.equal(await page.isHidden('#results'), true);
+  assert.equal(await page.isEnabled('#stream'), false);
+
+  // quotes and markup are shown as text, never run
+  const evil = `O'Brien "Bob" <script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">`;
+  await search(page, evil, '</td><b>bold</b>');
+  await page.waitForFunction(() => document.querySelector('#message').textContent.includes('Brien'));
+  const msg = await page.textContent('#message');
+  assert.ok(msg.includes(`No actor named “O'Brien "Bob" <script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">” in the data set.`), msg);
+  assert.ok(msg.includes('No movie named “</td><b>bold</b>”'), msg);
+  await page.waitForTimeout(300);
+  const afterState = await page.evaluate(() => ({ scripts: document.scripts.length, imgs: document.images.length,
+    bold: document.querySelectorAll('b').length, pwned: window.__pwned }));
+  assert.deepEqual(afterState, { scripts: before.scripts, imgs: before.imgs, bold: 0, pwned: undefined });
+  await page.context().close();
+});
+
+test('the gateway stopped mid-stream: the page shows it, then recovers when it returns', async () => {
+  const n = expectedRowsFor('nm0000233').length;
+  assert.equal(n, 9);
+  await search(pageA, 'Quentin Tarantino');
+  await pageA.waitForFunction((k) => document.querySelector('#summary').textContent.startsWith(`0 of ${k} rows`), n);
+  // Freeze the gateway so that no answer comes, stream, then kill it.
+  gw.signal('SIGSTOP');
+  await pageA.click('#stream');
+  await waitFor('rows to show sent', async () => (await statuses(pageA)).every((s) => s === 'sent'), 10000);
+  // A frozen gateway is not a silent hang: after 15 s without answers the
+  // page says so.
+  await pageA.waitForSelector('#conn[data-state="stalled"]', { timeout: 30000 });
+  assert.equal(await pageA.textContent('#conn'), `Connected, but no answer for ${n} rows`);
+  assert.equal(await pageA.textContent('#results tbody td.status'), 'sent (no answer yet)');
+  await pageA.screenshot({ path: path.join(OUT, 'movies-gateway-frozen.png'), fullPage: true });
+  gw.signal('SIGKILL');
+  gw.signal('SIGCONT');
+  await pageA.waitForSelector('#conn[data-state="closed"]', { timeout: 15000 });
+  assert.match(await pageA.textContent('#conn'), /^Gateway unreachable: connection lost — retrying in \d+ s$/);
+  assert.equal(await pageA.getAttribute('#message', 'data-kind'), 'error');
+  assert.match(await pageA.textContent('#message'), /connection to the gateway is down/);
+  assert.ok((await statuses(pageA)).every((s) => s === 'queued'));
+  assert.match(await pageA.textContent('#results tbody td.status'), /^waiting for connection \(will resend\)$/);
+  await expectText(pageA, '#summary', `0 of ${n} rows stored in movie-results (${n} waiting)`);
+  await pageA.screenshot({ path: path.join(OUT, 'movies-gateway-down.png'), fullPage: true });
+  await waitFor('the gateway to be gone', () => gw.exited() !== null, 10000);
+
+  // The same gateway comes back (a new process: its embedded broker is empty).
+  gw = await startGateway(gw.port, kafkaPort.value);
+  await pageA.waitForSelector('#conn[data-state="open"]', { timeout: 30000 });
+  await waitFor('every row to show stored after the reconnect', async () => {
+    const s = await statuses(pageA);
+    return s.length === n && s.every((x) => x === 'stored');
+  }, 30000);
+  await expectText(pageA, '#summary', `${n} of ${n} rows stored in movie-results`);
+  await pageA.waitForSelector('#message[data-kind="ok"]');
+  assert.equal(await pageA.textContent('#message'), 'Connected again: every row is stored.');
+  const shown = await tableRows(pageA);
+  assert.equal(new Set(shown.map((r) => r.id)).size, n, 'no duplicate rows in the table');
+  const records = await topicRecords(gw.bootstrap, 'movie-results', n);
+  assert.equal(records.length, n, 'each row stored once by the new gateway');
+  assert.deepEqual(records.map((r) => JSON.parse(r.value).id).sort(), shown.map((r) => r.id).sort());
+  assert.ok(records.every((r) => r.key === 'nm0000233'));
+  await pageA.screenshot({ path: path.join(OUT, 'movies-recovered.png'), fullPage: true });
+});
+
+test('shutdown', async () => {
+  if (browser) await browser.close();
+  if (gw) await gw.stop();
+});
