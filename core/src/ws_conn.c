@@ -377,6 +377,10 @@ static void begin_close(sluice_conn *c, int code, const char *reason, int grace)
     snprintf(c->close_reason, sizeof c->close_reason, "%s", reason ? reason : "");
     if (!c->wsi || was_connecting)
         return;                 /* sent once the handshake completes */
+    /* The close handshake needs the peer's reply: a socket left paused
+     * never reads it, and closing it with unread input sends a reset
+     * that can destroy our close frame on the way (the peer sees 1006). */
+    lws_rx_flow_control(c->wsi, 1);
     lws_callback_on_writable(c->wsi);
     if (grace)
         lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, CLOSE_GRACE_S);

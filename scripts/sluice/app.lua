@@ -659,11 +659,17 @@ function App:close(timeout_ms)
   end
   if self.producer then
     local left = self.producer:flush(timeout_ms)
-    if left > 0 then loop:log("warn", ("%d records still unconfirmed after %d ms; reported as failed"):format(left, timeout_ms)) end
+    if left > 0 then
+      loop:log("warn", ("%d records still unconfirmed after %d ms; reported as failed"):format(left, timeout_ms))
+      -- Purge now, while their clients are still connected to hear it.
+      self.producer:close()
+      self.producer = nil
+    end
   end
   if self.server then
+    -- Each connection reads again until the client answers our close.
     self.server:close_all(1001, "server shutting down")
-    local deadline = loop:now() + 3000
+    local deadline = loop:now() + 5000
     while self.server:conn_count() > 0 and loop:now() < deadline do loop:run_once(50) end
   end
   self:_teardown()

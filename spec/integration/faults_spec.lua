@@ -1,6 +1,7 @@
 -- Broker faults under load. A separate fault broker process (three
 -- embedded brokers, bench/soak/broker.lua) is broken from outside while the
--- movies gateway (a real `sluice run`, reaching it with --kafka) streams
+-- gateway (a real `sluice run` of bench/soak/rows.lua: the movies row
+-- protocol, nothing else; reaching it with --kafka) streams
 -- rows from node `ws` clients; kcat reads what Kafka holds afterwards.
 -- What must hold (docs/reliability.md): every acked row is in Kafka exactly
 -- once, every other row was reported failed to its client, no client is
@@ -96,7 +97,7 @@ describe("broker faults under load", function()
     -- Every partition led by broker 1: "the leader" below is one broker.
     broker:fault("/topic?name=" .. TOPIC .. "&partitions=4")
     for p = 0, 3 do broker:fault(("/leader?topic=%s&partition=%d&id=1"):format(TOPIC, p)) end
-    gw = H.start { kafka = broker.bootstrap }
+    gw = H.start { app = H.root .. "/bench/soak/rows.lua", kafka = broker.bootstrap }
   end)
 
   teardown(function()

@@ -54,7 +54,7 @@ describe("SIGTERM under load", function()
   -- checks the accounting. Returns the client's result, the gateway's
   -- stats just before the signal, and the Kafka counts.
   local function shutdown_under_load(prefix, before_signal)
-    local gw = H.start { kafka = broker.bootstrap }
+    local gw = H.start { app = H.root .. "/bench/soak/rows.lua", kafka = broker.bootstrap }
     local h = stream(gw, { "--connections", "4", "--rows", "40000", "--rate", "4000",
                            "--batch", "5", "--prefix", prefix, "--timeout", "60" })
     H.sleep(2)
