@@ -160,23 +160,17 @@ static int consumer_new(lua_State *L)
     return 1;
 }
 
-static int consumer_pause(lua_State *L)
+static int set_paused(lua_State *L, int paused)
 {
     lua_consumer *c = check_consumer(L);
-    int rc = sluice_consumer_pause(c->consumer, 1);
+    int rc = sluice_consumer_pause(c->consumer, paused);
     if (rc) return sluice_lua_fail_core(L, rc, NULL);
     lua_pushboolean(L, 1);
     return 1;
 }
 
-static int consumer_resume(lua_State *L)
-{
-    lua_consumer *c = check_consumer(L);
-    int rc = sluice_consumer_pause(c->consumer, 0);
-    if (rc) return sluice_lua_fail_core(L, rc, NULL);
-    lua_pushboolean(L, 1);
-    return 1;
-}
+static int consumer_pause(lua_State *L) { return set_paused(L, 1); }
+static int consumer_resume(lua_State *L) { return set_paused(L, 0); }
 
 static int consumer_commit(lua_State *L)
 {
