@@ -197,6 +197,9 @@ test('the page loads from the gateway and connects', async () => {
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,   // playwright adds --headless and a fresh temporary --user-data-dir
+    // Under tools/test-sanitize.sh the gateway runs with the ASan runtime
+    // preloaded; the browser (and its launcher script) must not.
+    env: Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'LD_PRELOAD')),
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
