@@ -1,6 +1,6 @@
 /* sluice-kprod: librdkafka alone producing movie rows to a broker at full
  * speed (or a fixed rate), with the same producer settings sluice uses
- * (acks=all, idempotence, linger.ms=5) — the Kafka-side limit. With
+ * (acks=all, idempotence, linger.ms=0) — the Kafka-side limit. With
  * --stamp each value carries "t": CLOCK_MONOTONIC ns at produce time,
  * which the load generator's recv mode turns into a fan-out latency.
  *
@@ -51,7 +51,7 @@ int main(int argc, char **argv) {
     char err[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     const char *props[] = { "bootstrap.servers", kafka, "acks", "all", "enable.idempotence", "true",
-                            "linger.ms", "5", "client.id", "sluice-kprod", NULL };
+                            "linger.ms", "0", "client.id", "sluice-kprod", NULL };
     for (int i = 0; props[i]; i += 2)
         if (rd_kafka_conf_set(conf, props[i], props[i + 1], err, sizeof err)) { fprintf(stderr, "%s\n", err); return 2; }
     rd_kafka_conf_set_dr_msg_cb(conf, dr);

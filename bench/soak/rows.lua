@@ -6,7 +6,11 @@
 local sluice = require "sluice"
 local cjson = require "cjson.safe"
 
-local app = sluice.app { name = "soak", listen = 8080 }
+-- SOAK_MAX_IN_FLIGHT=1: one produce request in flight per broker. Needed
+-- where produce errors are injected into the embedded broker, which checks
+-- no producer sequence numbers (docs/reliability.md, "The embedded broker").
+local app = sluice.app { name = "soak", listen = 8080, kafka = {
+  ["max.in.flight.requests.per.connection"] = os.getenv "SOAK_MAX_IN_FLIGHT" } }
 
 local function send(conn, t) conn:send(cjson.encode(t)) end
 

@@ -97,7 +97,10 @@ static int producer_conf(const sluice_producer_config *cfg, rd_kafka_conf_t *con
     const char *acks = sluice_kafka_prop(cfg->props, "acks");
     if (!acks) acks = sluice_kafka_prop(cfg->props, "request.required.acks");
     int rc = conf_default(conf, cfg, "request.required.acks", "acks", "all", err, errlen);
-    if (!rc) rc = conf_default(conf, cfg, "queue.buffering.max.ms", "linger.ms", "5", err, errlen);
+    /* Latency first: with linger 0 a lone row goes out at once (ack p50
+     * 0.3 ms at 10k rows/s) and under load batches still form while the
+     * in-flight requests are busy (BENCHMARKS.md measures the trade). */
+    if (!rc) rc = conf_default(conf, cfg, "queue.buffering.max.ms", "linger.ms", "0", err, errlen);
     /* Idempotence requires acks=all: a user who chose other acks gets none. */
     if (!rc && (!acks || is_acks_all(acks)))
         rc = conf_default(conf, cfg, NULL, "enable.idempotence", "true", err, errlen);

@@ -60,6 +60,13 @@ describe("broker faults under load", function()
   end)
 
   it("acks everything exactly once through transient produce errors", function()
+    -- Its own gateway with one request in flight: the mock broker checks no
+    -- producer sequence numbers, so a failed request overtaken by a later
+    -- one that succeeds is taken by librdkafka as written ("implicit ack")
+    -- though the mock stored nothing. A real broker refuses the later
+    -- request as out of order. docs/reliability.md has the detail.
+    local gw = H.start { app = H.root .. "/bench/soak/rows.lua", kafka = broker.bootstrap,
+                         env = "SOAK_MAX_IN_FLIGHT=1" }
     local h = stream(gw, { "--connections", "4", "--rows", "10000", "--rate", "2500",
                            "--batch", "5", "--prefix", "E", "--timeout", "120" })
     H.sleep(1)
@@ -73,6 +80,7 @@ describe("broker faults under load", function()
     assert.are.equal(10000, r.acks)
     assert.are.equal(10000, mine)
     assert.are.same({}, r.errors)
+    gw:stop()
   end)
 
   it("reports rows the broker refuses for good to their client, and stores none of them", function()
@@ -85,7 +93,9 @@ describe("broker faults under load", function()
     local count, mine = check_accounting(broker, r, "F")
     assert.is_true(r.failed > 0, "no row was reported failed")
     assert.is_true(r.acks > 0)
-    assert.matches("^TOPIC_AUTHORIZATION_FAILED: ", r.errors[1])
+    -- From the delivery report, or, once librdkafka refuses the topic
+    -- outright, from produce itself ("KAFKA: …").
+    assert.matches("^TOPIC_AUTHORIZATION_FAILED: ", (r.errors[1]:gsub("^KAFKA: ", "")))
     for _, id in ipairs(r.ids.failed) do
       assert(count[id] == nil, "row " .. id .. " was reported failed but is in Kafka")
     end
