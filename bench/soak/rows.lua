@@ -21,8 +21,11 @@ local function handle(conn, data)
   for _, row in ipairs(list) do
     local id = row.id
     local ok, err = app:produce("movie-results", { key = row.actorId, value = cjson.encode(row) },
-      function(derr)
-        if derr then send(conn, { error = derr, id = id }) else send(conn, { ack = id }) end
+      function(derr, report)
+        -- Where Kafka put it: the soak tells rows the embedded broker's
+        -- retention dropped from rows that were lost.
+        if derr then send(conn, { error = derr, id = id })
+        else send(conn, { ack = id, partition = report.partition, offset = report.offset }) end
       end)
     if not ok then send(conn, { error = err, id = id }) end
   end

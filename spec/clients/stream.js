@@ -33,6 +33,7 @@ const reportEvery = Number(o.report || 0) * 1000;
 const start = Date.now();
 const sentAt = new Map();       // id -> ms; deleted when answered
 const acked = new Set();
+const ackedAt = {};   // id -> [partition, offset], when the ack says where
 const failed = new Set();
 const result = { sent: 0, acks: 0, failed: 0, duplicates: 0, unexpected: 0,
                  errors: [], closes: [] };
@@ -70,7 +71,7 @@ function finish() {
                      max: max(allLat) };
   if (o.out) {
     fs.writeFileSync(o.out, JSON.stringify({ acked: [...acked], failed: [...failed],
-                                             unanswered: [...sentAt.keys()] }));
+                                             unanswered: [...sentAt.keys()], acked_at: ackedAt }));
   }
   process.stdout.write(JSON.stringify(result) + '\n');
   process.exit(0);
@@ -161,7 +162,10 @@ for (let i = 0; i < nconn; i++) {
   c.ws.on('message', (data) => {
     let m;
     try { m = JSON.parse(data.toString()); } catch (e) { result.unexpected++; return; }
-    if (m.ack !== undefined && m.error === undefined) answer(String(m.ack), true);
+    if (m.ack !== undefined && m.error === undefined) {
+      if (m.partition !== undefined) ackedAt[String(m.ack)] = [m.partition, m.offset];
+      answer(String(m.ack), true);
+    }
     else if (m.error !== undefined && m.id !== undefined) answer(String(m.id), false, m.error);
     else { result.unexpected++; if (result.errors.length < 5) result.errors.push(m); }
   });
