@@ -21,6 +21,8 @@ for clients in spec/clients spec/browser; do
 done
 
 set +e
-ctest --test-dir "$build" --output-on-failure ${CTEST_ARGS:-}
+# Three jobs on two cores: the load-heavy tests take two slots each
+# (spec/tests.cmake), so one of them runs beside at most one light test.
+ctest --test-dir "$build" --output-on-failure -j "${SLUICE_TEST_JOBS:-3}" ${CTEST_ARGS:-}
 status=$?
 exit $status

@@ -187,7 +187,10 @@ p("## Round trip at fixed rates")
 p("")
 p("10 connections sending at a fixed total rate. **ack**: send → `{\"ack\":ID}` (client → gateway → Kafka stores it → ",
   "delivery report → gateway → client). **receipt**: send → the same row received by a client subscribed on `/echo` ",
-  "(client → gateway → Kafka → the gateway's consumer → client). The C-only path has no consumer: ack only.")
+  "(client → gateway → Kafka → the gateway's consumer → client), with the echo consumer's `fetch.wait.max.ms` at 10: ",
+  "the embedded broker answers a fetch that finds nothing new only after the whole wait (librdkafka's mock cannot ",
+  "wake it when a record arrives), so receipt latency here includes up to 10 ms of that wait; a real broker answers ",
+  "at once. The C-only path has no consumer: ack only.")
 p("")
 p("| rate rows/s | implementation | achieved rows/s | ack p50 | ack p99 | ack p99.9 | receipt p50 | receipt p99 | receipt p99.9 |")
 p("|---:|---|---:|---:|---:|---:|---:|---:|---:|")

@@ -168,6 +168,50 @@ static int conn_send(lua_State *L)
     return 1;
 }
 
+/* The core connection of the value at idx if it is a conn userdata (the
+ * conn metatable is at mt_idx), else NULL; NULL once closed. */
+static sluice_conn *conn_at(lua_State *L, int idx, int mt_idx)
+{
+    lua_conn *lc = lua_touserdata(L, idx);
+    int is_conn;
+    if (lc == NULL || !lua_getmetatable(L, idx)) return NULL;
+    is_conn = lua_rawequal(L, -1, mt_idx);
+    lua_pop(L, 1);
+    return is_conn ? lc->conn : NULL;
+}
+
+/* core.broadcast(conns, data [, binary]) → number queued
+ * Sends data to every connection that is a key or a value of the table
+ * conns (a set {[conn] = true} or a map {[id] = conn}), with one copy of
+ * data shared by their queues. Connections that are closed, or whose
+ * queue is full (closed with 1008, as conn:send does), are not counted. */
+static int conn_broadcast(lua_State *L)
+{
+    size_t len;
+    const char *data;
+    int binary, n = 0;
+    sluice_payload *p;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    data = luaL_checklstring(L, 2, &len);
+    binary = lua_toboolean(L, 3);
+    lua_settop(L, 2);
+    luaL_getmetatable(L, SLUICE_CONN_MT);      /* index 3 */
+    p = sluice_payload_new(data, len);
+    if (p == NULL) return sluice_lua_fail_core(L, SLUICE_ENOMEM, NULL);
+    /* Nothing below raises while p is held: lua_next on keys it gave. */
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        sluice_conn *c = conn_at(L, -2, 3);
+        if (c == NULL) c = conn_at(L, -1, 3);
+        if (c && sluice_conn_send_payload(c, p, binary) == SLUICE_OK) n++;
+        lua_pop(L, 1);
+    }
+    sluice_payload_release(p);
+    lua_pushinteger(L, n);
+    return 1;
+}
+
 /* conn:close([code [, reason]]) → true | nil, err, code */
 static int conn_close(lua_State *L)
 {
@@ -307,4 +351,6 @@ void sluice_lua_open_conn(lua_State *L)
     sluice_lua_newfieldclass(L, SLUICE_CONN_MT, methods, meta);
     lua_pushcfunction(L, conn_connect);
     lua_setfield(L, -2, "connect");
+    lua_pushcfunction(L, conn_broadcast);
+    lua_setfield(L, -2, "broadcast");
 }

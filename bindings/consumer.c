@@ -1,5 +1,7 @@
 /* sluice.consumer: a Kafka group consumer calling a Lua function per
- * record. The record's offset is stored when the function returns. */
+ * record, or (batch = true) once per batch with a list of records. The
+ * offsets are stored when the function returns. */
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -29,14 +31,8 @@ static void push_bytes_or_nil(lua_State *L, const void *p, size_t len)
     else lua_pushnil(L);
 }
 
-static void on_record(void *ud, sluice_consumer *sc, const sluice_record *r)
+static void push_record(lua_State *L, const sluice_record *r)
 {
-    lua_consumer *c = ud;
-    sluice_lua_loop *ctx = c->owner.ctx;
-    lua_State *L = ctx->L;
-    (void)sc;
-    c->consumed++;
-    if (c->closing_from_gc || !sluice_lua_pushref(L, c->record_ref)) return;
     lua_createtable(L, 0, 7);
     lua_pushstring(L, r->topic);
     lua_setfield(L, -2, "topic");
@@ -56,6 +52,34 @@ static void on_record(void *ud, sluice_consumer *sc, const sluice_record *r)
         lua_setfield(L, -2, r->headers[i].name);
     }
     lua_setfield(L, -2, "headers");
+}
+
+static void on_record(void *ud, sluice_consumer *sc, const sluice_record *r)
+{
+    lua_consumer *c = ud;
+    sluice_lua_loop *ctx = c->owner.ctx;
+    lua_State *L = ctx->L;
+    (void)sc;
+    c->consumed++;
+    if (c->closing_from_gc || !sluice_lua_pushref(L, c->record_ref)) return;
+    push_record(L, r);
+    sluice_lua_call(ctx, 1, 0, "consume handler");
+}
+
+/* batch = true: one call with the list of records (.n = its length). */
+static void on_records(void *ud, sluice_consumer *sc, const sluice_record *rs, size_t n)
+{
+    lua_consumer *c = ud;
+    sluice_lua_loop *ctx = c->owner.ctx;
+    lua_State *L = ctx->L;
+    (void)sc;
+    c->consumed += (double)n;
+    if (c->closing_from_gc || !sluice_lua_pushref(L, c->record_ref)) return;
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        push_record(L, &rs[i]);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
     sluice_lua_call(ctx, 1, 0, "consume handler");
 }
 
@@ -98,8 +122,10 @@ static void release(lua_State *L, lua_consumer *c)
     sluice_lua_disown(L, &c->owner);
 }
 
-/* core.consumer(loop, { props = {...}, topics = {...}, start = n },
- *               { record = fn(rec), rebalance = fn(event, parts), error = fn }) */
+/* core.consumer(loop, { props = {...}, topics = {...}, start = n,
+ *                       manual = bool, batch = bool },
+ *               { record = fn(rec) (batch: fn(list)), rebalance = fn(event, parts),
+ *                 error = fn }) */
 static int consumer_new(lua_State *L)
 {
     sluice_consumer_config cfg;
@@ -118,6 +144,9 @@ static int consumer_new(lua_State *L)
     cfg.start = (int64_t)luaL_optnumber(L, 4, SLUICE_FROM_COMMITTED);
     lua_getfield(L, 2, "manual");
     cfg.manual_store = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, 2, "batch");
+    if (lua_toboolean(L, -1)) cfg.on_records = on_records;
     lua_pop(L, 1);
     lua_getfield(L, 2, "props");                       /* 5 */
     cfg.props = sluice_lua_string_pairs(L, 5, "kafka properties");   /* 6 */
@@ -263,24 +292,38 @@ static int consumer_consumed(lua_State *L)
     return 1;
 }
 
-/* close/__close commit and leave the group (revocation reaches Lua);
- * __gc does the same without calling Lua. */
-static int consumer_close(lua_State *L)
+/* close/__close commit and leave the group (revocation reaches Lua),
+ * giving up after timeout_ms (-1: the core's default); __gc does the same
+ * without calling Lua. */
+static int consumer_close_within(lua_State *L, int timeout_ms)
 {
     lua_consumer *c = luaL_checkudata(L, 1, SLUICE_CONSUMER_MT);
     if (c->consumer == NULL) return 0;
     c->owner.ctx->L = L;
-    sluice_consumer_free(c->consumer);
+    sluice_consumer_close(c->consumer, timeout_ms);
     c->consumer = NULL;
     release(L, c);
     return 0;
+}
+
+/* consumer:close([timeout_ms]) */
+static int consumer_close(lua_State *L)
+{
+    lua_Integer ms = luaL_optinteger(L, 2, -1);
+    return consumer_close_within(L, ms < 0 ? -1 : ms > INT_MAX ? INT_MAX : (int)ms);
+}
+
+/* __close gets the pending error as its second argument, not a timeout. */
+static int consumer_close_meta(lua_State *L)
+{
+    return consumer_close_within(L, -1);
 }
 
 static int consumer_gc(lua_State *L)
 {
     lua_consumer *c = luaL_checkudata(L, 1, SLUICE_CONSUMER_MT);
     c->closing_from_gc = 1;
-    return consumer_close(L);
+    return consumer_close_within(L, -1);
 }
 
 void sluice_lua_open_consumer(lua_State *L)
@@ -296,7 +339,7 @@ void sluice_lua_open_consumer(lua_State *L)
     };
     static const luaL_Reg meta[] = {
         { "__gc", consumer_gc },
-        { "__close", consumer_close },
+        { "__close", consumer_close_meta },
         { NULL, NULL }
     };
     sluice_lua_newclass(L, SLUICE_CONSUMER_MT, methods, meta);

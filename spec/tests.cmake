@@ -76,3 +76,16 @@ file(GLOB SLUICE_MORE_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/spec/tests.d/*
 foreach(f ${SLUICE_MORE_TESTS})
   include(${f})
 endforeach()
+
+# Scheduling: ./test.sh runs ctest with several jobs. Most specs spend
+# their time waiting (consumer-group joins on the embedded broker take ~3 s
+# each), so they share the two cores well; the tests below drive real load,
+# measure latency or memory, or compile, and take two job slots each, so
+# no two of them ever run at once.
+foreach(t integration.backpressure integration.reload_load integration.stream
+          integration.faults integration.faults_more integration.shutdown
+          bench.smoke browser.movies sanitize.core package.rockspec)
+  if(TEST ${t})
+    set_tests_properties(${t} PROPERTIES PROCESSORS 2)
+  endif()
+endforeach()

@@ -22,8 +22,10 @@ end)
 if os.getenv "SLUICE_BENCH_ECHO" == "1" then
   app:ws("/echo", {})
   -- SLUICE_BENCH_FETCH_WAIT=MS: the echo consumer's fetch.wait.max.ms
-  -- (librdkafka's default is 500), to see what it does to the round trip.
+  -- (librdkafka's default is 500; bench/run.sh sets 10: the embedded broker
+  -- answers an empty fetch only after the whole wait).
   local wait = os.getenv "SLUICE_BENCH_FETCH_WAIT"
+  if wait == "" then wait = nil end
   app:consume("movie-results", { broadcast = true,
     kafka = wait and { ["fetch.wait.max.ms"] = wait } or nil }, function(rec)
     if rec.value then app:broadcast("/echo", rec.value) end

@@ -2,6 +2,8 @@
  * loop thread when the consumer queue's wake-up fd becomes readable. Each
  * record's offset is stored after its handler returns and committed by
  * auto-commit: at-least-once. */
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,7 +21,14 @@ struct sluice_consumer {
     int free_pending;           /* free was called from a callback */
     sluice_header *headers;     /* reused for each record's headers */
     size_t headers_cap;
+    int close_timeout_ms;       /* bound on the commit + leave at free */
+    /* on_records: messages polled, not yet delivered, and their records */
+    rd_kafka_message_t **batch;
+    sluice_record *records;
+    size_t batch_n;
 };
+
+static void consumer_flush_batch(sluice_consumer *c);
 
 static void consumer_report(sluice_consumer *c, rd_kafka_resp_err_t e,
                             const char *text, int fatal) {
@@ -65,6 +74,8 @@ static void consumer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
     rd_kafka_error_t *error = NULL;
     rd_kafka_resp_err_t assign_err = 0;
 
+    /* Records fetched before the rebalance reach the owner before it. */
+    consumer_flush_batch(c);
     if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         if (c->cfg.start != SLUICE_FROM_COMMITTED)
             for (int i = 0; i < parts->cnt; i++)
@@ -145,18 +156,89 @@ static void consumer_handle_message(sluice_consumer *c, rd_kafka_message_t *m) {
         rd_kafka_offset_store(m->rkt, m->partition, m->offset);
 }
 
+/* Fills records[] for the messages of the batch. Headers go in c->headers,
+ * sized for the whole batch first (a realloc would move earlier ones). */
+static void consumer_batch_records(sluice_consumer *c) {
+    size_t total = 0, at = 0;
+    for (size_t i = 0; i < c->batch_n; i++) {
+        rd_kafka_headers_t *hdrs;
+        if (rd_kafka_message_headers(c->batch[i], &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR)
+            total += rd_kafka_header_cnt(hdrs);
+    }
+    if (total > c->headers_cap) {
+        sluice_header *grown = realloc(c->headers, total * sizeof *grown);
+        if (grown) { c->headers = grown; c->headers_cap = total; }
+        else total = 0;   /* no memory: the records go without headers */
+    }
+    for (size_t i = 0; i < c->batch_n; i++) {
+        const rd_kafka_message_t *m = c->batch[i];
+        sluice_record *r = &c->records[i];
+        rd_kafka_timestamp_type_t tstype;
+        rd_kafka_headers_t *hdrs;
+        r->topic = rd_kafka_topic_name(m->rkt);
+        r->partition = m->partition;
+        r->offset = m->offset;
+        r->key = m->key;
+        r->key_len = m->key ? m->key_len : 0;
+        r->value = m->payload;
+        r->value_len = m->payload ? m->len : 0;
+        r->timestamp_ms = rd_kafka_message_timestamp(m, &tstype);
+        r->headers = NULL;
+        r->header_count = 0;
+        if (total && rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            size_t n = rd_kafka_header_cnt(hdrs);
+            r->headers = c->headers + at;
+            for (size_t k = 0; k < n && at < total; k++) {
+                const char *name;
+                const void *value;
+                size_t size;
+                if (rd_kafka_header_get_all(hdrs, k, &name, &value, &size) != RD_KAFKA_RESP_ERR_NO_ERROR)
+                    break;
+                c->headers[at].name = name;
+                c->headers[at].value = value;
+                c->headers[at].value_len = value ? size : 0;
+                at++;
+                r->header_count++;
+            }
+        }
+    }
+}
+
+/* Delivers the collected records in one on_records call, then stores
+ * their offsets (as consumer_handle_message does for one). */
+static void consumer_flush_batch(sluice_consumer *c) {
+    size_t n = c->batch_n;
+    if (!n) return;
+    if (!c->closing) {
+        consumer_batch_records(c);
+        c->cfg.on_records(c->cfg.ud, c, c->records, n);
+        if (!c->cfg.manual_store)
+            for (size_t i = 0; i < n; i++)
+                rd_kafka_offset_store(c->batch[i]->rkt, c->batch[i]->partition, c->batch[i]->offset);
+    }
+    /* else closed meanwhile: no more records are delivered, none stored */
+    for (size_t i = 0; i < n; i++) rd_kafka_message_destroy(c->batch[i]);
+    c->batch_n = 0;
+}
+
 static void consumer_destroy(sluice_consumer *c);
 
 static int consumer_serve(void *ud, int budget) {
     sluice_consumer *c = ud;
     int more = 1;
     c->dispatching = 1;
+    if (c->batch && budget > SLUICE_CONSUMER_BATCH) budget = SLUICE_CONSUMER_BATCH;
     for (int i = 0; i < budget && !c->closing; i++) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 0);
         if (!m) { more = 0; break; }
+        if (c->batch && !m->err) {   /* delivered by consumer_flush_batch */
+            c->batch[c->batch_n++] = m;
+            continue;
+        }
         consumer_handle_message(c, m);
         rd_kafka_message_destroy(m);
     }
+    consumer_flush_batch(c);
     c->dispatching = 0;
     if (c->free_pending) {
         /* A handler freed the consumer: do it now that librdkafka is not
@@ -218,6 +300,16 @@ int sluice_consumer_new(sluice_loop *loop, const sluice_consumer_config *cfg,
     sluice_consumer *c = calloc(1, sizeof *c);
     if (!c) return SLUICE_ENOMEM;
     c->cfg = *cfg;
+    if (cfg->on_records) {
+        c->batch = calloc(SLUICE_CONSUMER_BATCH, sizeof *c->batch);
+        c->records = calloc(SLUICE_CONSUMER_BATCH, sizeof *c->records);
+        if (!c->batch || !c->records) {
+            free(c->batch);
+            free(c->records);
+            free(c);
+            return SLUICE_ENOMEM;
+        }
+    }
     c->kq.loop = loop;
     c->kq.efd = -1;
 
@@ -225,6 +317,8 @@ int sluice_consumer_new(sluice_loop *loop, const sluice_consumer_config *cfg,
     int rc = consumer_conf(cfg, conf, err, errlen);
     if (rc) {
         rd_kafka_conf_destroy(conf);
+        free(c->batch);
+        free(c->records);
         free(c);
         return rc;
     }
@@ -235,6 +329,8 @@ int sluice_consumer_new(sluice_loop *loop, const sluice_consumer_config *cfg,
     if (!c->rk) {
         rd_kafka_conf_destroy(conf);
         sluice_kafka_errf(err, errlen, "%s", why);
+        free(c->batch);
+        free(c->records);
         free(c);
         return SLUICE_EKAFKA;
     }
@@ -249,6 +345,8 @@ int sluice_consumer_new(sluice_loop *loop, const sluice_consumer_config *cfg,
         rd_kafka_queue_destroy(c->queue);
         rd_kafka_consumer_close(c->rk);
         rd_kafka_destroy(c->rk);
+        free(c->batch);
+        free(c->records);
         free(c);
         return rc;
     }
@@ -419,8 +517,13 @@ unsigned long sluice_consumer_wakeups(const struct sluice_consumer *c) {
 }
 
 void sluice_consumer_free(sluice_consumer *c) {
+    sluice_consumer_close(c, -1);
+}
+
+void sluice_consumer_close(sluice_consumer *c, int timeout_ms) {
     if (!c) return;
     c->closing = 1;
+    c->close_timeout_ms = timeout_ms < 0 ? SLUICE_CONSUMER_CLOSE_MS : timeout_ms;
     if (c->dispatching) {   /* called from a callback: finish after it */
         c->free_pending = 1;
         return;
@@ -428,13 +531,86 @@ void sluice_consumer_free(sluice_consumer *c) {
     consumer_destroy(c);
 }
 
-static void consumer_destroy(sluice_consumer *c) {
-    sluice_kq_close(&c->kq);
-    /* Commits stored offsets and leaves the group; the revoke reaches
-     * on_rebalance from inside this call. */
-    rd_kafka_consumer_close(c->rk);
-    rd_kafka_queue_destroy(c->queue);
-    rd_kafka_destroy(c->rk);
+/* Commits stored offsets and leaves the group, within close_timeout_ms:
+ * rd_kafka_consumer_close has no bound of its own (with every broker
+ * down it waits session.timeout.ms, 45 s by default, for the
+ * coordinator). The close runs on a queue of our own, served here until
+ * librdkafka says the group is closed or the deadline passes; then the
+ * instance is destroyed without the close, losing only the commit of
+ * offsets stored since the last auto-commit (those records are consumed
+ * again: at-least-once). 1: closed; 0: timed out; -1: refused. */
+static int consumer_close_group(sluice_consumer *c) {
+    rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
+    rd_kafka_error_t *error = rd_kafka_consumer_close_queue(c->rk, q);
+    int closed = 0;
+    if (error) {   /* e.g. a fatal error was raised: nothing to commit */
+        sluice_loop_log(c->kq.loop, SLUICE_LOG_WARN, "kafka consumer: close: %s",
+                        rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        closed = -1;
+    } else {
+        uint64_t deadline = sluice_now_ms() + (uint64_t)c->close_timeout_ms;
+        for (;;) {
+            closed = rd_kafka_consumer_closed(c->rk);
+            uint64_t now = sluice_now_ms();
+            if (closed || now >= deadline) break;
+            uint64_t left = deadline - now;
+            /* Serves the revoke (our rebalance callback), errors and logs;
+             * records fetched before the close come back and are dropped
+             * unstored. */
+            rd_kafka_message_t *m = rd_kafka_consume_queue(q, left < 100 ? (int)left : 100);
+            if (m) rd_kafka_message_destroy(m);
+        }
+    }
+    rd_kafka_queue_destroy(q);
+    return closed;
+}
+
+static void consumer_release(sluice_consumer *c) {
+    free(c->batch);
+    free(c->records);
     free(c->headers);
     free(c);
+}
+
+/* Even without the close, rd_kafka_destroy joins librdkafka's threads:
+ * its group thread holds the pending commit for session.timeout.ms, and
+ * with the only broker down a broker thread never ends (librdkafka issue
+ * #4519; measured: still blocked after 95 s). That wait is left to a
+ * thread of its own, ended with the process; the struct, librdkafka's
+ * opaque, lives until it is done. Nothing of ours is called meanwhile:
+ * callbacks only run from queues we serve, and they are no longer served. */
+static void *consumer_reap(void *arg) {
+    sluice_consumer *c = arg;
+    rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    consumer_release(c);
+    return NULL;
+}
+
+static void consumer_destroy(sluice_consumer *c) {
+    sluice_kq_close(&c->kq);
+    /* The revoke reaches on_rebalance from inside this call. */
+    int closed = consumer_close_group(c);
+    rd_kafka_queue_destroy(c->queue);
+    if (closed == 1) {
+        rd_kafka_destroy(c->rk);
+        consumer_release(c);
+        return;
+    }
+    if (closed == 0)
+        sluice_loop_log(c->kq.loop, SLUICE_LOG_WARN,
+                        "kafka consumer: group close did not finish within %d ms "
+                        "(brokers unreachable?): offsets stored since the last commit "
+                        "are not committed; those records will be consumed again",
+                        c->close_timeout_ms);
+    c->kq.loop = NULL;
+    pthread_t thread;
+    sigset_t all, previous;
+    /* Signals stay with the loop thread (signalfd). */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &previous);
+    int created = pthread_create(&thread, NULL, consumer_reap, c);
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    /* No thread: leaked rather than waited for without bound. */
+    if (created == 0) pthread_detach(thread);
 }

@@ -16,6 +16,7 @@ struct sluice_producer {
     int pressured;              /* on_pressure(1) was the last call */
     int dispatching;            /* inside producer_serve */
     int free_pending;           /* free was called from a callback */
+    size_t reported;            /* on_delivery calls since the last on_delivery_end */
 };
 
 static void producer_destroy(sluice_producer *p);
@@ -44,7 +45,15 @@ static void producer_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *op
     d.offset = m->err ? -1 : m->offset;
     d.timestamp_ms = rd_kafka_message_timestamp(m, &tstype);
     if (p->in_flight > 0) producer_set_in_flight(p, p->in_flight - 1);
+    p->reported++;
     if (p->cfg.on_delivery) p->cfg.on_delivery(p->cfg.ud, m->_private, &d);
+}
+
+/* Ends a run of delivery reports (see on_delivery_end). */
+static void producer_delivery_end(sluice_producer *p) {
+    if (!p->reported) return;
+    p->reported = 0;
+    if (p->cfg.on_delivery_end) p->cfg.on_delivery_end(p->cfg.ud);
 }
 
 static void producer_error_cb(rd_kafka_t *rk, int e, const char *reason, void *opaque) {
@@ -70,6 +79,7 @@ static int producer_serve(void *ud, int budget) {
     sluice_producer *p = ud;
     p->dispatching = 1;
     rd_kafka_poll(p->rk, 0);
+    producer_delivery_end(p);
     p->dispatching = 0;
     if (p->free_pending) producer_destroy(p);
     return 0;
@@ -202,7 +212,10 @@ size_t sluice_producer_in_flight(const sluice_producer *p) {
 size_t sluice_producer_flush(sluice_producer *p, int timeout_ms) {
     if (!p) return 0;
     /* From inside a delivery callback librdkafka must not be re-entered. */
-    if (!p->dispatching) rd_kafka_flush(p->rk, timeout_ms);
+    if (!p->dispatching) {
+        rd_kafka_flush(p->rk, timeout_ms);
+        producer_delivery_end(p);
+    }
     return p->in_flight;
 }
 
@@ -220,6 +233,7 @@ void sluice_producer_free(sluice_producer *p) {
 }
 
 static void producer_destroy(sluice_producer *p) {
+    p->free_pending = 1;   /* callbacks run below must not send more */
     sluice_kq_close(&p->kq);
     if (p->in_flight) {
         rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
@@ -228,6 +242,7 @@ static void producer_destroy(sluice_producer *p) {
         uint64_t deadline = sluice_now_ms() + 5000;
         while (p->in_flight && sluice_now_ms() < deadline)
             rd_kafka_poll(p->rk, 50);
+        producer_delivery_end(p);
     }
     rd_kafka_queue_destroy(p->main_queue);
     rd_kafka_destroy(p->rk);

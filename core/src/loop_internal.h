@@ -53,13 +53,26 @@ static inline void sluice_loop_defer(sluice_loop *loop, lws_sorted_usec_list_t *
 #define SLUICE_WS_INTERNAL
 #include "sluice/ws.h"
 
-/* One queued outgoing message, with LWS_PRE bytes of headroom for lws. */
-struct sluice_sendbuf {
-    struct sluice_sendbuf *next;
+/* A message body, refcounted: a broadcast's is referenced from the send
+ * queue of every connection it goes to. LWS_PRE bytes of headroom (for
+ * lws_write) precede the len bytes of data in buf. */
+struct sluice_payload {
+    size_t refs;
     size_t len;
-    int binary;
     unsigned char buf[];
 };
+
+/* One queued outgoing message (an entry of the connection's ring). */
+struct sluice_sendbuf {
+    struct sluice_payload *p;   /* holds one reference */
+    int binary;
+};
+
+/* Server-side writes pack queued frames into one buffer of this size and
+ * one lws_write: no more than lws_issue_raw sends at once (the context's
+ * pt_serv_buf_size, loop.c), so lws never copies a remainder it did not
+ * even try to send. */
+#define SLUICE_WRITE_COALESCE (64 * 1024)
 
 enum sluice_conn_state {
     SLUICE_CONN_CONNECTING,  /* client handshake in progress */
@@ -88,13 +101,22 @@ struct sluice_conn {
     char *rx;
     size_t rx_len, rx_cap;
     int rx_binary, rx_in_message;
-    /* send queue */
-    struct sluice_sendbuf *tx_head, *tx_tail;
+    /* send queue: a ring of tx_cap entries (a power of two), tx_count of
+     * them from tx_first; tx_head points at the first, NULL when empty.
+     * No allocation per message queued, only per payload. */
+    struct sluice_sendbuf *tx_ring, *tx_head;
+    size_t tx_cap, tx_first, tx_count;
     size_t queued;
+    /* server side: frames are framed here and written raw, many per
+     * write; tx_off is how much of the head frame (header included) is
+     * already written */
+    int coalesce;
+    size_t tx_off;
     /* our close request, and the peer's close frame */
     int close_code;
     char close_reason[124];
     int peer_code;              /* 0: no close frame from the peer */
+    int close_sent;             /* our close frame is handed to lws */
     char peer_reason[124];
     int paused;
     /* a user callback is running; if the close was reported meanwhile
@@ -124,6 +146,9 @@ void sluice_conn_on_peer_close(sluice_conn *c, const void *in, size_t len);
 void sluice_conn_on_closed(sluice_conn *c, const char *fallback_reason);
 /* Applies the effective read pause (connection or server) to the wsi. */
 void sluice_conn_apply_flow(sluice_conn *c);
+/* Bounds (on) or stops bounding (off) the bytes the kernel holds for the
+ * socket that the peer has not taken yet (TCP_NOTSENT_LOWAT). */
+void sluice_conn_limit_unsent(sluice_conn *c, int on);
 
 /* Copies request headers (lower-case names) out of lws's header storage. */
 int sluice_copy_headers(struct lws *wsi, char ***out, size_t *n);
@@ -152,4 +177,7 @@ char *sluice_static_file(const char *dir, const char *path);
 /* Hooks from ws_server.c into the shared code. */
 void sluice_server_conn_closed(sluice_server *s, sluice_conn *c);
 int sluice_server_is_paused(const sluice_server *s);
+/* The server's buffer for coalesced writes (SLUICE_WRITE_COALESCE bytes,
+ * LWS_PRE headroom before it), or NULL if it cannot be allocated. */
+unsigned char *sluice_server_write_buffer(sluice_server *s);
 #endif

@@ -3,6 +3,9 @@
 #include "loop_internal.h"
 
 #include <ctype.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,16 +48,102 @@ sluice_conn *sluice_conn_alloc(sluice_loop *loop, const sluice_conn_handlers *h,
     return c;
 }
 
+/* ---- shared payloads ------------------------------------------------------ */
+
+sluice_payload *sluice_payload_new(const void *data, size_t len)
+{
+    if (!data && len)
+        return NULL;
+    sluice_payload *p = malloc(sizeof *p + LWS_PRE + len);
+    if (!p)
+        return NULL;
+    p->refs = 1;
+    p->len = len;
+    if (len)
+        memcpy(p->buf + LWS_PRE, data, len);
+    return p;
+}
+
+void sluice_payload_release(sluice_payload *p)
+{
+    if (p && --p->refs == 0)
+        free(p);
+}
+
+/* A drained ring larger than this is freed: a burst does not pin memory
+ * on every idle connection it reached. */
+#define RING_KEEP 16
+
+static void sync_head(sluice_conn *c)
+{
+    c->tx_head = c->tx_count ? &c->tx_ring[c->tx_first] : NULL;
+}
+
 static void drop_queue(sluice_conn *c)
 {
-    struct sluice_sendbuf *b = c->tx_head;
-    while (b) {
-        struct sluice_sendbuf *next = b->next;
-        free(b);
-        b = next;
-    }
-    c->tx_head = c->tx_tail = NULL;
+    for (size_t i = 0; i < c->tx_count; i++)
+        sluice_payload_release(c->tx_ring[(c->tx_first + i) & (c->tx_cap - 1)].p);
+    free(c->tx_ring);
+    c->tx_ring = c->tx_head = NULL;
+    c->tx_cap = c->tx_first = c->tx_count = 0;
     c->queued = 0;
+    c->tx_off = 0;
+}
+
+/* The slow-reader policy: drop what is queued, except a frame already
+ * partly written (tx_off): the close frame may only follow a whole one. */
+static void drop_unsent(sluice_conn *c)
+{
+    if (!c->tx_off || !c->tx_count) {
+        drop_queue(c);
+        return;
+    }
+    for (size_t i = 1; i < c->tx_count; i++)
+        sluice_payload_release(c->tx_ring[(c->tx_first + i) & (c->tx_cap - 1)].p);
+    c->tx_count = 1;
+    c->queued = c->tx_head->p->len;
+}
+
+static void pop_head(sluice_conn *c)
+{
+    struct sluice_sendbuf *b = c->tx_head;
+    c->queued -= b->p->len;
+    c->tx_off = 0;
+    sluice_payload_release(b->p);
+    c->tx_first = (c->tx_first + 1) & (c->tx_cap - 1);
+    if (--c->tx_count == 0) {
+        c->tx_first = 0;
+        if (c->tx_cap > RING_KEEP) {
+            free(c->tx_ring);
+            c->tx_ring = NULL;
+            c->tx_cap = 0;
+        }
+    }
+    sync_head(c);
+}
+
+/* Appends an entry holding p (the caller's reference passes to it). */
+static int push_entry(sluice_conn *c, sluice_payload *p, int binary)
+{
+    if (c->tx_count == c->tx_cap) {
+        size_t cap = c->tx_cap ? 2 * c->tx_cap : 4;
+        struct sluice_sendbuf *ring = malloc(cap * sizeof *ring);
+        if (!ring)
+            return SLUICE_ENOMEM;
+        for (size_t i = 0; i < c->tx_count; i++)
+            ring[i] = c->tx_ring[(c->tx_first + i) & (c->tx_cap - 1)];
+        free(c->tx_ring);
+        c->tx_ring = ring;
+        c->tx_cap = cap;
+        c->tx_first = 0;
+    }
+    struct sluice_sendbuf *b = &c->tx_ring[(c->tx_first + c->tx_count) & (c->tx_cap - 1)];
+    b->p = p;
+    b->binary = binary;
+    c->tx_count++;
+    c->queued += p->len;
+    sync_head(c);
+    return SLUICE_OK;
 }
 
 void sluice_conn_destroy(sluice_conn *c)
@@ -178,6 +267,21 @@ void sluice_conn_apply_flow(sluice_conn *c)
     lws_rx_flow_control(c->wsi, paused ? 0 : 1);
 }
 
+/* What a reader has not taken stays in our queue, counted against
+ * send_queue, rather than in a kernel buffer that grows to megabytes. It
+ * also keeps room in the socket for a close frame: a reader that stopped
+ * reading altogether can still be told 1008 (see enqueue). */
+#define UNSENT_LOWAT (128 * 1024)
+
+void sluice_conn_limit_unsent(sluice_conn *c, int on)
+{
+    int fd = c->wsi ? lws_get_socket_fd(c->wsi) : -1;
+    /* 0: the system default (no limit unless net.ipv4.tcp_notsent_lowat). */
+    int lowat = on ? UNSENT_LOWAT : 0;
+    if (fd >= 0)
+        setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
+}
+
 /* After a user callback: if the connection was reported closed from
  * inside it, free it now and have lws drop the socket. */
 static int finish_user_call(sluice_conn *c)
@@ -275,28 +379,111 @@ int sluice_conn_on_receive(sluice_conn *c, const void *in, size_t len)
     return 0;
 }
 
+/* RFC 6455 header of a final, unmasked (server to client) text or binary
+ * frame into h (10 bytes); returns its length. */
+static size_t frame_header(unsigned char *h, size_t len, int binary)
+{
+    h[0] = 0x80 | (binary ? 0x2 : 0x1);
+    if (len < 126) {
+        h[1] = (unsigned char)len;
+        return 2;
+    }
+    if (len < 65536) {
+        h[1] = 126;
+        h[2] = (unsigned char)(len >> 8);
+        h[3] = (unsigned char)len;
+        return 4;
+    }
+    h[1] = 127;
+    for (int i = 0; i < 8; i++)
+        h[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+    return 10;
+}
+
+/* Server side: frame the queued messages ourselves, packed into out
+ * (SLUICE_WRITE_COALESCE bytes), and hand each full buffer to lws in one
+ * raw write: one send() for many frames. A frame larger than the buffer
+ * goes out in pieces (tx_off). A write the socket takes only in part is
+ * kept by lws (lws_issue_raw's buflist_out), which then holds back our
+ * next writeable callback until it has sent the rest; we stop there. */
+static int write_coalesced(sluice_conn *c, unsigned char *out)
+{
+    while (c->tx_head) {
+        size_t used = 0;
+        struct sluice_sendbuf *b;
+        while ((b = c->tx_head) != NULL && used < SLUICE_WRITE_COALESCE) {
+            unsigned char h[10];
+            size_t len = b->p->len;
+            size_t hlen = frame_header(h, len, b->binary);
+            size_t off = c->tx_off, n;
+            if (off < hlen) {
+                n = hlen - off;
+                if (n > SLUICE_WRITE_COALESCE - used)
+                    n = SLUICE_WRITE_COALESCE - used;
+                memcpy(out + used, h + off, n);
+                used += n;
+                off += n;
+            }
+            if (off >= hlen) {
+                n = hlen + len - off;
+                if (n > SLUICE_WRITE_COALESCE - used)
+                    n = SLUICE_WRITE_COALESCE - used;
+                if (n)
+                    memcpy(out + used, b->p->buf + LWS_PRE + (off - hlen), n);
+                used += n;
+                off += n;
+            }
+            if (off < hlen + len) {
+                c->tx_off = off;    /* the buffer is full */
+                break;
+            }
+            pop_head(c);
+        }
+        /* LWS_WRITE_RAW on a ws connection goes straight to
+         * lws_issue_raw: no framing, no masking. */
+        if (lws_write(c->wsi, out, used, LWS_WRITE_RAW) < 0)
+            return -1;
+        if (lws_partial_buffered(c->wsi))
+            break;
+    }
+    return 0;
+}
+
 int sluice_conn_on_writeable(sluice_conn *c)
 {
     struct sluice_sendbuf *b;
+    if (c->close_sent)
+        return 0;
     if (!c->tx_head && c->state == SLUICE_CONN_CLOSING) {
+        /* -1 with a reason set: lws sends our close frame after the
+         * queued messages, then reads (and drops data frames) until the
+         * peer's close frame or its 5 s PENDING_TIMEOUT_CLOSE_ACK. It
+         * still calls us when writeable meanwhile: a second -1 would
+         * close the socket at once, with the peer's unread frames in
+         * the kernel buffer, and that reset destroys our acks and
+         * close frame on their way (the peer sees 1006). */
+        c->close_sent = 1;
         lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
                          (unsigned char *)c->close_reason, strlen(c->close_reason));
         return -1;
     }
-    /* Write until the socket would block: one frame per callback costs a
-     * loop round and a send() per message, which starves fan-out and acks. */
-    while ((b = c->tx_head) != NULL) {
-        int n = lws_write(c->wsi, b->buf + LWS_PRE, b->len,
-                          b->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
-        if (n < 0)
+    /* tx_off is only set by write_coalesced, once the buffer exists. */
+    unsigned char *out = c->coalesce && c->server ? sluice_server_write_buffer(c->server) : NULL;
+    if (out) {
+        if (write_coalesced(c, out))
             return -1;
-        c->tx_head = b->next;
-        if (!c->tx_head)
-            c->tx_tail = NULL;
-        c->queued -= b->len;
-        free(b);
-        if (lws_send_pipe_choked(c->wsi))
-            break;
+    } else {
+        /* Client side (lws masks the frames) or no memory for the write
+         * buffer: one lws_write per frame, until the socket would block. */
+        while ((b = c->tx_head) != NULL) {
+            int n = lws_write(c->wsi, b->p->buf + LWS_PRE, b->p->len,
+                              b->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+            if (n < 0)
+                return -1;
+            pop_head(c);
+            if (lws_send_pipe_choked(c->wsi))
+                break;
+        }
     }
     if (c->tx_head || c->state == SLUICE_CONN_CLOSING)
         lws_callback_on_writable(c->wsi);
@@ -386,38 +573,57 @@ static void begin_close(sluice_conn *c, int code, const char *reason, int grace)
         lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, CLOSE_GRACE_S);
 }
 
-int sluice_conn_send(sluice_conn *c, const void *data, size_t len, int binary)
+static int enqueue(sluice_conn *c, const void *data, size_t len, int binary,
+                   sluice_payload *shared)
 {
     if (!c || (!data && len))
         return SLUICE_EINVAL;
     if (c->state != SLUICE_CONN_OPEN && c->state != SLUICE_CONN_CONNECTING)
         return SLUICE_ECLOSED;
     if (c->queued + len > c->send_queue_max) {
-        /* Slow reader: stop buffering for it and tell it why. */
-        drop_queue(c);
+        /* Slow reader: stop buffering for it and tell it why. Lifting the
+         * unsent limit lets the close frame (and what lws holds of a
+         * frame begun) into the socket's buffer even if it reads nothing. */
+        drop_unsent(c);
+        if (c->coalesce)
+            sluice_conn_limit_unsent(c, 0);
         begin_close(c, SLUICE_CLOSE_POLICY, "send queue full", 1);
         sluice_loop_log(c->loop, SLUICE_LOG_WARN,
                         "ws conn %llu: send queue full, closing with 1008",
                         (unsigned long long)c->id);
         return SLUICE_EFULL;
     }
-    struct sluice_sendbuf *b = malloc(sizeof *b + LWS_PRE + len);
-    if (!b)
+    /* A broadcast's payload gains a reference; a message of its own is
+     * copied into a new payload. */
+    sluice_payload *p = shared;
+    if (p)
+        p->refs++;
+    else if (!(p = sluice_payload_new(data, len)))
         return SLUICE_ENOMEM;
-    b->next = NULL;
-    b->len = len;
-    b->binary = binary;
-    if (len)
-        memcpy(b->buf + LWS_PRE, data, len);
-    if (c->tx_tail)
-        c->tx_tail->next = b;
-    else
-        c->tx_head = b;
-    c->tx_tail = b;
-    c->queued += len;
-    if (c->state == SLUICE_CONN_OPEN && c->wsi)
+    int was_empty = c->tx_head == NULL;
+    if (push_entry(c, p, binary) != SLUICE_OK) {
+        sluice_payload_release(p);
+        return SLUICE_ENOMEM;
+    }
+    /* Not empty before: the writeable callback is already asked for. */
+    if (was_empty && c->state == SLUICE_CONN_OPEN && c->wsi)
         lws_callback_on_writable(c->wsi);
     return SLUICE_OK;
+}
+
+int sluice_conn_send(sluice_conn *c, const void *data, size_t len, int binary)
+{
+    return enqueue(c, data, len, binary, NULL);
+}
+
+int sluice_conn_send_payload(sluice_conn *c, sluice_payload *p, int binary)
+{
+    if (!p)
+        return SLUICE_EINVAL;
+    /* lws masks a client's frames in place: a client gets its own copy. */
+    if (c && !c->coalesce)
+        return enqueue(c, p->buf + LWS_PRE, p->len, binary, NULL);
+    return enqueue(c, p->buf + LWS_PRE, p->len, binary, p);
 }
 
 int sluice_conn_close(sluice_conn *c, int code, const char *reason)

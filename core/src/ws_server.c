@@ -88,6 +88,9 @@ struct sluice_server {
     int cb_depth;               /* inside this server's lws callback */
     int free_pending;
     lws_sorted_usec_list_t free_sul;
+    /* coalesced WebSocket writes (sluice_conn_on_writeable): LWS_PRE +
+     * SLUICE_WRITE_COALESCE bytes, allocated on first use */
+    unsigned char *wbuf;
 };
 
 static void errf(char *err, size_t errlen, const char *fmt, ...)
@@ -547,6 +550,10 @@ static int on_established(sluice_server *s, struct wsi_slot *slot)
     c->server = s;
     c->wsi = wsi;
     c->state = SLUICE_CONN_OPEN;
+    /* Our vhost offers no extension (no permessage-deflate), so frames can
+     * be built here and written raw, many per send(). */
+    c->coalesce = 1;
+    sluice_conn_limit_unsent(c, 1);
     c->path = copy_token(wsi, WSI_TOKEN_GET_URI);
     c->query = sluice_copy_query(wsi);
     copy_peer(wsi, c->peer, sizeof c->peer);
@@ -578,6 +585,16 @@ void sluice_server_conn_closed(sluice_server *s, sluice_conn *c)
 int sluice_server_is_paused(const sluice_server *s)
 {
     return s->paused;
+}
+
+unsigned char *sluice_server_write_buffer(sluice_server *s)
+{
+    /* One per server, not per connection: a write either goes out or lws
+     * copies what the socket did not take, so the buffer is free again
+     * as soon as lws_write returns. */
+    if (!s->wbuf)
+        s->wbuf = malloc(LWS_PRE + SLUICE_WRITE_COALESCE);
+    return s->wbuf ? s->wbuf + LWS_PRE : NULL;
 }
 
 /* ---- the lws protocol -------------------------------------------------------- */
@@ -963,6 +980,7 @@ static void server_destroy_now(sluice_server *s)
             slot_release(slot);
     }
     lws_vhost_destroy(s->vh);
+    free(s->wbuf);
     free(s->static_dir);
     free(s);
 }

@@ -320,6 +320,71 @@ static void test_consume(void) {
     CHECK_EQ_INT(s.revoked_events, revoked_before + 1);
 }
 
+/* on_records: every record once, in batches, none before its assignment;
+ * on_delivery_end closes each run of delivery reports. */
+static int batch_calls, batch_max;
+static void on_records(void *ud, sluice_consumer *c, const sluice_record *rs, size_t n) {
+    for (size_t i = 0; i < n; i++) on_record(ud, c, &rs[i]);
+    batch_calls++;
+    if ((int)n > batch_max) batch_max = (int)n;
+}
+
+typedef struct end_state { int reports, ends, reports_at_last_end; } end_state;
+static void on_delivery_counted(void *ud, void *msg_opaque, const sluice_delivery *d) {
+    (void)msg_opaque; (void)d;
+    ((end_state *)ud)->reports++;
+}
+static void on_delivery_end_counted(void *ud) {
+    end_state *e = ud;
+    e->ends++;
+    e->reports_at_last_end = e->reports;
+}
+
+static void test_consume_batches(void) {
+    static consume_state s;
+    memset(&s, 0, sizeof s);
+    const char *props[] = {
+        "bootstrap.servers", bootstrap, "group.id", "sluice-batch",
+        "session.timeout.ms", "6000", "heartbeat.interval.ms", "500", NULL };
+    static const char *topics[] = { TOPIC, NULL };
+    sluice_consumer_config cfg = {
+        .props = props, .topics = topics, .start = SLUICE_FROM_EARLIEST,
+        .on_records = on_records, .on_rebalance = on_rebalance,
+        .on_error = on_consumer_error, .ud = &s,
+    };
+    char err[256] = "";
+    sluice_consumer *c = NULL;
+    CHECK_EQ_INT(sluice_consumer_new(loop, &cfg, &c, err, sizeof err), 0);
+    if (!c) return;
+    pump_until(&s.records, N_MESSAGES, 30000);
+    CHECK(s.records >= N_MESSAGES);
+    CHECK_EQ_INT(s.bad, 0);
+    CHECK_EQ_INT(s.record_before_assign, 0);
+    int once = 0;
+    for (size_t i = 0; i < N_MESSAGES; i++) once += s.seen[i] == 1;
+    CHECK_EQ_INT(once, N_MESSAGES);
+    fprintf(stderr, "batches: %d calls for %d records, largest %d\n", batch_calls, s.records, batch_max);
+    CHECK(batch_calls > 0 && batch_calls < s.records);
+    CHECK(batch_max <= SLUICE_CONSUMER_BATCH);
+    sluice_consumer_free(c);
+
+    end_state e = { 0, 0, 0 };
+    sluice_producer *p = NULL;
+    const char *pprops[] = { "bootstrap.servers", bootstrap, NULL };
+    sluice_producer_config pcfg = { .props = pprops, .on_delivery = on_delivery_counted,
+                                    .on_delivery_end = on_delivery_end_counted, .ud = &e };
+    CHECK_EQ_INT(sluice_producer_new(loop, &pcfg, &p, err, sizeof err), 0);
+    if (!p) return;
+    sluice_message m = { .topic = "delivery-runs", .value = "v", .value_len = 1, .partition = -1 };
+    for (size_t i = 0; i < 500; i++) CHECK_EQ_INT(sluice_producer_send(p, &m, NULL, err, sizeof err), 0);
+    pump_until(&e.reports, 500, 20000);
+    CHECK_EQ_INT(e.reports, 500);
+    /* Every report was followed by an end, in fewer runs than reports. */
+    CHECK_EQ_INT(e.reports_at_last_end, 500);
+    CHECK(e.ends >= 1 && e.ends < 500);
+    sluice_producer_free(p);
+}
+
 /* After a clean close, a new member of the group starts at the committed
  * offsets: only records produced since are delivered. */
 static void test_resume_from_committed(produce_state *ps) {
@@ -500,6 +565,7 @@ int main(void) {
     test_bad_property();
     test_produce(&produced);
     test_consume();
+    test_consume_batches();
     test_resume_from_committed(&produced);
     test_absolute_start(&produced);
     test_free_from_handler();

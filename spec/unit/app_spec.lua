@@ -192,6 +192,28 @@ describe("sluice.app: WebSocket and HTTP", function()
     other.conn:close()
   end)
 
+  it("broadcasts to a table of connections, a set or a map by id", function()
+    local a, b = support.open_client(app, "/room"), support.open_client(app, "/room")
+    local set = app.conns_by_path["/room"]
+    -- The previous test's connections are gone once only ours are left.
+    wait(app, function()
+      local n = 0
+      for _ in pairs(set) do n = n + 1 end
+      return n == 2
+    end, "only two on /room")
+    local by_id = {}
+    for conn in pairs(set) do by_id[conn.id] = conn end
+    assert.equal(2, app:broadcast(by_id, "to the map"))
+    assert.equal(2, app:broadcast(set, "to the set", true))
+    for _, c in ipairs { a, b } do
+      assert.equal("to the map", (message(app, c, 1)))
+      assert.equal("to the set", (message(app, c, 2)))
+    end
+    assert.equal(0, app:broadcast({}, "nobody"))
+    a.conn:close()
+    b.conn:close()
+  end)
+
   it("counts open connections in stats", function()
     support.settle(app, 0.1)
     local before = app:stats().connections
@@ -430,6 +452,59 @@ describe("sluice.app: Kafka on the embedded broker", function()
     dead:close()
   end)
 
+  it("passes the context to a shared on_delivery, once per record, past a raising one", function()
+    local N = 60
+    local seen, errors_before = {}, app:stats().handler_errors
+    local function delivered(err, report, ctx)
+      assert(err == nil, err)
+      seen[ctx.i] = (seen[ctx.i] or 0) + 1
+      assert.equal(ctx.i - 1, report.offset)
+      if ctx.i == 7 or ctx.i == 23 then error("boom " .. ctx.i) end
+    end
+    for i = 1, N do
+      assert.is_true(app:produce("unit-shared", { value = tostring(i), partition = 0 },
+        delivered, { i = i }))
+    end
+    wait(app, function()
+      for i = 1, N do if not seen[i] then return false end end
+      return true
+    end, "every delivery report", 20)
+    support.settle(app, 0.2)
+    for i = 1, N do assert.equal(1, seen[i], "callbacks of record " .. i) end
+    assert.equal(errors_before + 2, app:stats().handler_errors)
+    local logged = table.concat(support.logs(app), "\n")
+    assert.matches("delivery callback failed: [^\n]*boom 7", logged)
+    assert.matches("delivery callback failed: [^\n]*boom 23", logged)
+  end)
+
+  it("hands a batch consumer lists of records in order; a raising batch counts as processed", function()
+    local N = 30
+    for i = 1, N do
+      assert.is_true(app:produce("unit-batch", { key = "k", value = tostring(i), partition = 0,
+        headers = { n = tostring(i) } }))
+    end
+    local got, batches, errors_before = {}, 0, app:stats().handler_errors
+    local consumer = app:consume("unit-batch", { from = "earliest", group = "unit-batch-g", batch = true },
+      function(records)
+        batches = batches + 1
+        for _, r in ipairs(records) do got[#got + 1] = r end
+        if batches == 1 then error("batch boom") end
+      end)
+    wait(app, function() return #got >= N end, "every record", 30)
+    support.settle(app, 0.2)
+    assert.equal(N, #got)
+    for i, r in ipairs(got) do
+      assert.equal(i - 1, r.offset)
+      assert.equal(tostring(i), r.value)
+      assert.equal("k", r.key)
+      assert.same({ n = tostring(i) }, r.headers)
+      assert.equal("unit-batch", r.topic)
+    end
+    assert.equal(errors_before + 1, app:stats().handler_errors)
+    assert.matches("consume handler failed: [^\n]*batch boom", table.concat(support.logs(app), "\n"))
+    consumer:close()
+  end)
+
   it("produces a plain string as the value, with no key", function()
     assert.is_true(app:produce("unit-plain", "just a value"))
     local got
@@ -453,6 +528,10 @@ describe("sluice.app: misuse and expected failures", function()
       function() app:timer(10, "not a function") end)
     raises("bad argument #3 to 'consume' (function expected, got nil)",
       function() app:consume("t", {}) end)
+    raises("bad argument #2 to 'consume' (batch must be a boolean)",
+      function() app:consume("t", { batch = 1 }, function() end) end)
+    raises("bad argument #3 to 'produce' (function expected, got string)",
+      function() app:produce("t", "v", "not a function") end)
     app:close()
   end)
 

@@ -46,6 +46,10 @@ typedef struct sluice_producer_config {
     /* Errors not tied to one message (broker down…), for logging. */
     void (*on_error)(void *ud, const char *name, const char *text, int fatal);
     void *ud;
+    /* May be NULL. Called after each run of on_delivery calls (one wake-up,
+     * flush or close), so that an owner collecting the reports can hand
+     * them on in one batch. Not called when the run was empty. */
+    void (*on_delivery_end)(void *ud);
 } sluice_producer_config;
 
 typedef struct sluice_message {
@@ -120,7 +124,14 @@ typedef struct sluice_consumer_config {
      * offset; the owner calls sluice_consumer_store once the record's
      * effects are durable (e.g. its outputs acknowledged). */
     int manual_store;
+    /* May be NULL. When set, called instead of on_record with the records
+     * one wake-up drains (at most SLUICE_CONSUMER_BATCH), in order. A
+     * rebalance first delivers the records collected before it. When it
+     * returns, the offsets of the whole batch are stored (unless
+     * manual_store). The array is only valid during the call. */
+    void (*on_records)(void *ud, sluice_consumer *c, const sluice_record *records, size_t n);
 } sluice_consumer_config;
+#define SLUICE_CONSUMER_BATCH 1000
 
 int sluice_consumer_new(sluice_loop *loop, const sluice_consumer_config *cfg,
                         sluice_consumer **out, char *err, size_t errlen);
@@ -147,10 +158,17 @@ int sluice_kafka_read_partitions(const char *const *props, const char *topic,
                                  void (*on_record)(void *ud, const sluice_record *r),
                                  void *ud, int timeout_ms, char *err, size_t errlen);
 
-/* Commit, leave the group, free. Blocks up to a few seconds (librdkafka
- * bounds it by session.timeout.ms). May be called from inside on_record or
- * on_rebalance: no further callbacks happen and the close completes right
- * after that callback returns (the record being handled is committed). */
+/* Commit stored offsets, leave the group, free. Blocks until the group
+ * is left, at most timeout_ms (-1: SLUICE_CONSUMER_CLOSE_MS); past it the
+ * consumer is dropped without committing (a warning is logged; the
+ * records since the last auto-commit are consumed again), so a close with
+ * every broker gone still returns. on_rebalance sees the revoke from
+ * inside this call. May be called from inside on_record or on_rebalance:
+ * no further records are delivered and the close completes right after
+ * that callback returns (the record being handled is committed). */
+void sluice_consumer_close(sluice_consumer *c, int timeout_ms);
+#define SLUICE_CONSUMER_CLOSE_MS 5000
+/* sluice_consumer_close(c, -1). */
 void sluice_consumer_free(sluice_consumer *c);
 
 #ifdef __cplusplus

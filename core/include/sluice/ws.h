@@ -126,6 +126,17 @@ void sluice_conn_headers(const sluice_conn *c, sluice_header_fn fn, void *ud);
  * "send queue full"). */
 int sluice_conn_send(sluice_conn *c, const void *data, size_t len, int binary);
 size_t sluice_conn_queued_bytes(const sluice_conn *c);
+
+/* One message for many connections (a broadcast): a single copy of data,
+ * referenced from each connection's queue instead of copied into it.
+ * sluice_payload_new returns it with one reference (the caller's), or
+ * NULL if out of memory; release that reference when done queueing. */
+typedef struct sluice_payload sluice_payload;
+sluice_payload *sluice_payload_new(const void *data, size_t len);
+void sluice_payload_release(sluice_payload *p);
+/* sluice_conn_send for a shared payload: the same results and the same
+ * queue limit (each connection counts the payload's full size). */
+int sluice_conn_send_payload(sluice_conn *c, sluice_payload *p, int binary);
 /* Close after the queued messages are sent. code 0: 1000. */
 int sluice_conn_close(sluice_conn *c, int code, const char *reason);
 void sluice_conn_pause_reading(sluice_conn *c, int paused);

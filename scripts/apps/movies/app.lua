@@ -53,6 +53,15 @@ local function reject(conn, raw, text, id)
   if not ok then io.stderr:write("movies: dead-letter produce refused: ", err, "\n") end
 end
 
+-- Kafka stored a row, or finally gave up: ack or error to its client (a
+-- client that has gone meanwhile: send returns nil, "CLOSED: …"). One
+-- function for every row, its connection and id passed as the context.
+local function delivered(derr, _, row)
+  local conn, id = row[1], row[2]
+  if derr then send_error(conn, derr, id)
+  else conn:send(rows.object("ack", id)) end
+end
+
 -- One row, handled as if it had arrived alone; `raw` is its JSON text.
 local function handle_row(conn, row, raw)
   local data = conn.data
@@ -64,11 +73,7 @@ local function handle_row(conn, row, raw)
 
   -- Keyed by actor: all rows of one actor land on one partition, in order.
   local ok, err = app:produce(RESULTS, { key = row.actorId, value = rows.encode(row) },
-    function(derr)                        -- Kafka stored it, or finally gave up
-      if derr then send_error(conn, derr, id)
-      else conn:send(rows.object("ack", id)) end
-      -- a client that has gone meanwhile: send returns nil, "CLOSED: …"
-    end)
+    delivered, { conn, id })
   if not ok then send_error(conn, err, id) end  -- refused now, e.g. "FULL: …"
 end
 
@@ -117,7 +122,7 @@ app:ws("/stats", {                        -- the same, subscribed from the start
 -- Every gateway instance sees every stats record (broadcast = true).
 app:consume(STATS, { broadcast = true }, function(rec)
   if rec.value == nil then return end
-  for _, conn in pairs(subscribers) do conn:send(rec.value) end
+  app:broadcast(subscribers, rec.value)    -- one copy shared by all queues
 end)
 
 -- The page's form: rows of the data set for the given actor and/or movie

@@ -38,17 +38,38 @@ local function value_json(v)
 end
 rows.json = value_json
 
--- rows.object(k1, v1, k2, v2, …) → a JSON object with the keys in that
--- order; pairs whose value is nil are left out.
-function rows.object(...)
-  local n, parts = select("#", ...), {}
-  for i = 1, n, 2 do
-    local k, v = select(i, ...)
-    if v ~= nil then
-      parts[#parts + 1] = cjson.encode(k) .. ":" .. value_json(v)
-    end
+-- JSON text of object keys, encoded once each.
+local key_cache = {}
+local function key_json(k)
+  local j = key_cache[k]
+  if j == nil then
+    j = assert(cjson.encode(k))
+    key_cache[k] = j
   end
-  return "{" .. table.concat(parts, ",") .. "}"
+  return j
+end
+
+-- Appends `"k":v` to the members in s (nil: none yet); nil v is left out.
+local function member(s, k, v)
+  if v == nil or k == nil then return s end
+  local m = key_json(k) .. ":" .. value_json(v)
+  if s == nil then return m end
+  return s .. "," .. m
+end
+
+-- rows.object(k1, v1, k2, v2, …) → a JSON object with the keys in that
+-- order; pairs whose value is nil are left out. At most 6 pairs. Fixed
+-- parameters, not `...`: this runs per row, and LuaJIT compiles it.
+function rows.object(k1, v1, k2, v2, k3, v3, k4, v4, k5, v5, k6, v6)
+  local s = member(nil, k1, v1)
+  if k2 ~= nil then
+    s = member(s, k2, v2)
+    s = member(s, k3, v3)
+    s = member(s, k4, v4)
+    s = member(s, k5, v5)
+    s = member(s, k6, v6)
+  end
+  return "{" .. (s or "") .. "}"
 end
 
 -- rows.decode(text) → kind, value  or  nil, "malformed JSON: <decoder message>"
@@ -94,12 +115,15 @@ function rows.check(row)
     return "invalid row: movieMinutes must be a non-negative number"
   end
   -- Unknown fields are refused rather than silently dropped or passed on;
-  -- report them in a stable (sorted) order.
-  local unknown = {}
+  -- report them in a stable (sorted) order (no table for a valid row).
+  local unknown
   for k in pairs(row) do
-    if not KNOWN[k] then unknown[#unknown + 1] = tostring(k) end
+    if not KNOWN[k] then
+      unknown = unknown or {}
+      unknown[#unknown + 1] = tostring(k)
+    end
   end
-  if #unknown > 0 then
+  if unknown then
     table.sort(unknown)
     return "invalid row: " .. unknown[1] .. " is not a known field"
   end

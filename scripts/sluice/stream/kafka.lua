@@ -62,10 +62,11 @@ function Runner:subscribe(topic)
   local kafka = {}
   for k, v in pairs(DEFAULT_KAFKA) do kafka[k] = v end
   for k, v in pairs(topo.options.kafka or {}) do kafka[k] = v end
+  -- Records come in batches: one call into Lua per consumer wake-up.
   self.consumer = app:consume(topo.topics, {
-    group = topo.group, manual = true, from = "earliest", kafka = kafka,
+    group = topo.group, manual = true, from = "earliest", kafka = kafka, batch = true,
     rebalance = function(event, parts) return self:_rebalance(event, parts) end,
-  }, function(rec) return self:_record(rec) end)
+  }, function(recs) return self:_records(recs) end)
 end
 
 function Runner:now() return self.app.loop and self.app.loop:now() or 0 end
@@ -191,6 +192,28 @@ function Runner:_arm_windows()
     for _, st in pairs(task.stores) do
       if st.ends[1] then return self:_arm() end
     end
+  end
+end
+
+-- A batch of records. One that raises is reported like a per-record
+-- handler error (the first is re-raised once the batch is done, the
+-- others logged) and the records after it are still processed.
+function Runner:_records(recs)
+  local i, n, first_err = 1, #recs, nil
+  while i <= n do
+    local ok, err = pcall(self._record_run, self, recs, i, n)
+    if ok then break end
+    if first_err == nil then first_err = err
+    else self:log("error", "consume handler failed: " .. tostring(err)) end
+    i = self._at + 1
+  end
+  if first_err ~= nil then error(first_err, 0) end
+end
+
+function Runner:_record_run(recs, i, n)
+  for k = i, n do
+    self._at = k
+    self:_record(recs[k])
   end
 end
 

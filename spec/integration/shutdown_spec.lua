@@ -1,0 +1,140 @@
+-- SIGTERM under load: nothing the gateway accepted is lost. Every row it
+-- read before the signal is, before its connection closes with 1001,
+-- either acked (and then in Kafka exactly once) or reported failed (and
+-- then not in Kafka). The clients keep sending after the signal: those
+-- rows are not read, or read and discarded after our close frame, and
+-- never answered (docs/reliability.md, "Shutdown"). A separate fault
+-- broker process (bench/soak/broker.lua) keeps the data after the
+-- gateway has exited, so kcat can check it.
+local H = require "integration.helper"
+local socket = require "socket"
+local json = H.json
+
+local TOPIC = "movie-results"
+
+local function kafka_ids(bootstrap, prefix, want)
+  local count = {}
+  for _, r in ipairs(H.kcat_consume(bootstrap, TOPIC, want, 20)) do
+    local ok, row = pcall(json.decode, r.value)
+    if ok and type(row) == "table" and type(row.id) == "string" and row.id:sub(1, #prefix) == prefix then
+      count[row.id] = (count[row.id] or 0) + 1
+    end
+  end
+  return count
+end
+
+local F = require "integration.faults_support"
+local stream = F.stream
+local function finish(h) return F.finish(h, 40) end
+
+describe("SIGTERM under load", function()
+  local broker
+
+  setup(function()
+    broker = H.start_fault_broker { brokers = 3 }
+    broker:fault("/topic?name=" .. TOPIC .. "&partitions=4")
+    for p = 0, 3 do broker:fault(("/leader?topic=%s&partition=%d&id=1"):format(TOPIC, p)) end
+  end)
+
+  teardown(function()
+    if broker then broker:stop() end
+    H.cleanup()
+  end)
+
+  -- Streams rows, signals the gateway while some are in flight, and
+  -- checks the accounting. Returns the client's result, the gateway's
+  -- stats just before the signal, and the Kafka counts. after_exit runs
+  -- once the gateway has exited, before Kafka is read.
+  local function shutdown_under_load(prefix, before_signal, after_exit)
+    local gw = H.start { app = H.root .. "/bench/soak/rows.lua", kafka = broker.bootstrap }
+    -- 4 clients at 6000 rows/s in all, for longer than the test lasts:
+    -- they are still sending when the signal comes and after it.
+    local h = stream(gw, { "--connections", "4", "--rows", "60000", "--rate", "6000",
+                           "--batch", "5", "--prefix", prefix, "--timeout", "30" })
+    H.sleep(1.5)
+    if before_signal then before_signal() end
+    local _, stats = gw:healthz()
+    local t0 = H.now()
+    gw:signal "TERM"
+    local code = gw:wait(30)
+    local took = H.now() - t0
+    if after_exit then after_exit() end
+    local r = finish(h)
+    print(("# %s: at SIGTERM %d accepted, %d delivered, %d in flight; client: sent %d, acked %d, failed %d, unanswered %d; exit %s after %.1f s"):format(
+      prefix, stats.produced, stats.delivered, stats.in_flight, r.sent, r.acks, r.failed,
+      r.unanswered, tostring(code), took))
+    assert.are.equal(0, code, "the gateway did not exit 0:\n" .. gw:stderr())
+    assert.is_true(stats.in_flight > 0, "nothing was in flight at SIGTERM: the test proves nothing")
+    assert.is_true(r.sent > stats.produced, "the clients stopped sending before SIGTERM: the test proves nothing")
+    -- Every connection was closed by the server with 1001.
+    assert.are.equal(4, #r.closes)
+    for _, c in ipairs(r.closes) do
+      assert.are.same({ code = 1001, by = "server", reason = "server shutting down" },
+                      { code = c.code, by = c.by, reason = c.reason })
+    end
+    -- Everything accepted before the signal was answered.
+    assert.is_true(r.acks + r.failed >= stats.produced,
+      ("%d rows accepted before SIGTERM, only %d answered"):format(stats.produced, r.acks + r.failed))
+    assert.are.equal(0, r.duplicates)
+    assert.are.equal(0, r.unexpected)
+    local count = kafka_ids(broker.bootstrap, prefix, r.acks)
+    -- Acked ⇔ in Kafka (once); failed ⇒ not in Kafka.
+    for _, id in ipairs(r.ids.acked) do
+      assert(count[id] == 1, ("acked row %s is in Kafka %d times"):format(id, count[id] or 0))
+    end
+    for _, id in ipairs(r.ids.failed) do
+      assert(count[id] == nil, ("row %s was reported failed but is in Kafka"):format(id))
+    end
+    local stored = 0
+    for _ in pairs(count) do stored = stored + 1 end
+    assert.are.equal(r.acks, stored, "rows in Kafka that their client was never told about")
+    return r, stats, gw, took
+  end
+
+  it("flushes what is in flight to a slow broker, acks it, then closes with 1001", function()
+    for id = 1, 3 do broker:fault(("/rtt?id=%d&ms=400"):format(id)) end
+    local ok, r = pcall(shutdown_under_load, "S")
+    for id = 1, 3 do broker:fault(("/rtt?id=%d&ms=0"):format(id)) end
+    assert(ok, r)
+    assert.are.equal(0, r.failed)
+  end)
+
+  it("reports as failed, before closing, what a down broker could not store", function()
+    -- kcat cannot read a partition whose leader is down: up again first.
+    local up = false
+    local function bring_up() if not up then broker:fault "/up?id=1"; up = true end end
+    local ok, r, _, gw, took = pcall(shutdown_under_load, "X",
+      -- rows produced from now on stay in flight
+      function() broker:fault "/down?id=1"; H.sleep(1) end, bring_up)
+    bring_up()
+    assert(ok, r)
+    assert.is_true(r.failed > 0)
+    assert.matches("unconfirmed", gw:stderr())
+    -- The flush waits 10 s, then the close handshake at most 5 s.
+    assert.is_true(took < 20, ("shutdown took %.1f s"):format(took))
+  end)
+
+  it("does not wait beyond its bound for a client that never answers the close", function()
+    local gw = H.start { app = H.root .. "/bench/soak/rows.lua", kafka = broker.bootstrap }
+    -- A WebSocket client that sends rows and then neither reads nor
+    -- answers: our close frame is never replied to.
+    local c = assert(socket.connect("127.0.0.1", gw.port))
+    c:send("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" ..
+           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    c:settimeout(5)
+    local status = c:receive "*l"
+    assert.matches("101", status)
+    local row = json.encode { id = "N-1", actorId = "nm1", movieId = "tt1" }
+    -- a masked text frame (mask 0: the payload as is)
+    c:send(string.char(0x81, 0x80 + #row, 0, 0, 0, 0) .. row)
+    H.wait_for(10, function() local _, s = gw:healthz(); return s and s.delivered >= 1 end)
+    local t0 = H.now()
+    gw:signal "TERM"
+    local code = gw:wait(20)
+    local took = H.now() - t0
+    c:close()
+    print(("# silent client: exit %s after %.1f s"):format(tostring(code), took))
+    assert.are.equal(0, code, gw:stderr())
+    assert.is_true(took < 8, ("shutdown took %.1f s"):format(took))
+  end)
+end)
