@@ -102,9 +102,9 @@ struct sluice_conn {
     size_t rx_len, rx_cap;
     int rx_binary, rx_in_message;
     /* send queue: a ring of tx_cap entries (a power of two), tx_count of
-     * them from tx_first; tx_head points at the first, NULL when empty.
+     * them from tx_first (queue_head/ring_at in ws_conn.c).
      * No allocation per message queued, only per payload. */
-    struct sluice_sendbuf *tx_ring, *tx_head;
+    struct sluice_sendbuf *tx_ring;
     size_t tx_cap, tx_first, tx_count;
     size_t queued;
     /* server side: frames are framed here and written raw, many per

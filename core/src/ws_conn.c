@@ -74,17 +74,24 @@ void sluice_payload_release(sluice_payload *p)
  * on every idle connection it reached. */
 #define RING_KEEP 16
 
-static void sync_head(sluice_conn *c)
+/* The i-th queued entry, counting from the oldest. */
+static struct sluice_sendbuf *ring_at(const sluice_conn *c, size_t i)
 {
-    c->tx_head = c->tx_count ? &c->tx_ring[c->tx_first] : NULL;
+    return &c->tx_ring[(c->tx_first + i) & (c->tx_cap - 1)];
+}
+
+/* The oldest queued entry, NULL when the queue is empty. */
+static struct sluice_sendbuf *queue_head(const sluice_conn *c)
+{
+    return c->tx_count ? ring_at(c, 0) : NULL;
 }
 
 static void drop_queue(sluice_conn *c)
 {
     for (size_t i = 0; i < c->tx_count; i++)
-        sluice_payload_release(c->tx_ring[(c->tx_first + i) & (c->tx_cap - 1)].p);
+        sluice_payload_release(ring_at(c, i)->p);
     free(c->tx_ring);
-    c->tx_ring = c->tx_head = NULL;
+    c->tx_ring = NULL;
     c->tx_cap = c->tx_first = c->tx_count = 0;
     c->queued = 0;
     c->tx_off = 0;
@@ -99,14 +106,14 @@ static void drop_unsent(sluice_conn *c)
         return;
     }
     for (size_t i = 1; i < c->tx_count; i++)
-        sluice_payload_release(c->tx_ring[(c->tx_first + i) & (c->tx_cap - 1)].p);
+        sluice_payload_release(ring_at(c, i)->p);
     c->tx_count = 1;
-    c->queued = c->tx_head->p->len;
+    c->queued = queue_head(c)->p->len;
 }
 
 static void pop_head(sluice_conn *c)
 {
-    struct sluice_sendbuf *b = c->tx_head;
+    struct sluice_sendbuf *b = queue_head(c);
     c->queued -= b->p->len;
     c->tx_off = 0;
     sluice_payload_release(b->p);
@@ -119,7 +126,6 @@ static void pop_head(sluice_conn *c)
             c->tx_cap = 0;
         }
     }
-    sync_head(c);
 }
 
 /* Appends an entry holding p (the caller's reference passes to it). */
@@ -131,18 +137,17 @@ static int push_entry(sluice_conn *c, sluice_payload *p, int binary)
         if (!ring)
             return SLUICE_ENOMEM;
         for (size_t i = 0; i < c->tx_count; i++)
-            ring[i] = c->tx_ring[(c->tx_first + i) & (c->tx_cap - 1)];
+            ring[i] = *ring_at(c, i);
         free(c->tx_ring);
         c->tx_ring = ring;
         c->tx_cap = cap;
         c->tx_first = 0;
     }
-    struct sluice_sendbuf *b = &c->tx_ring[(c->tx_first + c->tx_count) & (c->tx_cap - 1)];
+    struct sluice_sendbuf *b = ring_at(c, c->tx_count);
     b->p = p;
     b->binary = binary;
     c->tx_count++;
     c->queued += p->len;
-    sync_head(c);
     return SLUICE_OK;
 }
 
@@ -309,7 +314,7 @@ int sluice_conn_on_open(sluice_conn *c)
         }
     }
     /* Messages queued before the handshake, or a close requested. */
-    if (c->wsi && (c->tx_head || c->state == SLUICE_CONN_CLOSING))
+    if (c->wsi && (queue_head(c) || c->state == SLUICE_CONN_CLOSING))
         lws_callback_on_writable(c->wsi);
     return 0;
 }
@@ -408,10 +413,10 @@ static size_t frame_header(unsigned char *h, size_t len, int binary)
  * next writeable callback until it has sent the rest; we stop there. */
 static int write_coalesced(sluice_conn *c, unsigned char *out)
 {
-    while (c->tx_head) {
+    while (queue_head(c)) {
         size_t used = 0;
         struct sluice_sendbuf *b;
-        while ((b = c->tx_head) != NULL && used < SLUICE_WRITE_COALESCE) {
+        while ((b = queue_head(c)) != NULL && used < SLUICE_WRITE_COALESCE) {
             unsigned char h[10];
             size_t len = b->p->len;
             size_t hlen = frame_header(h, len, b->binary);
@@ -454,7 +459,7 @@ int sluice_conn_on_writeable(sluice_conn *c)
     struct sluice_sendbuf *b;
     if (c->close_sent)
         return 0;
-    if (!c->tx_head && c->state == SLUICE_CONN_CLOSING) {
+    if (!queue_head(c) && c->state == SLUICE_CONN_CLOSING) {
         /* -1 with a reason set: lws sends our close frame after the
          * queued messages, then reads (and drops data frames) until the
          * peer's close frame or its 5 s PENDING_TIMEOUT_CLOSE_ACK. It
@@ -475,7 +480,7 @@ int sluice_conn_on_writeable(sluice_conn *c)
     } else {
         /* Client side (lws masks the frames) or no memory for the write
          * buffer: one lws_write per frame, until the socket would block. */
-        while ((b = c->tx_head) != NULL) {
+        while ((b = queue_head(c)) != NULL) {
             int n = lws_write(c->wsi, b->p->buf + LWS_PRE, b->p->len,
                               b->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
             if (n < 0)
@@ -485,7 +490,7 @@ int sluice_conn_on_writeable(sluice_conn *c)
                 break;
         }
     }
-    if (c->tx_head || c->state == SLUICE_CONN_CLOSING)
+    if (queue_head(c) || c->state == SLUICE_CONN_CLOSING)
         lws_callback_on_writable(c->wsi);
     return 0;
 }
@@ -600,7 +605,7 @@ static int enqueue(sluice_conn *c, const void *data, size_t len, int binary,
         p->refs++;
     else if (!(p = sluice_payload_new(data, len)))
         return SLUICE_ENOMEM;
-    int was_empty = c->tx_head == NULL;
+    int was_empty = queue_head(c) == NULL;
     if (push_entry(c, p, binary) != SLUICE_OK) {
         sluice_payload_release(p);
         return SLUICE_ENOMEM;
