@@ -282,6 +282,12 @@ if want fanout; then
 fi
 
 # ---- round trip --------------------------------------------------------------
+# Two passes per sluice implementation: with the echo consumer and a client
+# on /echo (ack and receipt latency; recorded as IMPL), then the gateway
+# alone, no echo consumer and no subscriber (ack latency only; recorded as
+# IMPL-ackonly). On the embedded broker the echo consumer fetches almost
+# continuously, which slows the acks too; the second pass measures the
+# gateway's own send -> Kafka stored -> ack path.
 if want roundtrip; then
   start_broker
   for rep in $(seq 1 "$REPEAT"); do
@@ -294,6 +300,16 @@ if want roundtrip; then
         [ "$impl" = c-ingest ] && sub=
         cmd="$LOADGEN --url ws://127.0.0.1:$PORT/ --mode ack --conns 10 --rate $rate --rows $((rate * RT_SECS)) $sub --timeout 60"
         record "roundtrip-$rate" "$impl" "$rep" "$($cmd 2>>"$(logfile loadgen)")" "" "$cmd"
+      done
+      stop_pid "$PID"
+      [ "$impl" = c-ingest ] && continue
+      note "roundtrip: $impl without the echo consumer (ack only), rep $rep"
+      start_impl "$impl"
+      wait_assigned 4
+      warmup "$impl"
+      for rate in $RT_RATES; do
+        cmd="$LOADGEN --url ws://127.0.0.1:$PORT/ --mode ack --conns 10 --rate $rate --rows $((rate * RT_SECS)) --timeout 60"
+        record "roundtrip-$rate" "$impl-ackonly" "$rep" "$($cmd 2>>"$(logfile loadgen)")" "" "$cmd"
       done
       stop_pid "$PID"
     done

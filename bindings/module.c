@@ -326,5 +326,6 @@ int luaopen_sluice_core(lua_State *L)
     sluice_lua_open_consumer(L);
     sluice_lua_open_broker(L);
     sluice_lua_open_fswatch(L);
+    sluice_lua_open_schema(L);
     return 1;
 }

@@ -95,6 +95,7 @@ void sluice_lua_open_producer(lua_State *L);
 void sluice_lua_open_consumer(lua_State *L);
 void sluice_lua_open_broker(lua_State *L);
 void sluice_lua_open_fswatch(lua_State *L);
+void sluice_lua_open_schema(lua_State *L);
 
 /* conn.c: shared by server.c and the client constructor. */
 struct sluice_conn;

@@ -1,10 +1,17 @@
 /* The movies app's row decoder (scripts/apps/movies/rows.lua) in an
  * embedded Lua 5.4: any text gives either "malformed JSON: …", or rows that
  * are rejected with "invalid row: …" or accepted, re-encoded, and decode
- * back to the same valid row. A Lua error is a finding. */
+ * back to the same valid row. The app's row schema (core/src/schema.c,
+ * rows.SCHEMA) must agree: what it accepts, rows.lua accepts and encodes to
+ * the same text; a rule it says is broken, rows.lua refuses too (but for a
+ * field given twice, where lua-cjson keeps the last). A Lua error is a
+ * finding. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+#include "sluice/error.h"
+#include "sluice/schema.h"
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -17,8 +24,15 @@
 static const char property[] =
     "local rows = require 'apps.movies.rows'\n"
     "local cjson = require 'cjson.safe'\n"
-    "return function(text)\n"
+    "return function(text, c_out, c_code, c_error)\n"
     "  local kind, v = rows.decode(text)\n"
+    "  if c_out then\n"
+    "    assert(kind == 'object', 'schema accepted a text rows.lua does not decode to an object')\n"
+    "    assert(rows.check(v) == nil, 'schema accepted an invalid row: ' .. tostring(rows.check(v)))\n"
+    "    assert(rows.encode(v) == c_out, 'texts differ: ' .. c_out .. ' vs ' .. rows.encode(v))\n"
+    "  elseif c_code == 'INVALID' and kind == 'object' and not c_error:find('given twice', 1, true) then\n"
+    "    assert(rows.check(v) ~= nil, 'schema refused (' .. c_error .. '), rows.lua accepted')\n"
+    "  end\n"
     "  if not kind then\n"
     "    assert(type(v) == 'string' and v:find('^malformed JSON: '), tostring(v))\n"
     "    return\n"
@@ -39,6 +53,18 @@ static const char property[] =
     "end\n";
 
 static lua_State *L;
+static sluice_schema *schema;
+static sluice_schema_result result;
+
+/* rows.SCHEMA, as the app builds it through sluice.schema. */
+static const sluice_schema_field movies_fields[] = {
+    { .name = "id", .types = SLUICE_JSON_STRING | SLUICE_JSON_NUMBER, .optional = 1 },
+    { .name = "actorName", .types = SLUICE_JSON_STRING, .nonempty = 1 },
+    { .name = "actorId", .types = SLUICE_JSON_STRING, .nonempty = 1 },
+    { .name = "movieId", .types = SLUICE_JSON_STRING, .nonempty = 1 },
+    { .name = "movieName", .types = SLUICE_JSON_STRING, .nonempty = 1 },
+    { .name = "movieMinutes", .types = SLUICE_JSON_NUMBER, .has_min = 1, .min = 0 },
+};
 
 static void setup(void)
 {
@@ -55,6 +81,11 @@ static void setup(void)
         abort();
     }
     lua_setfield(L, LUA_REGISTRYINDEX, "sluice.fuzz.check");
+    char err[200];
+    if (sluice_schema_new(&schema, movies_fields, 6, err, sizeof err) != SLUICE_OK) {
+        fprintf(stderr, "fuzz_movies_rows: %s\n", err);
+        abort();
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -63,7 +94,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         setup();
     lua_getfield(L, LUA_REGISTRYINDEX, "sluice.fuzz.check");
     lua_pushlstring(L, (const char *)data, size);
-    if (lua_pcall(L, 1, 0, 0)) {
+    int rc = sluice_schema_check(schema, (const char *)data, size, &result);
+    if (rc == SLUICE_OK) {
+        lua_pushlstring(L, result.out, result.out_len);
+        lua_pushnil(L);
+        lua_pushnil(L);
+    } else {
+        lua_pushnil(L);
+        lua_pushstring(L, rc == SLUICE_EINVAL ? "INVALID" : sluice_error_name(rc));
+        lua_pushstring(L, result.error);
+    }
+    if (lua_pcall(L, 4, 0, 0)) {
         fprintf(stderr, "fuzz_movies_rows: %s\n", lua_tostring(L, -1));
         abort();
     }

@@ -15,6 +15,7 @@ const char *sluice_error_name(int code)
     case SLUICE_ECONNECT:   return "CONNECT";
     case SLUICE_EIO:        return "IO";
     case SLUICE_ESTATE:     return "STATE";
+    case SLUICE_EMALFORMED: return "MALFORMED";
     default:                return "UNKNOWN";
     }
 }
@@ -33,6 +34,7 @@ const char *sluice_error_text(int code)
     case SLUICE_ECONNECT:   return "connection failed";
     case SLUICE_EIO:        return "system error";
     case SLUICE_ESTATE:     return "not valid in the current state";
+    case SLUICE_EMALFORMED: return "malformed input";
     default:                return "unknown error";
     }
 }

@@ -24,6 +24,10 @@ function M.app(options)
   return app
 end
 
+-- A row schema: JSON text checked, validated and re-encoded in C, one
+-- call per row (docs/api.md, "Row schemas").
+M.schema = core.schema
+
 -- Loads an app file (which returns its app) so that it can be reloaded:
 -- app:reload(), app:watch(), SIGHUP under app:run(). Returns the app, or
 -- nil, "LOAD: file:line: message", "LOAD".

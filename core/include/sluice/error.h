@@ -19,7 +19,8 @@ enum sluice_error {
     SLUICE_EKAFKA = -7,     /* librdkafka refused; see err text */
     SLUICE_ECONNECT = -8,   /* outgoing connection failed */
     SLUICE_EIO = -9,        /* other system error; see err text */
-    SLUICE_ESTATE = -10     /* call not valid in the object's current state */
+    SLUICE_ESTATE = -10,    /* call not valid in the object's current state */
+    SLUICE_EMALFORMED = -11 /* input is not well-formed (e.g. not JSON) */
 };
 
 /* Upper-case code name without prefix, e.g. "CLOSED", for Lua's

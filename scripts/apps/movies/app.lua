@@ -19,6 +19,9 @@ local catalog = assert(dofile(here .. "catalog.lua").load())
 
 local RESULTS, DLQ, STATS = "movie-results", "movie-results.dlq", "movie-stats"
 
+-- A valid row is checked and re-encoded in one C call (sluice.schema).
+local ROW = sluice.schema(rows.SCHEMA)
+
 -- The default logger's format, plus one line a new user needs: the URL
 -- to open, once the port is known.
 local function log(level, msg)
@@ -62,19 +65,28 @@ local function delivered(derr, _, row)
   else conn:send(rows.object("ack", id)) end
 end
 
--- One row, handled as if it had arrived alone; `raw` is its JSON text.
-local function handle_row(conn, row, raw)
+-- The number of the connection's next row: the id an ack or error refers
+-- to when the row has none of its own.
+local function next_seq(conn)
   local data = conn.data
   data.seq = data.seq + 1
-  local id = rows.id(row) or data.seq     -- what the ack or error refers to
+  return data.seq
+end
 
+-- A valid row's JSON text to Kafka, keyed by actor: all rows of one actor
+-- land on one partition, in order.
+local function store(conn, id, key, value)
+  local ok, err = app:produce(RESULTS, { key = key, value = value }, delivered, { conn, id })
+  if not ok then send_error(conn, err, id) end  -- refused now, e.g. "FULL: …"
+end
+
+-- One decoded row, handled as if it had arrived alone; `raw` is its text.
+local function handle_row(conn, row, raw)
+  local seq = next_seq(conn)
+  local id = rows.id(row) or seq          -- what the ack or error refers to
   local problem = rows.check(row)
   if problem then return reject(conn, raw, problem, id) end
-
-  -- Keyed by actor: all rows of one actor land on one partition, in order.
-  local ok, err = app:produce(RESULTS, { key = row.actorId, value = rows.encode(row) },
-    delivered, { conn, id })
-  if not ok then send_error(conn, err, id) end  -- refused now, e.g. "FULL: …"
+  store(conn, id, row.actorId, rows.encode(row))
 end
 
 local function subscribe(conn)
@@ -82,6 +94,16 @@ local function subscribe(conn)
 end
 
 local function on_message(conn, data, is_binary)
+  -- The common case first: one valid row, checked and encoded in C.
+  -- Anything else (arrays, subscriptions, invalid rows, JSON the strict
+  -- parser refuses) takes the path below, which has the error messages.
+  if not is_binary then
+    local value, id, key = ROW:check(data, "id", "actorId")
+    if value then
+      local seq = next_seq(conn)
+      return store(conn, id == nil and seq or id, key, value)
+    end
+  end
   if is_binary then
     return reject(conn, data, "binary frames are not accepted")
   end

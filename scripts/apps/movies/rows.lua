@@ -14,6 +14,20 @@ local STRING_FIELDS = { "actorName", "actorId", "movieId", "movieName" }
 local KNOWN = { id = true, actorName = true, actorId = true, movieId = true,
                 movieName = true, movieMinutes = true }
 
+-- The same rules as a row schema (sluice.schema, checked in C): what the
+-- app tries first for every message. It accepts a subset of what
+-- rows.decode + rows.check accept (strict JSON, no duplicate keys) and
+-- writes the same text as rows.encode; anything it refuses goes through
+-- the functions below, which give the error messages.
+rows.SCHEMA = {
+  { "id", "string|number", optional = true },
+  { "actorName", "string", nonempty = true },
+  { "actorId", "string", nonempty = true },
+  { "movieId", "string", nonempty = true },
+  { "movieName", "string", nonempty = true },
+  { "movieMinutes", "number", min = 0 },
+}
+
 local function finite(n)
   return n == n and n ~= math.huge and n ~= -math.huge
 end

@@ -1,0 +1,202 @@
+/* sluice.schema: a row schema (core/src/schema.c) for Lua. One call checks
+ * a JSON text and returns its canonical encoding and the fields asked for,
+ * with no Lua table built per row.
+ *
+ *   core.schema { { "id", "string|number", optional = true },
+ *                 { "name", "string", nonempty = true },
+ *                 { "minutes", "number", min = 0 } } → schema
+ *   schema:check(text [, field, ...]) → canonical, value, ...
+ *       or nil, "INVALID: <field> <rule>", "INVALID"
+ *       or nil, "MALFORMED: <what> at byte N", "MALFORMED"
+ */
+#include <string.h>
+
+#include "sluice_lua.h"
+#include "sluice/error.h"
+#include "sluice/schema.h"
+
+#define SLUICE_SCHEMA_MT "sluice.schema"
+
+typedef struct lua_schema {
+    sluice_schema *schema;
+    sluice_schema_result result;   /* reused by every check */
+} lua_schema;
+
+static lua_schema *check_schema(lua_State *L)
+{
+    lua_schema *s = luaL_checkudata(L, 1, SLUICE_SCHEMA_MT);
+    if (s->schema == NULL) luaL_error(L, "attempt to use a closed %s", SLUICE_SCHEMA_MT);
+    return s;
+}
+
+/* "string|number" → SLUICE_JSON_* bits; "integer" is a number that must
+ * be integral. Raises on an unknown name (misuse). */
+static unsigned parse_types(lua_State *L, const char *spec, const char *field, int *integer)
+{
+    unsigned types = 0;
+    const char *p = spec;
+    while (*p) {
+        const char *bar = strchr(p, '|');
+        size_t n = bar ? (size_t)(bar - p) : strlen(p);
+        if (n == 6 && !memcmp(p, "string", 6)) types |= SLUICE_JSON_STRING;
+        else if (n == 6 && !memcmp(p, "number", 6)) types |= SLUICE_JSON_NUMBER;
+        else if (n == 7 && !memcmp(p, "integer", 7)) { types |= SLUICE_JSON_NUMBER; *integer = 1; }
+        else if (n == 7 && !memcmp(p, "boolean", 7)) types |= SLUICE_JSON_BOOLEAN;
+        else luaL_error(L, "schema field %s: unknown type '%s' (string, number, integer, boolean)",
+                        field, spec);
+        p += n;
+        if (*p == '|') p++;
+    }
+    if (!types) luaL_error(L, "schema field %s: no type", field);
+    return types;
+}
+
+static int opt_flag(lua_State *L, int idx, const char *key)
+{
+    int v;
+    lua_getfield(L, idx, key);
+    v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static int opt_bound(lua_State *L, int idx, const char *key, const char *field, double *out)
+{
+    int present;
+    lua_getfield(L, idx, key);
+    present = !lua_isnil(L, -1);
+    if (present) {
+        if (lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "schema field %s: %s must be a number", field, key);
+        *out = lua_tonumber(L, -1);
+    }
+    lua_pop(L, 1);
+    return present;
+}
+
+/* core.schema(fields) → schema */
+static int schema_new(lua_State *L)
+{
+    size_t n, i;
+    sluice_schema_field *fields;
+    lua_schema *s;
+    char err[200] = "";
+    int rc;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    n = sluice_rawlen(L, 1);
+    if (n == 0) luaL_argerror(L, 1, "a schema needs at least one field");
+    /* A Lua-owned scratch array: nothing to free if a check below raises.
+     * The names stay anchored by the fields table. */
+    fields = sluice_newuserdata(L, n * sizeof *fields);
+    memset(fields, 0, n * sizeof *fields);
+    for (i = 0; i < n; i++) {
+        const char *name, *types;
+        lua_rawgeti(L, 1, (int)i + 1);
+        if (!lua_istable(L, -1)) luaL_error(L, "schema field %d: a table expected", (int)i + 1);
+        lua_rawgeti(L, -1, 1);
+        name = lua_tostring(L, -1);
+        if (!name || lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "schema field %d: a name expected as its first item", (int)i + 1);
+        lua_rawgeti(L, -2, 2);
+        types = lua_tostring(L, -1);
+        if (!types || lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "schema field %s: a type expected as its second item", name);
+        fields[i].name = name;
+        fields[i].types = parse_types(L, types, name, &fields[i].integer);
+        lua_pop(L, 2);
+        fields[i].optional = opt_flag(L, -1, "optional");
+        fields[i].nonempty = opt_flag(L, -1, "nonempty");
+        fields[i].has_min = opt_bound(L, -1, "min", name, &fields[i].min);
+        fields[i].has_max = opt_bound(L, -1, "max", name, &fields[i].max);
+        lua_pop(L, 1);
+    }
+    s = sluice_newuserdata(L, sizeof *s);
+    memset(s, 0, sizeof *s);
+    luaL_getmetatable(L, SLUICE_SCHEMA_MT);
+    lua_setmetatable(L, -2);
+    rc = sluice_schema_new(&s->schema, fields, n, err, sizeof err);
+    if (rc == SLUICE_ENOMEM) return sluice_lua_fail_core(L, rc, err);
+    if (rc != SLUICE_OK) return luaL_error(L, "schema: %s", err);
+    return 1;
+}
+
+static void push_value(lua_State *L, const sluice_schema_result *r, const sluice_schema_value *v)
+{
+    switch (v->type) {
+    case SLUICE_JSON_STRING: lua_pushlstring(L, r->str + v->str_off, v->str_len); break;
+    case SLUICE_JSON_NUMBER: lua_pushnumber(L, v->number); break;
+    case SLUICE_JSON_BOOLEAN: lua_pushboolean(L, v->boolean); break;
+    default: lua_pushnil(L); break;
+    }
+}
+
+/* schema:check(text [, field, ...]) → canonical, values... */
+static int schema_check(lua_State *L)
+{
+    lua_schema *s = check_schema(L);
+    size_t len;
+    const char *text = luaL_checklstring(L, 2, &len);
+    int top = lua_gettop(L), i, rc;
+
+    /* Field names first: a misspelt one is misuse, whatever the text. */
+    for (i = 3; i <= top; i++) {
+        size_t nlen;
+        const char *name = luaL_checklstring(L, i, &nlen);
+        if (sluice_schema_index(s->schema, name, nlen) < 0)
+            return luaL_argerror(L, i, lua_pushfstring(L, "no field '%s' in this schema", name));
+    }
+    rc = sluice_schema_check(s->schema, text, len, &s->result);
+    if (rc != SLUICE_OK)
+        return sluice_lua_fail(L, rc == SLUICE_EINVAL ? "INVALID" : sluice_error_name(rc),
+                               "%s", s->result.error);
+    luaL_checkstack(L, top, "too many fields");
+    lua_pushlstring(L, s->result.out, s->result.out_len);
+    for (i = 3; i <= top; i++) {
+        size_t nlen;
+        const char *name = lua_tolstring(L, i, &nlen);
+        int idx = sluice_schema_index(s->schema, name, nlen);
+        push_value(L, &s->result, &s->result.values[idx]);
+    }
+    return 1 + (top - 2);
+}
+
+/* close, __gc and __close: one idempotent function. */
+static int schema_close(lua_State *L)
+{
+    lua_schema *s = luaL_checkudata(L, 1, SLUICE_SCHEMA_MT);
+    if (s->schema) {
+        sluice_schema_free(s->schema);
+        s->schema = NULL;
+    }
+    sluice_schema_result_free(&s->result);
+    return 0;
+}
+
+static int schema_tostring(lua_State *L)
+{
+    lua_schema *s = luaL_checkudata(L, 1, SLUICE_SCHEMA_MT);
+    if (s->schema)
+        lua_pushfstring(L, "sluice.schema (%d fields): %p", (int)sluice_schema_nfields(s->schema), (void *)s);
+    else
+        lua_pushfstring(L, "sluice.schema (closed): %p", (void *)s);
+    return 1;
+}
+
+void sluice_lua_open_schema(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        { "check", schema_check },
+        { "close", schema_close },
+        { NULL, NULL }
+    };
+    static const luaL_Reg meta[] = {
+        { "__gc", schema_close },
+        { "__close", schema_close },
+        { "__tostring", schema_tostring },
+        { NULL, NULL }
+    };
+    sluice_lua_newclass(L, SLUICE_SCHEMA_MT, methods, meta);
+    lua_pushcfunction(L, schema_new);
+    lua_setfield(L, -2, "schema");
+}
