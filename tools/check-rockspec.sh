@@ -25,5 +25,8 @@ for _ = 1, 100 do app:step(50); if got then break end end
 app:close()
 assert(type(got) == "table" and got.offset == 0, "no delivery report: " .. tostring(got))
 print("installed sluice produced to " .. got.topic .. " at offset " .. got.offset)
+-- Every C part is in the rockspec: a row schema checks and re-encodes.
+local row = sluice.schema { { "n", "number", min = 0 }, { "s", "string" } }
+assert(row:check(' { "s" : "a/b", "n" : 1e2 } ') == '{"n":100,"s":"a\\/b"}', "schema check")
 LUA
 echo "1 passed, 0 failed"
