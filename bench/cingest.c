@@ -133,7 +133,7 @@ int main(int argc, char **argv) {
     if (sluice_loop_new(&lc, &g.loop, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
     const char *props[] = { "bootstrap.servers", kafka, "client.id", "cingest", NULL };
     sluice_producer_config pc = { .props = props, .on_delivery = on_delivery,
-        .on_pressure = on_pressure, .high_water = 50000, .low_water = 25000 };
+        .on_pressure = on_pressure, .high_water = 10000, .low_water = 5000 };
     if (sluice_producer_new(g.loop, &pc, &g.producer, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
     sluice_server_config sc = { .port = port, .idle_timeout_s = -1 };
     sluice_server_handlers h = { .ws = { .open = on_open, .message = on_message, .close = on_close } };

@@ -539,6 +539,16 @@ describe("sluice.app: misuse and expected failures", function()
     raises("lisen", function() sluice.app { listen = false, lisen = 80 } end)
   end)
 
+  it("raises on a max_in_flight that is not a whole number of records", function()
+    for _, bad in ipairs { 0, -5, 2.5 } do
+      raises("bad argument #1 to 'app' (max_in_flight must be a whole number of records, at least 1)",
+        function() sluice.app { listen = false, max_in_flight = bad } end)
+    end
+    raises("option 'max_in_flight' must be number, got string",
+      function() sluice.app { listen = false, max_in_flight = "many" } end)
+    sluice.app { listen = false, max_in_flight = 1 }:close()
+  end)
+
   it("returns ADDRINUSE when the port is taken", function()
     local first = support.app { listen = 0 }
     assert(first:start())
