@@ -177,7 +177,8 @@ static int schema_tostring(lua_State *L)
 {
     lua_schema *s = luaL_checkudata(L, 1, SLUICE_SCHEMA_MT);
     if (s->schema)
-        lua_pushfstring(L, "sluice.schema (%d fields): %p", (int)sluice_schema_nfields(s->schema), (void *)s);
+        lua_pushfstring(L, "sluice.schema (%d field%s): %p", (int)sluice_schema_nfields(s->schema),
+                        sluice_schema_nfields(s->schema) == 1 ? "" : "s", (void *)s);
     else
         lua_pushfstring(L, "sluice.schema (closed): %p", (void *)s);
     return 1;
