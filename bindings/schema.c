@@ -137,28 +137,30 @@ static int schema_check(lua_State *L)
     lua_schema *s = check_schema(L);
     size_t len;
     const char *text = luaL_checklstring(L, 2, &len);
-    int top = lua_gettop(L), i, rc;
+    int top = lua_gettop(L), nnames = top - 2, i, rc;
+    int few[8], *index = few;
 
-    /* Field names first: a misspelt one is misuse, whatever the text. */
-    for (i = 3; i <= top; i++) {
+    /* Field names first, each looked up once: a misspelt one is misuse,
+     * whatever the text. More than a few: a Lua-owned array, so that
+     * raising leaks nothing. */
+    if (nnames > (int)(sizeof few / sizeof *few))
+        index = lua_newuserdata(L, (size_t)nnames * sizeof *index);
+    for (i = 0; i < nnames; i++) {
         size_t nlen;
-        const char *name = luaL_checklstring(L, i, &nlen);
-        if (sluice_schema_index(s->schema, name, nlen) < 0)
-            return luaL_argerror(L, i, lua_pushfstring(L, "no field '%s' in this schema", name));
+        const char *name = luaL_checklstring(L, 3 + i, &nlen);
+        index[i] = sluice_schema_index(s->schema, name, nlen);
+        if (index[i] < 0)
+            return luaL_argerror(L, 3 + i, lua_pushfstring(L, "no field '%s' in this schema", name));
     }
     rc = sluice_schema_check(s->schema, text, len, &s->result);
     if (rc != SLUICE_OK)
         return sluice_lua_fail(L, rc == SLUICE_EINVAL ? "INVALID" : sluice_error_name(rc),
                                "%s", s->result.error);
-    luaL_checkstack(L, top, "too many fields");
+    luaL_checkstack(L, nnames + 1, "too many fields");
     lua_pushlstring(L, s->result.out, s->result.out_len);
-    for (i = 3; i <= top; i++) {
-        size_t nlen;
-        const char *name = lua_tolstring(L, i, &nlen);
-        int idx = sluice_schema_index(s->schema, name, nlen);
-        push_value(L, &s->result, &s->result.values[idx]);
-    }
-    return 1 + (top - 2);
+    for (i = 0; i < nnames; i++)
+        push_value(L, &s->result, &s->result.values[index[i]]);
+    return 1 + nnames;
 }
 
 /* close, __gc and __close: one idempotent function. */

@@ -232,7 +232,7 @@ typedef struct parser {
     const unsigned char *start, *p, *end;
     sluice_schema_result *r;
     int invalid;            /* a rule is broken; r->error says which (first) */
-    int twice;              /* ... and it is a field given twice */
+    int twice;              /* 1 + the first field given twice, else 0 */
 } parser;
 
 static int malformed(parser *ps, const char *what)
@@ -240,6 +240,13 @@ static int malformed(parser *ps, const char *what)
     snprintf(ps->r->error, sizeof ps->r->error, "%s at byte %zu", what,
              (size_t)(ps->p - ps->start) + 1);
     return SLUICE_EMALFORMED;
+}
+
+/* The same, with the position moved to `at` first. */
+static int malformed_at(parser *ps, const unsigned char *at, const char *what)
+{
+    ps->p = at;
+    return malformed(ps, what);
 }
 
 /* Remembers the first rule broken; parsing goes on, since text that is not
@@ -331,19 +338,15 @@ static int parse_string(parser *ps)
         return SLUICE_ENOMEM;
     char *o = r->str + r->str_len;
     for (;;) {
-        if (p >= ps->end) {
-            ps->p = p;
-            return malformed(ps, "unterminated string");
-        }
+        if (p >= ps->end)
+            return malformed_at(ps, p, "unterminated string");
         unsigned c = *p;
         if (c == '"') {
             p++;
             break;
         }
-        if (c < 0x20) {
-            ps->p = p;
-            return malformed(ps, "control character in string");
-        }
+        if (c < 0x20)
+            return malformed_at(ps, p, "control character in string");
         if (c < 0x80 && c != '\\') {
             *o++ = (char)c;
             p++;
@@ -351,20 +354,16 @@ static int parse_string(parser *ps)
         }
         if (c >= 0x80) {
             size_t n = utf8_len(p, ps->end);
-            if (!n) {
-                ps->p = p;
-                return malformed(ps, "invalid UTF-8");
-            }
+            if (!n)
+                return malformed_at(ps, p, "invalid UTF-8");
             memcpy(o, p, n);
             o += n;
             p += n;
             continue;
         }
         /* An escape. */
-        if (ps->end - p < 2) {
-            ps->p = p;
-            return malformed(ps, "unterminated string");
-        }
+        if (ps->end - p < 2)
+            return malformed_at(ps, p, "unterminated string");
         switch (p[1]) {
         case '"': *o++ = '"'; p += 2; continue;
         case '\\': *o++ = '\\'; p += 2; continue;
@@ -376,24 +375,17 @@ static int parse_string(parser *ps)
         case 't': *o++ = '\t'; p += 2; continue;
         case 'u': break;
         default:
-            ps->p = p;
-            return malformed(ps, "invalid escape in string");
+            return malformed_at(ps, p, "invalid escape in string");
         }
         unsigned cp, lo;
-        if (ps->end - p < 6 || !hex4(p + 2, &cp)) {
-            ps->p = p;
-            return malformed(ps, "invalid \\u escape in string");
-        }
-        if (cp >= 0xDC00 && cp <= 0xDFFF) {
-            ps->p = p;
-            return malformed(ps, "lone surrogate in string");
-        }
+        if (ps->end - p < 6 || !hex4(p + 2, &cp))
+            return malformed_at(ps, p, "invalid \\u escape in string");
+        if (cp >= 0xDC00 && cp <= 0xDFFF)
+            return malformed_at(ps, p, "lone surrogate in string");
         if (cp >= 0xD800 && cp <= 0xDBFF) {
             if (ps->end - p < 12 || p[6] != '\\' || p[7] != 'u' || !hex4(p + 8, &lo) ||
-                lo < 0xDC00 || lo > 0xDFFF) {
-                ps->p = p;
-                return malformed(ps, "lone surrogate in string");
-            }
+                lo < 0xDC00 || lo > 0xDFFF)
+                return malformed_at(ps, p, "lone surrogate in string");
             cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
             p += 6;
         }
@@ -422,19 +414,15 @@ static int parse_number(parser *ps, double *out)
     }
     if (p < ps->end && *p == '.') {
         p++;
-        if (p >= ps->end || *p < '0' || *p > '9') {
-            ps->p = p;
-            return malformed(ps, "invalid number");
-        }
+        if (p >= ps->end || *p < '0' || *p > '9')
+            return malformed_at(ps, p, "invalid number");
         while (p < ps->end && *p >= '0' && *p <= '9') p++;
     }
     if (p < ps->end && (*p == 'e' || *p == 'E')) {
         p++;
         if (p < ps->end && (*p == '+' || *p == '-')) p++;
-        if (p >= ps->end || *p < '0' || *p > '9') {
-            ps->p = p;
-            return malformed(ps, "invalid number");
-        }
+        if (p >= ps->end || *p < '0' || *p > '9')
+            return malformed_at(ps, p, "invalid number");
         while (p < ps->end && *p >= '0' && *p <= '9') p++;
     }
     size_t len = (size_t)(p - b);
@@ -472,6 +460,8 @@ static int match_word(parser *ps, const char *w, size_t n)
     return SLUICE_OK;
 }
 
+static int parse_object(parser *ps, int depth, int known);
+
 /* Any JSON value, checked and passed over (nothing kept). */
 static int skip_value(parser *ps, int depth)
 {
@@ -489,29 +479,20 @@ static int skip_value(parser *ps, int depth)
     case 't': return match_word(ps, "true", 4);
     case 'f': return match_word(ps, "false", 5);
     case 'n': return match_word(ps, "null", 4);
-    case '[': case '{': {
-        int object = *ps->p == '{';
-        unsigned char close = object ? '}' : ']';
+    case '{':
+        if (depth >= SKIP_DEPTH)
+            return malformed(ps, "nesting too deep");
+        return parse_object(ps, depth + 1, 0);
+    case '[':
         if (depth >= SKIP_DEPTH)
             return malformed(ps, "nesting too deep");
         ps->p++;
         skip_ws(ps);
-        if (ps->p < ps->end && *ps->p == close) {
+        if (ps->p < ps->end && *ps->p == ']') {
             ps->p++;
             return SLUICE_OK;
         }
         for (;;) {
-            if (object) {
-                skip_ws(ps);
-                if (ps->p >= ps->end || *ps->p != '"')
-                    return malformed(ps, "expected a string key");
-                if ((rc = skip_value(ps, depth + 1)) != SLUICE_OK)
-                    return rc;
-                skip_ws(ps);
-                if (ps->p >= ps->end || *ps->p != ':')
-                    return malformed(ps, "expected ':'");
-                ps->p++;
-            }
             if ((rc = skip_value(ps, depth + 1)) != SLUICE_OK)
                 return rc;
             skip_ws(ps);
@@ -519,13 +500,12 @@ static int skip_value(parser *ps, int depth)
                 ps->p++;
                 continue;
             }
-            if (ps->p < ps->end && *ps->p == close) {
+            if (ps->p < ps->end && *ps->p == ']') {
                 ps->p++;
                 return SLUICE_OK;
             }
-            return malformed(ps, object ? "expected ',' or '}'" : "expected ',' or ']'");
+            return malformed(ps, "expected ',' or ']'");
         }
-    }
     default: {
         double ignored;
         if (*ps->p != '-' && (*ps->p < '0' || *ps->p > '9'))
@@ -604,9 +584,31 @@ static int parse_field(parser *ps, const struct schema_field *f, sluice_schema_v
     }
 }
 
-static int parse_object(parser *ps)
+/* The schema field named by the key just parsed into r->str at mark, or
+ * -1 when the member is to be skipped: an unknown field, or one given
+ * before (both break a rule). */
+static int field_of_key(parser *ps, size_t mark)
 {
-    const sluice_schema *s = ps->s;
+    sluice_schema_result *r = ps->r;
+    int i = sluice_schema_index(ps->s, r->str + mark, r->str_len - mark);
+    if (i < 0) {
+        char name[41];
+        printable(name, sizeof name, r->str + mark, r->str_len - mark);
+        broken(ps, "%s is not a known field", name);
+    } else if (r->values[i].type) {
+        if (!ps->twice)
+            ps->twice = i + 1;
+        i = -1;
+    }
+    return i;
+}
+
+/* The object at ps->p ('{'). Its members' values are checked at `depth`.
+ * With `known` (the row itself) each member is looked up among the
+ * schema's fields and kept; otherwise (inside a skipped value) members are
+ * only checked. */
+static int parse_object(parser *ps, int depth, int known)
+{
     sluice_schema_result *r = ps->r;
     int rc;
     ps->p++;   /* '{' */
@@ -622,12 +624,7 @@ static int parse_object(parser *ps)
         size_t mark = r->str_len;
         if ((rc = parse_string(ps)) != SLUICE_OK)
             return rc;
-        int i = sluice_schema_index(s, r->str + mark, r->str_len - mark);
-        if (i < 0) {
-            char name[41];
-            printable(name, sizeof name, r->str + mark, r->str_len - mark);
-            broken(ps, "%s is not a known field", name);
-        }
+        int i = known ? field_of_key(ps, mark) : -1;
         r->str_len = mark;
         skip_ws(ps);
         if (ps->p >= ps->end || *ps->p != ':')
@@ -636,18 +633,10 @@ static int parse_object(parser *ps)
         skip_ws(ps);
         if (ps->p >= ps->end)
             return malformed(ps, "unexpected end of text");
-        if (i < 0 || r->values[i].type) {
-            if (i >= 0 && !ps->twice) {
-                /* Reported over any other broken rule: which of the two
-                 * values was meant is the first question. */
-                ps->invalid = 0;
-                ps->twice = 1;
-                broken(ps, "%s is given twice", s->f[i].def.name);
-            }
-            rc = skip_value(ps, 0);
-        } else {
-            rc = parse_field(ps, &s->f[i], &r->values[i]);
-        }
+        if (i >= 0)
+            rc = parse_field(ps, &ps->s->f[i], &r->values[i]);
+        else
+            rc = skip_value(ps, depth);
         if (rc != SLUICE_OK)
             return rc;
         skip_ws(ps);
@@ -708,7 +697,7 @@ static int check(const sluice_schema *s, const char *text, size_t len, sluice_sc
     int rc;
     skip_ws(&ps);
     if (ps.p < ps.end && *ps.p == '{') {
-        rc = parse_object(&ps);
+        rc = parse_object(&ps, 0, 1);
     } else {
         rc = skip_value(&ps, 0);
         if (rc == SLUICE_OK)
@@ -719,6 +708,12 @@ static int check(const sluice_schema *s, const char *text, size_t len, sluice_sc
     skip_ws(&ps);
     if (ps.p != ps.end)
         return malformed(&ps, "unexpected text after the value");
+    /* A field given twice is reported over any other broken rule: which
+     * of the two values was meant is the first question. */
+    if (ps.twice) {
+        snprintf(r->error, sizeof r->error, "%s is given twice", s->f[ps.twice - 1].def.name);
+        return SLUICE_EINVAL;
+    }
     if (ps.invalid)
         return SLUICE_EINVAL;
     for (size_t i = 0; i < s->n; i++)

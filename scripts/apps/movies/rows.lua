@@ -9,16 +9,12 @@ cjson.decode_invalid_numbers(false)        -- reject NaN, Infinity, 0x10 …
 
 local rows = {}
 
--- The fields of a row, in the order they are checked and encoded.
-local STRING_FIELDS = { "actorName", "actorId", "movieId", "movieName" }
-local KNOWN = { id = true, actorName = true, actorId = true, movieId = true,
-                movieName = true, movieMinutes = true }
-
--- The same rules as a row schema (sluice.schema, checked in C): what the
--- app tries first for every message. It accepts a subset of what
--- rows.decode + rows.check accept (strict JSON, no duplicate keys) and
--- writes the same text as rows.encode; anything it refuses goes through
--- the functions below, which give the error messages.
+-- The fields of a row, in the order they are checked and encoded, as a
+-- row schema (sluice.schema, checked in C): what the app tries first for
+-- every message. It accepts a subset of what rows.decode + rows.check
+-- accept (strict JSON, no duplicate keys) and writes the same text as
+-- rows.encode; anything it refuses goes through the functions below,
+-- which give the error messages.
 rows.SCHEMA = {
   { "id", "string|number", optional = true },
   { "actorName", "string", nonempty = true },
@@ -27,6 +23,14 @@ rows.SCHEMA = {
   { "movieName", "string", nonempty = true },
   { "movieMinutes", "number", min = 0 },
 }
+
+-- The same lists for the Lua rules: every field name, and the non-empty
+-- strings in schema order.
+local KNOWN, STRING_FIELDS = {}, {}
+for _, f in ipairs(rows.SCHEMA) do
+  KNOWN[f[1]] = true
+  if f[2] == "string" and f.nonempty then STRING_FIELDS[#STRING_FIELDS + 1] = f[1] end
+end
 
 local function finite(n)
   return n == n and n ~= math.huge and n ~= -math.huge
