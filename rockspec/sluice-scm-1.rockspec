@@ -36,7 +36,8 @@ build = {
         "core/src/kafka_consumer.c", "core/src/broker.c",
         "core/src/fswatch.c", "core/src/schema.c",
         -- bindings
-        "bindings/module.c", "bindings/loop.c", "bindings/timer.c",
+        "bindings/module.c", "bindings/handle.c", "bindings/options.c",
+        "bindings/loop.c", "bindings/timer.c",
         "bindings/conn.c", "bindings/http.c", "bindings/server.c",
         "bindings/producer.c", "bindings/consumer.c", "bindings/broker.c",
         "bindings/fswatch.c", "bindings/schema.c",
