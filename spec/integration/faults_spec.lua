@@ -1,39 +1,17 @@
--- Broker faults under load. A separate fault broker process (three
--- embedded brokers, bench/soak/broker.lua) is broken from outside while the
--- gateway (a real `sluice run` of bench/soak/rows.lua: the movies row
--- protocol, nothing else; reaching it with --kafka) streams
--- rows from node `ws` clients; kcat reads what Kafka holds afterwards.
--- What must hold (docs/reliability.md): every acked row is in Kafka exactly
--- once, every other row was reported failed to its client, no client is
--- disconnected because of the broker, and a consumer group resumes from
--- its committed offsets without skipping or re-delivering.
+-- Broker faults under load: the partition leader down, transient and
+-- permanent produce errors (the setup, and what must hold:
+-- faults_support.lua).
 local H = require "integration.helper"
-local json = H.json
 
 local F = require "integration.faults_support"
-local TOPIC, ids_in_kafka, stream, finish, check_accounting, stats =
-  F.TOPIC, F.ids_in_kafka, F.stream, F.finish, F.check_accounting, F.stats
+local stream, finish, check_accounting, stats = F.stream, F.finish, F.check_accounting, F.stats
 
 describe("broker faults under load", function()
   local broker, gw
 
-  setup(function()
-    broker = H.start_fault_broker { brokers = 3 }
-    -- Every partition led by broker 1: "the leader" below is one broker.
-    broker:fault("/topic?name=" .. TOPIC .. "&partitions=4")
-    for p = 0, 3 do broker:fault(("/leader?topic=%s&partition=%d&id=1"):format(TOPIC, p)) end
-    gw = H.start { app = H.root .. "/bench/soak/rows.lua", kafka = broker.bootstrap }
-  end)
-
-  teardown(function()
-    for _, p in ipairs({ gw, broker }) do
-      if p then
-        local _, killed = p:stop()
-        if killed then print("# needed SIGKILL; stderr:\n" .. p:stderr()) end
-      end
-    end
-    H.cleanup()
-  end)
+  -- Every partition led by broker 1: "the leader" below is one broker.
+  setup(function() broker, gw = F.start() end)
+  teardown(function() F.stop(broker, gw) end)
 
   it("loses and duplicates nothing when the partition leader is down for 5 s", function()
     -- About 10 s of steady load; the leader goes away 2 s in.

@@ -1,5 +1,17 @@
--- Shared by faults_spec.lua and faults_more_spec.lua: run node stream
--- clients against a gateway, and account for every row with kcat.
+-- Shared by faults_spec.lua and faults_more_spec.lua (the scenarios of
+-- broker faults under load, in two files so that ctest runs them side by
+-- side): the gateway and fault broker they run against, node stream
+-- clients, and the accounting of every row with kcat.
+--
+-- A separate fault broker process (three embedded brokers,
+-- bench/soak/broker.lua) is broken from outside while the gateway (a real
+-- `sluice run` of bench/soak/rows.lua: the movies row protocol, nothing
+-- else; reaching it with --kafka) streams rows from node `ws` clients;
+-- kcat reads what Kafka holds afterwards. What must hold
+-- (docs/reliability.md): every acked row is in Kafka exactly once, every
+-- other row was reported failed to its client, no client is disconnected
+-- because of the broker, and a consumer group resumes from its committed
+-- offsets without skipping or re-delivering.
 local H = require "integration.helper"
 local json = H.json
 -- busted gives spec files luassert as `assert`; a required module asks for it.
@@ -7,6 +19,28 @@ local assert = require "luassert"
 local M = {}
 
 M.TOPIC = "movie-results"
+
+-- The fault broker, with every partition of TOPIC led by broker 1 ("the
+-- leader" in the scenarios), and the gateway streaming to it. Returns
+-- broker, gw (for setup).
+function M.start()
+  local broker = H.start_fault_broker { brokers = 3 }
+  broker:fault("/topic?name=" .. M.TOPIC .. "&partitions=4")
+  for p = 0, 3 do broker:fault(("/leader?topic=%s&partition=%d&id=1"):format(M.TOPIC, p)) end
+  local gw = H.start { app = H.root .. "/bench/soak/rows.lua", kafka = broker.bootstrap }
+  return broker, gw
+end
+
+-- Stops what start started (for teardown), saying if one had to be killed.
+function M.stop(broker, gw)
+  for _, p in ipairs({ gw, broker }) do
+    if p then
+      local _, killed = p:stop()
+      if killed then print("# needed SIGKILL; stderr:\n" .. p:stderr()) end
+    end
+  end
+  H.cleanup()
+end
 
 -- Every row id in the topic → how many times it is there.
 function M.ids_in_kafka(bootstrap, want, timeout)
