@@ -34,7 +34,7 @@ build = {
         "core/src/ws_conn.c", "core/src/ws_server.c", "core/src/ws_client.c",
         "core/src/kafka_queue.c", "core/src/kafka_producer.c",
         "core/src/kafka_consumer.c", "core/src/broker.c",
-        "core/src/fswatch.c", "core/src/schema.c",
+        "core/src/fswatch.c", "core/src/schema.c", "core/src/http_status.c",
         -- bindings
         "bindings/module.c", "bindings/loop.c", "bindings/timer.c",
         "bindings/conn.c", "bindings/http.c", "bindings/server.c",

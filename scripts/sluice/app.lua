@@ -304,6 +304,8 @@ function App:start()
     self:_teardown()
     return nil, err, code
   end
+  -- Said once everything is up, so a failure is never read after it.
+  if self._listening then self.loop:log("info", self._listening) end
   self.started = true
   for _, decl in ipairs(self.consumer_decls) do
     if not decl.consumer.closed then
@@ -311,6 +313,7 @@ function App:start()
       if not started then self:_log("error", ("consumer of %s: %s"):format(table.concat(decl.topics, ","), cerr)) end
     end
   end
+  self:_guard_collection()
   return self
 end
 
@@ -324,7 +327,13 @@ function App:_start_kafka()
   local emb = self.options.embedded or {}
   local port = self.overrides.embedded_port or emb.port or 9092
   local broker, err, code = core.broker(self.loop, { port = port, partitions = emb.partitions })
-  if not broker then return nil, err, code end
+  if not broker then
+    if code == "ADDRINUSE" then
+      err = err .. " (another sluice or a Kafka broker runs there? choose a free port with" ..
+        " --embedded-port PORT or embedded = { port = PORT }, or use a cluster with --kafka HOST:PORT)"
+    end
+    return nil, err, code
+  end
   self.broker = broker
   -- Our own clients talk to the mock directly; others use the stable port.
   self.kafka_bootstrap = broker:direct_bootstrap()
@@ -349,10 +358,13 @@ function App:_start_server()
     max_connections = o.max_connections,
     handshake_timeout = o.handshake_timeout, max_pending = o.max_pending,
   }, self:_server_handlers())
-  if not server then return nil, err, code end
+  if not server then
+    if code == "ADDRINUSE" then err = err .. " (choose another with --listen PORT or listen = PORT)" end
+    return nil, err, code
+  end
   self.server = server
   self.port = server:port()
-  self.loop:log("info", ("listening on http://%s:%d/ (WebSocket and HTTP)"):format(host or "0.0.0.0", self.port))
+  self._listening = ("listening on http://%s:%d/ (WebSocket and HTTP)"):format(host or "0.0.0.0", self.port)
   return true
 end
 
@@ -384,6 +396,7 @@ function App:_producer()
   })
   if not producer then return nil, err, code end
   self.producer = producer
+  self:_guard_collection()
   return producer
 end
 
@@ -555,6 +568,7 @@ function App:_start_consumer(decl)
   decl.consumer._route = route
   if decl.consumer.paused then c:pause() end
   self.consumers[#self.consumers + 1] = decl.consumer
+  if self.started then self:_guard_collection() end
   return true
 end
 
@@ -680,6 +694,11 @@ end
 -- Graceful shutdown: stop accepting, let Kafka confirm or fail everything
 -- accepted (acks reach clients), close WebSockets with 1001, commit and
 -- leave consumer groups, then free everything.
+-- How long a shutdown waits for the clients' replies to its close frames:
+-- less than libwebsockets' own 5 s (PENDING_TIMEOUT_CLOSE_ACK), so that
+-- the clients still connected then are the ones that never answered.
+local CLOSE_REPLY_MS = 4000
+
 function App:close(timeout_ms)
   if self.closed then return end
   self.closed = true
@@ -703,8 +722,13 @@ function App:close(timeout_ms)
   if self.server then
     -- Each connection reads again until the client answers our close.
     self.server:close_all(1001, "server shutting down")
-    local deadline = loop:now() + 5000
+    local deadline = loop:now() + CLOSE_REPLY_MS
     while self.server:conn_count() > 0 and loop:now() < deadline do loop:run_once(50) end
+    local left = self.server:conn_count()
+    if left > 0 then
+      loop:log("warn", ("%d WebSocket client%s did not answer the close within %d ms; closed anyway")
+        :format(left, left == 1 and "" or "s", CLOSE_REPLY_MS))
+    end
   end
   self:_teardown()
 end
@@ -915,7 +939,22 @@ function App:_adopt(cand, new_state)
   make_facade(cand, self)
 end
 
-App.__gc = function(self) if not self.closed then pcall(self.close, self, 1000) end end
-App.__close = App.__gc
+-- Close on collection, on every Lua. A started app is kept alive by the
+-- callbacks its C objects hold, so in practice this runs when the
+-- interpreter exits (lua_close finalizes everything). Finalizers run in
+-- the reverse order of their objects' creation, so the guard is made anew
+-- after each C object the app creates: it then closes the app in order
+-- (flush, close the WebSockets, free) before any of those is finalized.
+function App:_guard_collection()
+  if self._collector then self._collector.armed = false end
+  local guard = { armed = true }
+  guard.sentinel = util.on_collect(function()
+    if guard.armed and not self.closed then pcall(self.close, self) end
+  end)
+  self._collector = guard
+end
+
+-- `local app <close> = sluice.app {...}` (Lua 5.4).
+App.__close = function(self) if not self.closed then self:close() end end
 
 return App
