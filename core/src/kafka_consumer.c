@@ -26,6 +26,7 @@ struct sluice_consumer {
     rd_kafka_message_t **batch;
     sluice_record *records;
     size_t batch_n;
+    sluice_timer *keepalive;    /* polls an idle consumer: see consumer_keepalive */
 };
 
 static void consumer_flush_batch(sluice_consumer *c);
@@ -252,6 +253,23 @@ static int consumer_serve(void *ud, int budget) {
     return more;
 }
 
+/* librdkafka counts a consumer that has not polled for max.poll.interval.ms
+ * as stuck and takes it out of its group. Records wake the loop and are
+ * polled at once, but an idle consumer is never polled: without this, an
+ * idle gateway left its groups (and rebalanced) every 5 minutes. So a poll
+ * at a third of the interval; the only wake-up of an idle gateway. */
+static void consumer_keepalive(sluice_timer *t, void *ud) {
+    (void)t;
+    sluice_consumer *c = ud;
+    if (!c->dispatching && !c->closing) consumer_serve(c, 64);
+}
+
+static uint64_t consumer_keepalive_ms(const sluice_consumer_config *cfg) {
+    const char *v = sluice_kafka_prop(cfg->props, "max.poll.interval.ms");
+    long long ms = v ? atoll(v) : 300000;   /* librdkafka's default */
+    return ms >= 3 ? (uint64_t)ms / 3 : 1;
+}
+
 static int consumer_conf(const sluice_consumer_config *cfg, rd_kafka_conf_t *conf,
                          char *err, size_t errlen) {
     char why[512];
@@ -340,6 +358,11 @@ int sluice_consumer_new(sluice_loop *loop, const sluice_consumer_config *cfg,
     c->queue = rd_kafka_queue_get_consumer(c->rk);
     rc = sluice_kq_open(&c->kq, loop, c->queue, consumer_serve, c, err, errlen);
     if (!rc) rc = consumer_subscribe(c, err, errlen);
+    if (!rc) {
+        c->keepalive = sluice_timer_new(loop, consumer_keepalive, c);
+        if (!c->keepalive) rc = SLUICE_ENOMEM;
+        else sluice_timer_start(c->keepalive, consumer_keepalive_ms(cfg), consumer_keepalive_ms(cfg));
+    }
     if (rc) {
         sluice_kq_close(&c->kq);
         rd_kafka_queue_destroy(c->queue);
@@ -588,6 +611,8 @@ static void *consumer_reap(void *arg) {
 }
 
 static void consumer_destroy(sluice_consumer *c) {
+    sluice_timer_free(c->keepalive);
+    c->keepalive = NULL;
     sluice_kq_close(&c->kq);
     /* The revoke reaches on_rebalance from inside this call. */
     int closed = consumer_close_group(c);
