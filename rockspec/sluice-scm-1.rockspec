@@ -34,8 +34,9 @@ build = {
         "core/src/ws_conn.c", "core/src/ws_server.c", "core/src/ws_client.c",
         "core/src/http.c", "core/src/request_head.c",
         "core/src/kafka_queue.c", "core/src/kafka_producer.c",
-        "core/src/kafka_consumer.c", "core/src/broker.c",
+        "core/src/kafka_consumer.c", "core/src/kafka_read.c", "core/src/broker.c",
         "core/src/fswatch.c", "core/src/schema.c", "core/src/json.c",
+        "core/src/http_status.c",
         -- bindings
         "bindings/module.c", "bindings/handle.c", "bindings/options.c",
         "bindings/loop.c", "bindings/timer.c",
@@ -53,6 +54,7 @@ build = {
     ["sluice.app"] = "scripts/sluice/app.lua",
     ["sluice.app.consumer"] = "scripts/sluice/app/consumer.lua",
     ["sluice.app.http"] = "scripts/sluice/app/http.lua",
+    ["sluice.app.options"] = "scripts/sluice/app/options.lua",
     ["sluice.app.timers"] = "scripts/sluice/app/timers.lua",
     ["sluice.cli"] = "scripts/sluice/cli.lua",
     ["sluice.util"] = "scripts/sluice/util.lua",

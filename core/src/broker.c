@@ -193,7 +193,7 @@ static int fwd_listen(fwd *f, int port, char *err, size_t errlen) {
         int e = errno;
         close(fd);
         if (e == EADDRINUSE) {
-            sluice_kafka_errf(err, errlen, "port %d is in use", port);
+            sluice_kafka_errf(err, errlen, "the embedded Kafka broker's port %d is in use", port);
             return SLUICE_EADDRINUSE;
         }
         sluice_kafka_errf(err, errlen, "bind 127.0.0.1:%d: %s", port, strerror(e));

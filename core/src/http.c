@@ -75,8 +75,7 @@ void sluice_http_detach(struct wsi_slot *slot)
  * requests on a new connection (RFC 9112 9.3.2). */
 static int send_status(struct lws *wsi, int status)
 {
-    lws_return_http_status(wsi, (unsigned int)status, NULL);
-    return -1;
+    return sluice_http_error(wsi, status, NULL, NULL, NULL);
 }
 
 /* lws arms a short content timeout when its HTTP callback returns; an
@@ -188,7 +187,8 @@ int sluice_http_on_request(sluice_server *s, struct wsi_slot *slot, const char *
     int ulen = 0;
     const char *method = method_name(lws_http_get_uri_and_method(wsi, &uri, &ulen));
     if (!method)
-        return send_status(wsi, HTTP_STATUS_METHOD_NOT_ALLOWED);
+        return sluice_http_error(wsi, HTTP_STATUS_METHOD_NOT_ALLOWED, "allow:",
+                                 "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS", NULL);
     sluice_loop_note_activity(s->loop);
     if (!s->h.http_match || !s->h.http_match(s->ud, method, path)) {
         if (strcmp(method, "GET") && strcmp(method, "HEAD"))
@@ -220,8 +220,9 @@ int sluice_http_on_request(sluice_server *s, struct wsi_slot *slot, const char *
     if (content_length < 0 || (unsigned long long)content_length > s->max_body) {
         slot->req = NULL;
         req_free(r);
-        lws_return_http_status(wsi, HTTP_STATUS_REQ_ENTITY_TOO_LARGE, NULL);
-        return -1;   /* the unread body makes the connection unusable */
+        /* the unread body makes the connection unusable: closed after */
+        return sluice_http_error(wsi, HTTP_STATUS_REQ_ENTITY_TOO_LARGE, NULL, NULL,
+                                 "request body larger than max_body");
     }
     if (content_length > 0 || chunked)
         return 0;    /* dispatched at HTTP_BODY_COMPLETION */
@@ -237,8 +238,8 @@ int sluice_http_on_body(sluice_server *s, struct wsi_slot *slot, const void *in,
     if (r->body_len + len > s->max_body) {
         slot->req = NULL;
         req_free(r);
-        lws_return_http_status(slot->wsi, HTTP_STATUS_REQ_ENTITY_TOO_LARGE, NULL);
-        return -1;
+        return sluice_http_error(slot->wsi, HTTP_STATUS_REQ_ENTITY_TOO_LARGE, NULL, NULL,
+                                 "request body larger than max_body");
     }
     if (r->body_len + len + 1 > r->body_cap) {
         size_t cap = r->body_cap ? r->body_cap * 2 : 4096;
@@ -284,11 +285,14 @@ static int write_response(struct wsi_slot *slot)
         if (!buf)
             return -1;
         unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + cap;
-        int bad = lws_add_http_header_status(wsi, (unsigned int)r->status, &p, end) ||
-                  lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+        int has_body = sluice_http_status_has_body(r->status);
+        if (!has_body)
+            r->resp_len = 0;
+        int bad = sluice_http_add_status(wsi, r->status, &p, end) ||
+                  (has_body && lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
                                                (unsigned char *)r->content_type,
-                                               (int)strlen(r->content_type), &p, end) ||
-                  lws_add_http_header_content_length(wsi, r->resp_len, &p, end) ||
+                                               (int)strlen(r->content_type), &p, end)) ||
+                  (has_body && lws_add_http_header_content_length(wsi, r->resp_len, &p, end)) ||
                   lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
                                                (const unsigned char *)"close", 5, &p, end);
         for (size_t i = 0; !bad && i < r->nextra; i++)

@@ -26,6 +26,7 @@ struct sluice_consumer {
     rd_kafka_message_t **batch;
     sluice_record *records;
     size_t batch_n;
+    sluice_timer *keepalive;    /* polls an idle consumer: see consumer_keepalive */
 };
 
 static void consumer_flush_batch(sluice_consumer *c);
@@ -252,6 +253,23 @@ static int consumer_serve(void *ud, int budget) {
     return more;
 }
 
+/* librdkafka counts a consumer that has not polled for max.poll.interval.ms
+ * as stuck and takes it out of its group. Records wake the loop and are
+ * polled at once, but an idle consumer is never polled: without this, an
+ * idle gateway left its groups (and rebalanced) every 5 minutes. So a poll
+ * at a third of the interval; the only wake-up of an idle gateway. */
+static void consumer_keepalive(sluice_timer *t, void *ud) {
+    (void)t;
+    sluice_consumer *c = ud;
+    if (!c->dispatching && !c->closing) consumer_serve(c, 64);
+}
+
+static uint64_t consumer_keepalive_ms(const sluice_consumer_config *cfg) {
+    const char *v = sluice_kafka_prop(cfg->props, "max.poll.interval.ms");
+    long long ms = v ? atoll(v) : 300000;   /* librdkafka's default */
+    return ms >= 3 ? (uint64_t)ms / 3 : 1;
+}
+
 static int consumer_conf(const sluice_consumer_config *cfg, rd_kafka_conf_t *conf,
                          char *err, size_t errlen) {
     char why[512];
@@ -340,6 +358,11 @@ int sluice_consumer_new(sluice_loop *loop, const sluice_consumer_config *cfg,
     c->queue = rd_kafka_queue_get_consumer(c->rk);
     rc = sluice_kq_open(&c->kq, loop, c->queue, consumer_serve, c, err, errlen);
     if (!rc) rc = consumer_subscribe(c, err, errlen);
+    if (!rc) {
+        c->keepalive = sluice_timer_new(loop, consumer_keepalive, c);
+        if (!c->keepalive) rc = SLUICE_ENOMEM;
+        else sluice_timer_start(c->keepalive, consumer_keepalive_ms(cfg), consumer_keepalive_ms(cfg));
+    }
     if (rc) {
         sluice_kq_close(&c->kq);
         rd_kafka_queue_destroy(c->queue);
@@ -401,115 +424,6 @@ int sluice_consumer_store(sluice_consumer *c, const char *topic, int32_t partiti
         return SLUICE_EKAFKA;
     }
     return 0;
-}
-
-/* ---- reading partitions to their end (state restore) -------------------- */
-
-static void read_log_drop(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-    (void)rk; (void)level; (void)fac; (void)buf;
-}
-
-int sluice_kafka_read_partitions(const char *const *props, const char *topic,
-                                 const int32_t *partitions, size_t n,
-                                 void (*on_record)(void *ud, const sluice_record *r),
-                                 void *ud, int timeout_ms, char *err, size_t errlen) {
-    char why[512];
-    if (!topic || (n && !partitions)) return SLUICE_EINVAL;
-    if (n == 0) return 0;
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    /* An assign()-only consumer never joins the group named here; it needs
-     * one to poll. Nothing is committed. */
-    static const char *const defaults[] = {
-        "group.id", "sluice.restore", "enable.auto.commit", "false",
-        "enable.partition.eof", "true", NULL
-    };
-    int rc = sluice_kafka_conf_apply(conf, defaults, err, errlen);
-    if (!rc) rc = sluice_kafka_conf_apply(conf, props, err, errlen);
-    /* The caller's group.id/eof settings must not change how we read. */
-    if (!rc) rc = sluice_kafka_conf_apply(conf, defaults, err, errlen);
-    if (rc) { rd_kafka_conf_destroy(conf); return rc; }
-    /* No loop to log through: failures come back as the return code. */
-    rd_kafka_conf_set_log_cb(conf, read_log_drop);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        sluice_kafka_errf(err, errlen, "%s", why);
-        return SLUICE_EKAFKA;
-    }
-    rd_kafka_poll_set_consumer(rk);
-    uint64_t deadline = sluice_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
-    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)n);
-    int64_t *high = calloc(n, sizeof *high);
-    size_t pending = 0;
-    rc = high ? 0 : SLUICE_ENOMEM;
-    for (size_t i = 0; !rc && i < n; i++) {
-        int64_t lo = 0, hi = 0;
-        int left = (int)(deadline > sluice_now_ms() ? deadline - sluice_now_ms() : 1);
-        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, topic, partitions[i], &lo, &hi, left);
-        if (e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || e == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
-            e == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC)
-            continue;   /* never written: empty */
-        if (e) {
-            sluice_kafka_errf(err, errlen, "%s [%d]: watermarks: %s", topic, (int)partitions[i],
-                              rd_kafka_err2str(e));
-            rc = SLUICE_EKAFKA;
-            break;
-        }
-        if (hi <= lo) continue;
-        rd_kafka_topic_partition_list_add(list, topic, partitions[i])->offset = lo;
-        high[list->cnt - 1] = hi;
-        pending++;
-    }
-    if (!rc && pending) {
-        rd_kafka_resp_err_t e = rd_kafka_assign(rk, list);
-        if (e) {
-            sluice_kafka_errf(err, errlen, "assign: %s", rd_kafka_err2str(e));
-            rc = SLUICE_EKAFKA;
-        }
-    }
-    while (!rc && pending) {
-        uint64_t now = sluice_now_ms();
-        if (now >= deadline) {
-            sluice_kafka_errf(err, errlen, "%s: timed out reading to the end (%zu partitions left)",
-                              topic, pending);
-            rc = SLUICE_EKAFKA;
-            break;
-        }
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, (int)(deadline - now < 100 ? deadline - now : 100));
-        if (!m) continue;
-        int idx = -1;
-        for (int i = 0; i < list->cnt; i++)
-            if (list->elems[i].partition == m->partition) idx = i;
-        int64_t reached = -1;
-        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            reached = m->offset;   /* the next offset: the end */
-        } else if (m->err) {
-            sluice_kafka_errf(err, errlen, "%s: %s", topic, rd_kafka_message_errstr(m));
-            rc = SLUICE_EKAFKA;
-        } else if (idx >= 0 && m->offset < high[idx]) {
-            rd_kafka_timestamp_type_t tstype;
-            sluice_record r = {
-                .topic = topic, .partition = m->partition, .offset = m->offset,
-                .key = m->key, .key_len = m->key ? m->key_len : 0,
-                .value = m->payload, .value_len = m->payload ? m->len : 0,
-                .timestamp_ms = rd_kafka_message_timestamp(m, &tstype),
-            };
-            if (on_record) on_record(ud, &r);
-            reached = m->offset + 1;
-        }
-        /* Done with a partition at the high watermark seen at the start:
-         * later writes are not part of the state being restored. */
-        if (idx >= 0 && reached >= high[idx] && list->elems[idx].err == 0) {
-            list->elems[idx].err = RD_KAFKA_RESP_ERR__PARTITION_EOF;
-            pending--;
-        }
-        rd_kafka_message_destroy(m);
-    }
-    free(high);
-    rd_kafka_topic_partition_list_destroy(list);
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
-    return rc;
 }
 
 unsigned long sluice_consumer_wakeups(const struct sluice_consumer *c) {
@@ -588,6 +502,8 @@ static void *consumer_reap(void *arg) {
 }
 
 static void consumer_destroy(sluice_consumer *c) {
+    sluice_timer_free(c->keepalive);
+    c->keepalive = NULL;
     sluice_kq_close(&c->kq);
     /* The revoke reaches on_rebalance from inside this call. */
     int closed = consumer_close_group(c);

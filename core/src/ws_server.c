@@ -49,19 +49,6 @@ static void slot_unpend(struct wsi_slot *slot)
     lws_sul_cancel(&slot->handshake_sul);
 }
 
-/* A raw answer on a socket whose request lws has not parsed (lws cannot
- * answer then): best effort, the socket is closed right after. */
-static void send_raw_status(int fd, const char *status_line)
-{
-    char msg[256];
-    int n = snprintf(msg, sizeof msg, "HTTP/1.1 %s\r\ncontent-type: text/plain\r\n"
-                     "content-length: %zu\r\nconnection: close\r\n\r\n%s\n",
-                     status_line, strlen(status_line) + 1, status_line);
-    if (n > 0 && (size_t)n < sizeof msg && send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
-        /* the client is gone or not reading: nothing more to do */
-    }
-}
-
 /* Slow-loris defence: the request head did not arrive in time. */
 static void handshake_expired(lws_sorted_usec_list_t *sul)
 {
@@ -73,7 +60,7 @@ static void handshake_expired(lws_sorted_usec_list_t *sul)
     sluice_loop_log(s->loop, SLUICE_LOG_DEBUG,
                     "port %d: no complete request within %d s, closing the socket",
                     s->port, s->handshake_timeout_s);
-    send_raw_status(lws_get_socket_fd(slot->wsi), "408 Request Timeout");
+    sluice_http_raw_error(lws_get_socket_fd(slot->wsi), 408);
     lws_set_timeout(slot->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
@@ -90,41 +77,19 @@ static char *copy_token(struct lws *wsi, enum lws_token_indexes tok)
     return v;
 }
 
-/* A refused upgrade with one extra header (RFC 6455 4.2.2: a version we do
- * not speak is answered 426 with the version we do). Returns -1: the
- * connection is closed after the answer (see send_status). */
-static int refuse_upgrade(struct lws *wsi, int status, const char *hname, const char *hval,
-                          const char *body)
-{
-    unsigned char buf[LWS_PRE + 512];
-    unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf;
-    size_t blen = strlen(body);
-    if (lws_add_http_header_status(wsi, (unsigned int)status, &p, end) ||
-        (hname && lws_add_http_header_by_name(wsi, (const unsigned char *)hname,
-                                              (const unsigned char *)hval,
-                                              (int)strlen(hval), &p, end)) ||
-        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
-                                     (const unsigned char *)"text/plain", 10, &p, end) ||
-        lws_add_http_header_content_length(wsi, blen, &p, end) ||
-        lws_finalize_write_http_header(wsi, start, &p, end))
-        return -1;
-    memcpy(buf + LWS_PRE, body, blen);
-    lws_write(wsi, buf + LWS_PRE, blen, LWS_WRITE_HTTP_FINAL);
-    return -1;              /* closed after the answer (see send_status) */
-}
-
 /* The handshake fields lws leaves to us: a missing key makes lws hang up
  * without an answer, and it also accepts the old draft versions 7 and 8. */
 static int check_handshake(struct lws *wsi)
 {
     char version[8] = "";
     if (lws_hdr_total_length(wsi, WSI_TOKEN_KEY) <= 0)
-        return refuse_upgrade(wsi, HTTP_STATUS_BAD_REQUEST, NULL, NULL,
-                              "missing Sec-WebSocket-Key");
+        return sluice_http_error(wsi, HTTP_STATUS_BAD_REQUEST, NULL, NULL,
+                                 "missing Sec-WebSocket-Key");
     if (lws_hdr_copy(wsi, version, sizeof version, WSI_TOKEN_VERSION) <= 0 ||
         strcmp(version, "13"))
-        return refuse_upgrade(wsi, 426 /* Upgrade Required */, "sec-websocket-version:", "13",
-                              "unsupported Sec-WebSocket-Version (13 expected)");
+        /* RFC 6455 4.2.2: answered with the version we do speak */
+        return sluice_http_error(wsi, 426 /* Upgrade Required */, "sec-websocket-version:", "13",
+                                 "unsupported Sec-WebSocket-Version (13 expected)");
     return 0;
 }
 
@@ -147,9 +112,10 @@ static int confirm_upgrade(sluice_server *s, struct wsi_slot *slot)
     }
     if (!status)
         return 0;
-    /* Answered; then closed like every HTTP answer (see send_status). */
-    lws_return_http_status(slot->wsi, (unsigned int)status, NULL);
-    return -1;
+    /* Answered; then closed like every HTTP answer (see send_status in http.c). */
+    return sluice_http_error(slot->wsi, status, NULL, NULL,
+                             status == HTTP_STATUS_NOT_FOUND ? "no WebSocket route at this path"
+                                                             : "too many connections (max_connections)");
 }
 
 static int on_established(sluice_server *s, struct wsi_slot *slot)
@@ -253,7 +219,7 @@ static int slot_callback(sluice_server *s, struct wsi_slot *slot,
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return sluice_http_on_writeable(slot);
     case LWS_CALLBACK_HTTP_FILE_COMPLETION:
-        return -1;          /* the file is sent; closed (see send_status) */
+        return -1;          /* the file is sent; closed (see send_status in http.c) */
     case LWS_CALLBACK_CLOSED_HTTP:
         sluice_http_detach(slot);
         return 0;
@@ -323,7 +289,7 @@ static void on_listen_readable(sluice_watch *w, void *ud)
         if (s->max_pending > 0 && s->npending >= (size_t)s->max_pending) {
             /* Flood of sockets that have not sent a request: refuse
              * clearly rather than hold descriptors for them. */
-            send_raw_status(fd, "503 Service Unavailable");
+            sluice_http_raw_error(fd, 503);
             close(fd);
             uint64_t now = sluice_now_ms();
             if (now - s->last_refusal_log_ms >= 1000) {
@@ -409,7 +375,7 @@ static int open_listener(const char *host, int port, int *out_fd, int *out_port,
     if (rc == SLUICE_OK)
         return rc;
     if (saved == EADDRINUSE) {
-        errf(err, errlen, "port %d is in use", port);
+        errf(err, errlen, "the HTTP and WebSocket port %d is in use", port);
         return SLUICE_EADDRINUSE;
     }
     errf(err, errlen, "cannot listen on port %d: %s", port, strerror(saved));

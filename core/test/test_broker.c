@@ -105,7 +105,7 @@ static void test_ports(sluice_loop *loop) {
     err[0] = '\0';
     CHECK_EQ_INT(sluice_broker_new(loop, &cfg, &second, err, sizeof err), SLUICE_EADDRINUSE);
     CHECK(second == NULL);
-    snprintf(want, sizeof want, "port %d is in use", port);
+    snprintf(want, sizeof want, "the embedded Kafka broker's port %d is in use", port);
     CHECK_EQ_STR(err, want);
     CHECK(!port_bindable(port));
     sluice_broker_free(b);

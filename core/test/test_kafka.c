@@ -239,8 +239,10 @@ static void on_rebalance(void *ud, sluice_consumer *c, int assigned,
     }
 }
 
+static int consumer_errors;
 static void on_consumer_error(void *ud, const char *name, const char *text, int fatal) {
     (void)ud;
+    consumer_errors++;
     fprintf(stderr, "consumer error %s: %s (fatal %d)\n", name, text, fatal);
 }
 
@@ -546,6 +548,33 @@ static void test_unreachable(void) {
     CHECK_EQ_STR(s.last_error_name, "PURGE_QUEUE");
 }
 
+/* An idle consumer stays in its group past max.poll.interval.ms: nothing
+ * to poll for is not "stuck" (librdkafka would otherwise leave the group,
+ * revoke and rejoin, logging MAX_POLL_EXCEEDED). */
+static void test_idle_keeps_membership(void) {
+    static consume_state s;
+    const char *props[] = {
+        "bootstrap.servers", bootstrap, "group.id", "sluice-idle",
+        "session.timeout.ms", "3000", "heartbeat.interval.ms", "300",
+        "max.poll.interval.ms", "4000", NULL };
+    static const char *topics[] = { "idle-topic", NULL };
+    sluice_consumer_config cfg = {
+        .props = props, .topics = topics, .on_record = on_record,
+        .on_rebalance = on_rebalance, .on_error = on_consumer_error, .ud = &s,
+    };
+    char err[256] = "";
+    sluice_consumer *c = NULL;
+    CHECK_EQ_INT(sluice_consumer_new(loop, &cfg, &c, err, sizeof err), 0);
+    pump_until(&s.assigned_events, 1, 30000);
+    CHECK_EQ_INT(s.assigned_events, 1);
+    int errors_before = consumer_errors;
+    pump_for(2 * 4000);              /* two poll intervals with nothing to read */
+    CHECK_EQ_INT(s.revoked_events, 0);
+    CHECK_EQ_INT(s.assigned_events, 1);
+    CHECK_EQ_INT(consumer_errors - errors_before, 0);
+    sluice_consumer_free(c);
+}
+
 int main(void) {
     char err[256];
     sluice_loop_config lcfg = { .log = test_log, .log_level = SLUICE_LOG_WARN };
@@ -571,6 +600,7 @@ int main(void) {
     test_free_from_handler();
     test_producer_free_from_handler();
     test_unreachable();
+    test_idle_keeps_membership();
 
     sluice_broker_free(broker);
     sluice_loop_free(loop);

@@ -371,7 +371,7 @@ static void test_http(sluice_loop *loop, int port, struct server_state *ss)
     http_exchange(loop, port,
                   "POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 13\r\n\r\n{\"rows\":[1,2]}",
                   buf, sizeof buf);
-    CHECK(!strncmp(buf, "HTTP/1.1 201", 12));
+    CHECK(!strncmp(buf, "HTTP/1.1 201 Created\r\n", 22));
     CHECK(strstr(buf, "\r\n\r\n{\"rows\":[1,2]") != NULL);
 
     /* Body over max_body (64 KiB here): 413. */
@@ -381,7 +381,9 @@ static void test_http(sluice_loop *loop, int port, struct server_state *ss)
     memset(req + n, 'x', big);
     req[n + big] = '\0';
     http_exchange(loop, port, req, buf, sizeof buf);
-    CHECK(!strncmp(buf, "HTTP/1.1 413", 12));
+    CHECK(!strncmp(buf, "HTTP/1.1 413 Content Too Large\r\n", 32));
+    CHECK(strcasestr(buf, "content-type: application/json\r\n") != NULL);
+    CHECK(strstr(buf, "\r\n\r\n{\"status\":413,\"error\":\"request body larger than max_body\"}") != NULL);
     free(req);
 
     /* Answered later, from outside the request callback, after lws's own
@@ -462,7 +464,7 @@ static void test_port_in_use(sluice_loop *loop, int port)
     sluice_server *s2 = NULL;
     char err[256] = "", expect[64];
     CHECK_EQ_INT(sluice_server_new(loop, &cfg, &h, NULL, &s2, err, sizeof err), SLUICE_EADDRINUSE);
-    snprintf(expect, sizeof expect, "port %d is in use", port);
+    snprintf(expect, sizeof expect, "the HTTP and WebSocket port %d is in use", port);
     CHECK_EQ_STR(err, expect);
     CHECK(s2 == NULL);
 }

@@ -13,6 +13,7 @@ local util = require "sluice.util"
 local Consumer = require "sluice.app.consumer"
 local http = require "sluice.app.http"
 local timers = require "sluice.app.timers"
+local check_options = require("sluice.app.options").check
 local cjson = require "cjson"
 
 local json = cjson.new()
@@ -36,48 +37,11 @@ local function candidate_io_error()
     "reload loads the new code (call them from handlers or timers)", level)
 end
 
-local LEVELS = { error = true, warn = true, info = true, debug = true }
-
-local OPTION_TYPES = {
-  name = "string", listen = "listen", static = "string", kafka = "table",
-  embedded = "table", max_message = "number", max_body = "number",
-  idle_timeout = "idle", send_queue = "number", max_connections = "number",
-  log = "function", log_level = "string",
-  handler_timeout = "idle", handler_instructions = "number",
-  handshake_timeout = "idle", max_pending = "number", max_in_flight = "number",
-}
-
 -- Records in flight to Kafka above which the gateway stops reading
 -- WebSockets (it resumes at half). Ingest measured ~1.3-1.4x faster than
 -- with 50,000 (less CPU per row: fewer rows in flight to touch), and it
 -- still allows 500,000 rows/s at 20 ms produce latency. docs/reliability.md.
 local DEFAULT_MAX_IN_FLIGHT = 10000
-
-local function check_options(options, level)
-  for k, v in pairs(options) do
-    local want = OPTION_TYPES[k]
-    if not want then
-      error(("bad argument #1 to 'app' (unknown option '%s')"):format(tostring(k)), level + 1)
-    end
-    local ok
-    if want == "listen" then ok = v == false or type(v) == "number" or type(v) == "string"
-    elseif want == "idle" then ok = v == false or type(v) == "number"
-    else ok = type(v) == want end
-    if not ok then
-      error(("bad argument #1 to 'app' (option '%s' must be %s, got %s)")
-        :format(k, want == "listen" and "a port, \"host:port\" or false"
-                   or want == "idle" and "a number of seconds or false" or want,
-                type(v)), level + 1)
-    end
-  end
-  if options.log_level and not LEVELS[options.log_level] then
-    error("bad argument #1 to 'app' (log_level must be error, warn, info or debug)", level + 1)
-  end
-  local m = options.max_in_flight
-  if m ~= nil and (m < 1 or m ~= math.floor(m)) then
-    error("bad argument #1 to 'app' (max_in_flight must be a whole number of records, at least 1)", level + 1)
-  end
-end
 
 -- The directory of the file that called sluice.app, for relative paths.
 -- Unknown when that file tail-called it (`return sluice.app{...}`): its
@@ -236,6 +200,8 @@ function App:start()
     self:_teardown()
     return nil, err, code
   end
+  -- Said once everything is up, so a failure is never read after it.
+  if self._listening then self.loop:log("info", self._listening) end
   self.started = true
   for _, decl in ipairs(self.consumer_decls) do
     if not decl.consumer.closed then
@@ -243,6 +209,7 @@ function App:start()
       if not started then self:_log("error", ("consumer of %s: %s"):format(table.concat(decl.topics, ","), cerr)) end
     end
   end
+  self:_guard_collection()
   return self
 end
 
@@ -256,7 +223,13 @@ function App:_start_kafka()
   local emb = self.options.embedded or {}
   local port = self.overrides.embedded_port or emb.port or 9092
   local broker, err, code = core.broker(self.loop, { port = port, partitions = emb.partitions })
-  if not broker then return nil, err, code end
+  if not broker then
+    if code == "ADDRINUSE" then
+      err = err .. " (another sluice or a Kafka broker runs there? choose a free port with" ..
+        " --embedded-port PORT or embedded = { port = PORT }, or use a cluster with --kafka HOST:PORT)"
+    end
+    return nil, err, code
+  end
   self.broker = broker
   -- Our own clients talk to the mock directly; others use the stable port.
   self.kafka_bootstrap = broker:direct_bootstrap()
@@ -281,10 +254,13 @@ function App:_start_server()
     max_connections = o.max_connections,
     handshake_timeout = o.handshake_timeout, max_pending = o.max_pending,
   }, self:_server_handlers())
-  if not server then return nil, err, code end
+  if not server then
+    if code == "ADDRINUSE" then err = err .. " (choose another with --listen PORT or listen = PORT)" end
+    return nil, err, code
+  end
   self.server = server
   self.port = server:port()
-  self.loop:log("info", ("listening on http://%s:%d/ (WebSocket and HTTP)"):format(host or "0.0.0.0", self.port))
+  self._listening = ("listening on http://%s:%d/ (WebSocket and HTTP)"):format(host or "0.0.0.0", self.port)
   return true
 end
 
@@ -319,6 +295,7 @@ function App:_producer()
   })
   if not producer then return nil, err, code end
   self.producer = producer
+  self:_guard_collection()
   return producer
 end
 
@@ -484,6 +461,11 @@ end
 -- Graceful shutdown: stop accepting, let Kafka confirm or fail everything
 -- accepted (acks reach clients), close WebSockets with 1001, commit and
 -- leave consumer groups, then free everything.
+-- How long a shutdown waits for the clients' replies to its close frames:
+-- less than libwebsockets' own 5 s (PENDING_TIMEOUT_CLOSE_ACK), so that
+-- the clients still connected then are the ones that never answered.
+local CLOSE_REPLY_MS = 4000
+
 function App:close(timeout_ms)
   if self.closed then return end
   self.closed = true
@@ -507,8 +489,13 @@ function App:close(timeout_ms)
   if self.server then
     -- Each connection reads again until the client answers our close.
     self.server:close_all(1001, "server shutting down")
-    local deadline = loop:now() + 5000
+    local deadline = loop:now() + CLOSE_REPLY_MS
     while self.server:conn_count() > 0 and loop:now() < deadline do loop:run_once(50) end
+    local left = self.server:conn_count()
+    if left > 0 then
+      loop:log("warn", ("%d WebSocket client%s did not answer the close within %d ms; closed anyway")
+        :format(left, left == 1 and "" or "s", CLOSE_REPLY_MS))
+    end
   end
   self:_teardown()
 end
@@ -585,7 +572,22 @@ function App:watch(opts)
   return self._reloader:watch(opts or {})
 end
 
-App.__gc = function(self) if not self.closed then pcall(self.close, self, 1000) end end
-App.__close = App.__gc
+-- Close on collection, on every Lua. A started app is kept alive by the
+-- callbacks its C objects hold, so in practice this runs when the
+-- interpreter exits (lua_close finalizes everything). Finalizers run in
+-- the reverse order of their objects' creation, so the guard is made anew
+-- after each C object the app creates: it then closes the app in order
+-- (flush, close the WebSockets, free) before any of those is finalized.
+function App:_guard_collection()
+  if self._collector then self._collector.armed = false end
+  local guard = { armed = true }
+  guard.sentinel = util.on_collect(function()
+    if guard.armed and not self.closed then pcall(self.close, self) end
+  end)
+  self._collector = guard
+end
+
+-- `local app <close> = sluice.app {...}` (Lua 5.4).
+App.__close = function(self) if not self.closed then self:close() end end
 
 return App

@@ -101,6 +101,12 @@ function M.main(argv)
     return 0
   end
   if first ~= "run" then
+    -- `sluice app.lua`: say the command they most likely meant.
+    local f = first:sub(1, 1) ~= "-" and io.open(first, "r")
+    if f then f:close() end
+    if f or first:match("%.lua$") then
+      return fail(("unknown command '%s': to run an app, sluice run %s"):format(first, first))
+    end
     return fail(("unknown command or option '%s' (see sluice --help)"):format(first))
   end
   local overrides, file = {}, nil

@@ -49,6 +49,30 @@ function M.string_props(props, where)
   return out
 end
 
+-- xpcall(f, handler, ...) with its arguments on every Lua: PUC Lua 5.1's
+-- xpcall passes none to f, so there the arguments travel in a closure.
+local xpcall_passes_args = select(2, xpcall(function(a) return a end, debug.traceback, true)) == true
+if xpcall_passes_args then
+  M.xpcall = xpcall
+else
+  local unpack = table.unpack or unpack
+  function M.xpcall(f, handler, ...)
+    local n, args = select("#", ...), { ... }
+    return xpcall(function() return f(unpack(args, 1, n)) end, handler)
+  end
+end
+
+-- An object whose collection calls fn(): a userdata on Lua 5.1 and LuaJIT,
+-- which run __gc only for userdata, a table on 5.2+ (no newproxy there).
+function M.on_collect(fn)
+  if newproxy then
+    local sentinel = newproxy(true)
+    getmetatable(sentinel).__gc = function() fn() end
+    return sentinel
+  end
+  return setmetatable({}, { __gc = function() fn() end })
+end
+
 function M.copy(t)
   local out = {}
   for k, v in pairs(t or {}) do out[k] = v end

@@ -59,7 +59,28 @@ describe("the sluice command", function()
       :format(H.q(H.movies), port, H.free_port()))
     busy:close()
     assert.are.equal(1, code)
-    assert.matches(tostring(port), one_line(err), 1, true)
+    assert.are.equal(("sluice: ADDRINUSE: the HTTP and WebSocket port %d is in use " ..
+      "(choose another with --listen PORT or listen = PORT)"):format(port), one_line(err))
+  end)
+
+  it("the embedded broker's port in use: one line saying so, no 'listening', exit 1", function()
+    local busy = assert(socket.bind("127.0.0.1", 0))
+    local _, port = busy:getsockname()
+    local code, _, err = sluice(("run %s --listen %d --embedded-port %s")
+      :format(H.q(H.movies), H.free_port(), port))
+    busy:close()
+    assert.are.equal(1, code)
+    assert.are.equal(("sluice: ADDRINUSE: the embedded Kafka broker's port %s is in use " ..
+      "(another sluice or a Kafka broker runs there? choose a free port with --embedded-port PORT " ..
+      "or embedded = { port = PORT }, or use a cluster with --kafka HOST:PORT)"):format(port), one_line(err))
+  end)
+
+  it("an app file given without `run`: the command it meant", function()
+    local code, out, err = sluice(H.q(H.movies))
+    assert.are.equal(1, code)
+    assert.are.equal("", out)
+    assert.are.equal(("sluice: unknown command '%s': to run an app, sluice run %s"):format(H.movies, H.movies),
+      one_line(err))
   end)
 
   it("SIGTERM: clients see 1001, exit 0, and every acked row is in Kafka", function()

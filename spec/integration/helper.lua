@@ -98,6 +98,14 @@ end
 
 -- CPU time (user + system) of a process in seconds, from /proc/PID/stat.
 local clk_tck
+-- How many times the process's main thread (the event loop) has blocked
+-- and been woken since it started: its voluntary context switches. Unlike
+-- CPU time this does not grow with the machine's load, only with events.
+function M.loop_wakeups(pid)
+  local status = assert(M.read("/proc/" .. pid .. "/task/" .. pid .. "/status"), "no such process " .. pid)
+  return tonumber(status:match "\nvoluntary_ctxt_switches:%s*(%d+)")
+end
+
 function M.cpu_seconds(pid)
   if not clk_tck then
     local p = io.popen "getconf CLK_TCK"

@@ -71,6 +71,7 @@ describe("sluice.app: WebSocket and HTTP", function()
       if not v then return 400, { error = err, code = code } end
       return 201, { got = v, type = req.headers["content-type"] }
     end)
+    app:http("DELETE", "/gone", function() return 204 end)
     app:http("GET", "/text", function()
       return nil, "plain words", { ["x-extra"] = "yes" }
     end)
@@ -298,11 +299,23 @@ describe("sluice.app: WebSocket and HTTP", function()
     assert.same({ late = true }, cjson.decode(res.body))
   end)
 
-  it("answers 404 for a path with no route and no static file", function()
-    local res = support.http(app, "GET", "/no/such/thing")
-    assert.equal(404, res.status)
-    res = support.http(app, "POST", "/hello", "x")
-    assert.equal(404, res.status)
+  it("answers 404 in JSON for a path with no route and no static file", function()
+    for _, req in ipairs { { "GET", "/no/such/thing" }, { "POST", "/hello", "x" } } do
+      local res = support.http(app, req[1], req[2], req[3])
+      assert.equal("HTTP/1.1 404 Not Found", res.status_line)
+      assert.equal("application/json", res.headers["content-type"])
+      assert.equal('{"status":404,"error":"Not Found"}', res.body)
+    end
+  end)
+
+  it("says the reason phrase of every status, and sends no body with 204", function()
+    local res = support.http(app, "POST", "/json", '{"a":1}', { ["content-type"] = "application/json" })
+    assert.equal("HTTP/1.1 201 Created", res.status_line)
+    res = support.http(app, "DELETE", "/gone")
+    assert.equal("HTTP/1.1 204 No Content", res.status_line)
+    assert.is_nil(res.headers["content-length"])
+    assert.is_nil(res.headers["content-type"])
+    assert.equal("", res.body)
   end)
 end)
 
@@ -554,9 +567,37 @@ describe("sluice.app: misuse and expected failures", function()
     assert(first:start())
     local second = support.app { listen = first.port }
     local ok, err, code = second:start()
-    assert.same({ nil, "ADDRINUSE: port " .. first.port .. " is in use", "ADDRINUSE" },
+    assert.same({ nil, "ADDRINUSE: the HTTP and WebSocket port " .. first.port ..
+      " is in use (choose another with --listen PORT or listen = PORT)", "ADDRINUSE" },
       { ok, err, code })
     second:close()
     first:close()
+  end)
+end)
+
+describe("sluice.app: a script that ends without app:close()", function()
+  -- The interpreter running this spec, for a child script: the unit specs
+  -- run once per Lua, each with its own LUA_PATH/LUA_CPATH in the environment.
+  local lua = jit and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+"))
+
+  it("is closed in order when the interpreter exits: the record in flight is reported", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+      local sluice = require "sluice"
+      local app = sluice.app { listen = 0, embedded = { port = 0 }, log = function() end }
+      assert(app:start())
+      assert(app:produce("unit-exit", { key = "k", value = "v" }, function(err, r)
+        io.stdout:write("report: ", err or ("offset " .. r.offset), "\n")
+      end))
+      io.stdout:write("script ends\n")
+    ]])
+    f:close()
+    local p = assert(io.popen(lua .. " " .. script .. " 2>&1"))
+    local out = p:read("*a")
+    p:close()
+    os.remove(script)
+    -- Nobody stepped the loop: the report can only come from the close at exit.
+    assert.equal("script ends\nreport: offset 0\n", out)
   end)
 end)

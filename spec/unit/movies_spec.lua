@@ -249,7 +249,7 @@ describe("movies app", function()
     local keys = {}
     for k in pairs(h) do keys[#keys + 1] = k end
     table.sort(keys)
-    assert.same({ "connections", "delivered", "delivery_failed", "handler_errors", "in_flight",
+    assert.same({ "assigned", "connections", "delivered", "delivery_failed", "handler_errors", "in_flight",
                   "produced", "status" }, keys)
     assert.is_true(h.delivered >= 6)      -- 3 rows + 3 dead letters
     assert.equal(0, h.handler_errors)

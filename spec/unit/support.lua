@@ -116,6 +116,7 @@ function support.http(app, method, path, body, headers)
       local head = buf:sub(1, head_end - 1)
       buf = buf:sub(head_end + 4)
       res.status = tonumber(head:match("^HTTP/1%.%d (%d%d%d)"))
+      res.status_line = head:match("^[^\r\n]*")
       for k, v in head:gmatch("\r\n([^:\r\n]+):%s*([^\r\n]*)") do
         res.headers[k:lower()] = v
       end

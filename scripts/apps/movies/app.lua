@@ -161,7 +161,7 @@ app:http("GET", "/healthz", function()
   return 200, {
     status = "ok", connections = s.connections, produced = s.produced,
     delivered = s.delivered, delivery_failed = s.delivery_failed,
-    in_flight = s.in_flight, handler_errors = s.handler_errors,
+    in_flight = s.in_flight, handler_errors = s.handler_errors, assigned = s.assigned,
   }
 end)
 

@@ -132,6 +132,7 @@ function Consumer.start(app, decl)
   decl.consumer._route = route
   if decl.consumer.paused then c:pause() end
   app.consumers[#app.consumers + 1] = decl.consumer
+  if app.started then app:_guard_collection() end
   return true
 end
 

@@ -2,6 +2,7 @@
 -- (sub-topology, partition), each with its stores, stream time and
 -- offsets. A runner (sluice.stream.kafka on an app, sluice.stream.driver
 -- in memory) feeds records in and carries outputs and changelog writes out.
+local util = require "sluice.util"
 local store = require "sluice.stream.store"
 
 local M = {}
@@ -140,7 +141,7 @@ function Engine:process(raw, existing_only)
   end
   if type(ts) == "number" and ts >= 0 then self:advance(task, ts) end
   for i = 1, #nodes do
-    local ok, err = xpcall(nodes[i].process, debug.traceback, nodes[i], raw, task)
+    local ok, err = util.xpcall(nodes[i].process, debug.traceback, nodes[i], raw, task)
     if not ok then
       self.stats.errors = self.stats.errors + 1
       self.runner:log("error", ("stream: processing %s[%d]@%s failed: %s"):format(
