@@ -69,7 +69,7 @@ static int fswatch_count(lua_State *L)
 static int fswatch_is_closed(lua_State *L)
 {
     sluice_lua_handle *h = sluice_lua_handle_get(L, 1, &sluice_lua_fswatch_type);
-    lua_pushboolean(L, h->state != 0);
+    lua_pushboolean(L, h->state != SLUICE_LUA_OPEN);
     return 1;
 }
 

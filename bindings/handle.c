@@ -43,7 +43,7 @@ void *sluice_lua_handle_get(lua_State *L, int idx, const sluice_lua_type *t)
 void *sluice_lua_handle_check(lua_State *L, int idx, const sluice_lua_type *t)
 {
     sluice_lua_handle *h = luaL_checkudata(L, idx, t->name);
-    if (h->state == 2) luaL_error(L, "attempt to use a closed %s", t->name);
+    if (h->state == SLUICE_LUA_CLOSED) luaL_error(L, "attempt to use a closed %s", t->name);
     if (h->ctx) h->ctx->L = L;
     return h;
 }
@@ -53,15 +53,15 @@ void sluice_lua_handle_release(lua_State *L, sluice_lua_handle *h)
     for (int i = 0; i < SLUICE_LUA_REFS; i++) sluice_lua_unref(L, &h->refs[i]);
     sluice_lua_unref(L, &h->self_ref);
     sluice_lua_unref(L, &h->loop_ref);
-    h->state = 2;
+    h->state = SLUICE_LUA_CLOSED;
 }
 
 /* The object stays usable while its C side closes: callbacks that run
  * then (a revocation, a delivery report, a close handler) may use it. */
 void sluice_lua_handle_close(lua_State *L, sluice_lua_handle *h)
 {
-    if (h->state != 0) return;
-    h->state = 1;
+    if (h->state != SLUICE_LUA_OPEN) return;
+    h->state = SLUICE_LUA_CLOSING;
     if (h->ctx && !h->from_gc) h->ctx->L = L;
     if (h->type->close) h->type->close(L, h);
     else if (h->obj) h->type->free(h->obj);

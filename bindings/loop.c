@@ -165,7 +165,7 @@ static void loop_close(lua_State *L, sluice_lua_handle *h)
 static int loop_tostring(lua_State *L)
 {
     sluice_lua_loop *ctx = sluice_lua_handle_get(L, 1, &sluice_lua_loop_type);
-    lua_pushfstring(L, "%s (%s)", SLUICE_LOOP_MT, ctx->h.state == 0 ? "open" : "closed");
+    lua_pushfstring(L, "%s (%s)", SLUICE_LOOP_MT, ctx->h.state == SLUICE_LUA_OPEN ? "open" : "closed");
     return 1;
 }
 

@@ -39,6 +39,8 @@ typedef struct sluice_lua_type {
 
 #define SLUICE_LUA_REFS 6
 
+enum { SLUICE_LUA_OPEN, SLUICE_LUA_CLOSING, SLUICE_LUA_CLOSED };   /* handle states */
+
 struct sluice_lua_handle {
     const sluice_lua_type *type;
     void *obj;                   /* the C object; NULL once closed */
@@ -46,7 +48,7 @@ struct sluice_lua_handle {
     int loop_ref;                /* keeps that loop alive until closed */
     int self_ref;                /* anchors the userdata while open */
     int refs[SLUICE_LUA_REFS];   /* its callbacks, released on close */
-    unsigned char state;         /* 0 open, 1 closing, 2 closed */
+    unsigned char state;         /* SLUICE_LUA_OPEN, _CLOSING, _CLOSED */
     unsigned char from_gc;       /* being collected: call no Lua */
 };
 

@@ -49,7 +49,7 @@ static int timer_stop(lua_State *L)
 static int timer_is_closed(lua_State *L)
 {
     sluice_lua_handle *h = sluice_lua_handle_get(L, 1, &sluice_lua_timer_type);
-    lua_pushboolean(L, h->state != 0);
+    lua_pushboolean(L, h->state != SLUICE_LUA_OPEN);
     return 1;
 }
 
