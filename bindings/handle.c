@@ -85,6 +85,12 @@ void sluice_lua_handle_ref(lua_State *L, sluice_lua_handle *h, int slot, int idx
     h->refs[slot] = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
+void sluice_lua_handle_set(lua_State *L, sluice_lua_handle *h, int slot, int idx)
+{
+    lua_pushvalue(L, idx);
+    h->refs[slot] = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
 int sluice_lua_handle_callback(sluice_lua_handle *h, int slot)
 {
     if (h->from_gc) return 0;
@@ -96,6 +102,14 @@ static int handle_close(lua_State *L)
     const sluice_lua_type *t = lua_touserdata(L, lua_upvalueindex(1));
     sluice_lua_handle_close(L, luaL_checkudata(L, 1, t->name));
     return 0;
+}
+
+static int handle_is_closed(lua_State *L)
+{
+    const sluice_lua_type *t = lua_touserdata(L, lua_upvalueindex(1));
+    sluice_lua_handle *h = luaL_checkudata(L, 1, t->name);
+    lua_pushboolean(L, h->state != SLUICE_LUA_OPEN);
+    return 1;
 }
 
 static int handle_gc(lua_State *L)
@@ -150,6 +164,7 @@ void sluice_lua_handle_class(lua_State *L, const sluice_lua_type *t)
         has_close = !lua_isnil(L, -1);
         lua_pop(L, 1);
         if (!has_close) set_closure(L, t, handle_close, "close");
+        set_closure(L, t, handle_is_closed, "is_closed");
     }
     if (t->fields) {
         lua_pushcclosure(L, field_index, 1);
