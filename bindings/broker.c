@@ -1,118 +1,90 @@
 /* sluice.broker: the embedded (in-memory, mock) Kafka cluster. */
+#include <limits.h>
 #include <string.h>
 
 #include "sluice_lua.h"
 #include "sluice/broker.h"
 
-typedef struct lua_broker {
-    sluice_broker *broker;   /* NULL once closed */
-    sluice_lua_owner owner;
-} lua_broker;
+/* h.obj: the sluice_broker. */
 
-static lua_broker *check_broker(lua_State *L)
+static sluice_broker *check_broker(lua_State *L)
 {
-    lua_broker *b = luaL_checkudata(L, 1, SLUICE_BROKER_MT);
-    if (b->broker == NULL) luaL_error(L, "attempt to use a closed %s", SLUICE_BROKER_MT);
-    return b;
+    return sluice_lua_handle_obj(L, 1, &sluice_lua_broker_type);
 }
 
 /* core.broker(loop, { port = 9092, partitions = 4, brokers = 1 }) */
 static int broker_new(lua_State *L)
 {
     sluice_broker_config cfg;
-    lua_broker *b;
+    sluice_lua_handle *h;
+    sluice_broker *b = NULL;
     char err[256] = "";
     int rc;
 
-    sluice_lua_checkloop(L, 1);
-    if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
-    else { lua_newtable(L); lua_replace(L, 2); }
+    sluice_lua_opt_table(L, 2);
     memset(&cfg, 0, sizeof cfg);
-    lua_getfield(L, 2, "port");
-    cfg.port = (int)luaL_optinteger(L, -1, 9092);
-    lua_getfield(L, 2, "partitions");
-    cfg.partitions = (int)luaL_optinteger(L, -1, 0);
-    lua_getfield(L, 2, "brokers");
-    cfg.brokers = (int)luaL_optinteger(L, -1, 0);
-    lua_pop(L, 3);
-
-    b = sluice_newuserdata(L, sizeof *b);
-    memset(b, 0, sizeof *b);
-    b->owner.loop_ref = LUA_NOREF;
-    luaL_getmetatable(L, SLUICE_BROKER_MT);
-    lua_setmetatable(L, -2);
-    sluice_lua_own(L, 1, &b->owner);
-    b->owner.ctx->L = L;
-    rc = sluice_broker_new(b->owner.ctx->loop, &cfg, &b->broker, err, sizeof err);
-    if (rc) {
-        sluice_lua_disown(L, &b->owner);
-        return sluice_lua_fail_core(L, rc, err);
-    }
+    cfg.port = (int)sluice_lua_opt_int(L, 2, "port", 9092, -1, 65535);
+    cfg.partitions = (int)sluice_lua_opt_int(L, 2, "partitions", 0, 0, INT_MAX);
+    cfg.brokers = (int)sluice_lua_opt_int(L, 2, "brokers", 0, 0, INT_MAX);
+    h = sluice_lua_handle_new(L, &sluice_lua_broker_type, sizeof *h, 1);
+    rc = sluice_broker_new(h->ctx->loop, &cfg, &b, err, sizeof err);
+    if (rc) return sluice_lua_handle_fail(L, h, rc, err);
+    h->obj = b;
     return 1;
 }
 
 static int broker_bootstrap(lua_State *L)
 {
-    lua_pushstring(L, sluice_broker_bootstrap(check_broker(L)->broker));
+    lua_pushstring(L, sluice_broker_bootstrap(check_broker(L)));
     return 1;
 }
 
 static int broker_direct_bootstrap(lua_State *L)
 {
-    lua_pushstring(L, sluice_broker_direct_bootstrap(check_broker(L)->broker));
+    lua_pushstring(L, sluice_broker_direct_bootstrap(check_broker(L)));
     return 1;
 }
 
 /* broker:create_topic(name [, partitions]) → true | nil, err, code */
 static int broker_create_topic(lua_State *L)
 {
-    lua_broker *b = check_broker(L);
+    sluice_broker *b = check_broker(L);
     char err[256] = "";
-    int rc = sluice_broker_create_topic(b->broker, luaL_checkstring(L, 2),
-                                        (int)luaL_optinteger(L, 3, 0), err, sizeof err);
-    if (rc) return sluice_lua_fail_core(L, rc, err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return sluice_lua_result(L, sluice_broker_create_topic(b, luaL_checkstring(L, 2),
+                                        (int)luaL_optinteger(L, 3, 0), err, sizeof err), err);
 }
 
 /* ---- fault injection: each → true | nil, err, code; misuse raises ---- */
 
-static int broker_done(lua_State *L, int rc, const char *err)
-{
-    if (rc) return sluice_lua_fail_core(L, rc, err);
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
 /* broker:count() → number of brokers (ids 1..count) */
 static int broker_count(lua_State *L)
 {
-    lua_pushinteger(L, sluice_broker_count(check_broker(L)->broker));
+    lua_pushinteger(L, sluice_broker_count(check_broker(L)));
     return 1;
 }
 
 static int broker_set_down(lua_State *L)
 {
-    lua_broker *b = check_broker(L);
+    sluice_broker *b = check_broker(L);
     char err[256] = "";
-    return broker_done(L, sluice_broker_set_down(b->broker, (int)luaL_checkinteger(L, 2),
+    return sluice_lua_result(L, sluice_broker_set_down(b, (int)luaL_checkinteger(L, 2),
                                                  err, sizeof err), err);
 }
 
 static int broker_set_up(lua_State *L)
 {
-    lua_broker *b = check_broker(L);
+    sluice_broker *b = check_broker(L);
     char err[256] = "";
-    return broker_done(L, sluice_broker_set_up(b->broker, (int)luaL_checkinteger(L, 2),
+    return sluice_lua_result(L, sluice_broker_set_up(b, (int)luaL_checkinteger(L, 2),
                                                err, sizeof err), err);
 }
 
 /* broker:set_rtt(id, ms) */
 static int broker_set_rtt(lua_State *L)
 {
-    lua_broker *b = check_broker(L);
+    sluice_broker *b = check_broker(L);
     char err[256] = "";
-    return broker_done(L, sluice_broker_set_rtt(b->broker, (int)luaL_checkinteger(L, 2),
+    return sluice_lua_result(L, sluice_broker_set_rtt(b, (int)luaL_checkinteger(L, 2),
                                                 (int)luaL_checkinteger(L, 3), err, sizeof err), err);
 }
 
@@ -153,7 +125,7 @@ static int check_error_code(lua_State *L, int idx, int argn)
  * of that API fail with these errors, in order; {} clears them. */
 static int broker_push_errors(lua_State *L)
 {
-    lua_broker *b = check_broker(L);
+    sluice_broker *b = check_broker(L);
     int api = check_api_key(L, 2);
     size_t n;
     int *codes;
@@ -166,50 +138,31 @@ static int broker_push_errors(lua_State *L)
         codes[i] = check_error_code(L, -1, 3);
         lua_pop(L, 1);
     }
-    return broker_done(L, sluice_broker_push_errors(b->broker, api, n, codes, err, sizeof err), err);
+    return sluice_lua_result(L, sluice_broker_push_errors(b, api, n, codes, err, sizeof err), err);
 }
 
 /* broker:set_leader(topic, partition, id) */
 static int broker_set_leader(lua_State *L)
 {
-    lua_broker *b = check_broker(L);
+    sluice_broker *b = check_broker(L);
     char err[256] = "";
-    return broker_done(L, sluice_broker_set_leader(b->broker, luaL_checkstring(L, 2),
+    return sluice_lua_result(L, sluice_broker_set_leader(b, luaL_checkstring(L, 2),
                                                    (int)luaL_checkinteger(L, 3),
                                                    (int)luaL_checkinteger(L, 4), err, sizeof err), err);
 }
 
-static int broker_close(lua_State *L)
-{
-    lua_broker *b = luaL_checkudata(L, 1, SLUICE_BROKER_MT);
-    if (b->broker == NULL) return 0;
-    sluice_broker_free(b->broker);
-    b->broker = NULL;
-    sluice_lua_disown(L, &b->owner);
-    return 0;
-}
+static void broker_free(void *b) { sluice_broker_free(b); }
 
-void sluice_lua_open_broker(lua_State *L)
-{
-    static const luaL_Reg methods[] = {
-        { "bootstrap", broker_bootstrap },
-        { "direct_bootstrap", broker_direct_bootstrap },
-        { "create_topic", broker_create_topic },
-        { "count", broker_count },
-        { "set_down", broker_set_down },
-        { "set_up", broker_set_up },
-        { "set_rtt", broker_set_rtt },
-        { "push_errors", broker_push_errors },
-        { "set_leader", broker_set_leader },
-        { "close", broker_close },
-        { NULL, NULL }
-    };
-    static const luaL_Reg meta[] = {
-        { "__gc", broker_close },
-        { "__close", broker_close },
-        { NULL, NULL }
-    };
-    sluice_lua_newclass(L, SLUICE_BROKER_MT, methods, meta);
-    lua_pushcfunction(L, broker_new);
-    lua_setfield(L, -2, "broker");
-}
+static const luaL_Reg methods[] = {
+    { "bootstrap", broker_bootstrap }, { "direct_bootstrap", broker_direct_bootstrap },
+    { "create_topic", broker_create_topic }, { "count", broker_count },
+    { "set_down", broker_set_down }, { "set_up", broker_set_up }, { "set_rtt", broker_set_rtt },
+    { "push_errors", broker_push_errors }, { "set_leader", broker_set_leader },
+    { NULL, NULL }
+};
+static const luaL_Reg functions[] = { { "broker", broker_new }, { NULL, NULL } };
+
+const sluice_lua_type sluice_lua_broker_type = {
+    .name = "sluice.broker", .free = broker_free, .closable = 1,
+    .methods = methods, .functions = functions,
+};

@@ -7,25 +7,27 @@
 #include "sluice/ws.h"
 
 typedef struct lua_conn {
-    sluice_conn *conn;               /* NULL once closed */
-    sluice_lua_conn_owner *owner;    /* handler refs: the server's, or own_owner */
-    sluice_lua_conn_owner own_owner; /* used by client connections */
-    int self_ref;                    /* anchors the userdata while open */
+    sluice_lua_handle h;       /* anchored while open; a client connection
+                                * also holds its loop and handlers here */
+    sluice_conn *conn;         /* NULL once closed */
+    sluice_lua_handle *owner;  /* whose handlers: the server's, or h */
 } lua_conn;
 
 static const char handler_failed_frame[] = "{\"error\":\"handler failed\",\"code\":\"HANDLER\"}";
 
-static lua_conn *check_conn(lua_State *L)
+/* Only from __gc (a connection is not closed by its handle): the core
+ * connection may outlive the userdata only at state close; detach so the
+ * core never calls back into freed memory. */
+static void conn_detach(lua_State *L, sluice_lua_handle *h)
 {
-    return luaL_checkudata(L, 1, SLUICE_CONN_MT);
+    lua_conn *lc = (lua_conn *)h;
+    (void)L;
+    if (lc->conn == NULL) return;
+    sluice_conn_set_userdata(lc->conn, NULL);
+    sluice_conn_close(lc->conn, 1001, "going away");
+    lc->conn = NULL;
 }
 
-static void add_header(void *ud, const char *name, const char *value)
-{
-    lua_State *L = ud;
-    lua_pushstring(L, value);
-    lua_setfield(L, -2, name);
-}
 
 /* Give the userdata on top of the stack its field table, anchor it while
  * the connection is open, and link it from the core connection. */
@@ -47,88 +49,65 @@ static void attach(lua_State *L, lua_conn *lc, sluice_conn *c, const char *url)
         lua_setfield(L, -2, "url");
     }
     lua_newtable(L);
-    sluice_conn_headers(c, add_header, L);
+    sluice_conn_headers(c, sluice_lua_add_header, L);
     lua_setfield(L, -2, "headers");
     lua_newtable(L);
     lua_setfield(L, -2, "data");
     sluice_setuservalue(L, -2);
-    lua_pushvalue(L, -1);
-    lc->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    sluice_lua_handle_anchor(L, &lc->h);
     sluice_conn_set_userdata(c, lc);
-}
-
-/* Pushes a new userdata wrapping c, with its field table filled. */
-static lua_conn *push_conn(lua_State *L, sluice_lua_conn_owner *o, sluice_conn *c)
-{
-    lua_conn *lc = sluice_newuserdata(L, sizeof *lc);
-    memset(lc, 0, sizeof *lc);
-    lc->owner = o;
-    lc->self_ref = LUA_NOREF;
-    luaL_getmetatable(L, SLUICE_CONN_MT);
-    lua_setmetatable(L, -2);
-    attach(L, lc, c, NULL);
-    return lc;
-}
-
-void sluice_lua_conn_wrap(lua_State *L, sluice_lua_conn_owner *o, sluice_conn *c)
-{
-    push_conn(L, o, c);
 }
 
 static void conn_opened(void *ud, sluice_conn *c)
 {
-    sluice_lua_conn_owner *o = ud;
-    sluice_lua_loop *ctx = o->owner.ctx;
-    lua_State *L = ctx->L;
+    sluice_lua_handle *o = ud;
+    lua_State *L = o->ctx->L;
     lua_conn *lc = sluice_conn_userdata(c);
 
-    if (o->closing_from_gc) return;
-    if (lc == NULL) lc = push_conn(L, o, c);      /* a server connection */
-    else lua_rawgeti(L, LUA_REGISTRYINDEX, lc->self_ref);
-    if (!sluice_lua_pushref(L, o->open_ref)) { lua_pop(L, 1); return; }
+    if (o->from_gc) return;
+    if (lc == NULL) {                   /* a server connection */
+        lc = sluice_lua_handle_new(L, &sluice_lua_conn_type, sizeof *lc, 0);
+        lc->owner = o;
+        attach(L, lc, c, NULL);
+    } else lua_rawgeti(L, LUA_REGISTRYINDEX, lc->h.self_ref);
+    if (!sluice_lua_handle_callback(o, SLUICE_LUA_CONN_OPEN)) { lua_pop(L, 1); return; }
     lua_insert(L, -2);
-    sluice_lua_call(ctx, 1, 0, "open handler");
+    sluice_lua_call(o->ctx, 1, 0, "open handler");
 }
 
 static void conn_message(void *ud, sluice_conn *c, const char *data, size_t len, int binary)
 {
-    sluice_lua_conn_owner *o = ud;
-    sluice_lua_loop *ctx = o->owner.ctx;
-    lua_State *L = ctx->L;
+    sluice_lua_handle *o = ud;
+    lua_State *L = o->ctx->L;
     lua_conn *lc = sluice_conn_userdata(c);
 
-    if (lc == NULL || o->closing_from_gc) return;
-    if (!sluice_lua_pushref(L, o->message_ref)) return;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, lc->self_ref);
+    if (lc == NULL || !sluice_lua_handle_callback(o, SLUICE_LUA_CONN_MESSAGE)) return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lc->h.self_ref);
     lua_pushlstring(L, data, len);
     lua_pushboolean(L, binary);
-    if (sluice_lua_call(ctx, 3, 0, "message handler") != 0 && lc->conn)
+    if (sluice_lua_call(o->ctx, 3, 0, "message handler") != 0 && lc->conn)
         /* Tell the sender; the connection stays open. */
         sluice_conn_send(lc->conn, handler_failed_frame, sizeof handler_failed_frame - 1, 0);
 }
 
 static void conn_closed(void *ud, sluice_conn *c, int code, const char *reason)
 {
-    sluice_lua_conn_owner *o = ud;
-    sluice_lua_loop *ctx = o->owner.ctx;
-    lua_State *L = ctx->L;
+    sluice_lua_handle *o = ud;
+    lua_State *L = o->ctx->L;
     lua_conn *lc = sluice_conn_userdata(c);
 
     if (lc == NULL) return;
     sluice_conn_set_userdata(c, NULL);
     lc->conn = NULL;
-    if (!o->closing_from_gc) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, lc->self_ref);
-        if (sluice_lua_pushref(L, o->close_ref)) {
-            lua_insert(L, -2);
-            lua_pushinteger(L, code);
-            lua_pushstring(L, reason ? reason : "");
-            sluice_lua_call(ctx, 3, 0, "close handler");
-        } else lua_pop(L, 1);
-        sluice_lua_unref(L, &lc->self_ref);
-        if (lc->owner == &lc->own_owner)
-            sluice_lua_conn_owner_release(L, &lc->own_owner);
-    }
+    if (o->from_gc) return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lc->h.self_ref);
+    if (sluice_lua_handle_callback(o, SLUICE_LUA_CONN_CLOSE)) {
+        lua_insert(L, -2);
+        lua_pushinteger(L, code);
+        lua_pushstring(L, reason ? reason : "");
+        sluice_lua_call(o->ctx, 3, 0, "close handler");
+    } else lua_pop(L, 1);
+    sluice_lua_handle_release(L, &lc->h);
 }
 
 void sluice_lua_conn_handlers(sluice_conn_handlers *h)
@@ -138,25 +117,17 @@ void sluice_lua_conn_handlers(sluice_conn_handlers *h)
     h->close = conn_closed;
 }
 
-void sluice_lua_conn_owner_init(lua_State *L, int idx, sluice_lua_conn_owner *o)
+void sluice_lua_conn_refs(lua_State *L, sluice_lua_handle *o, int idx)
 {
-    o->open_ref = sluice_lua_function_ref(L, idx, "open", 0);
-    o->message_ref = sluice_lua_function_ref(L, idx, "message", 0);
-    o->close_ref = sluice_lua_function_ref(L, idx, "close", 0);
-}
-
-void sluice_lua_conn_owner_release(lua_State *L, sluice_lua_conn_owner *o)
-{
-    sluice_lua_unref(L, &o->open_ref);
-    sluice_lua_unref(L, &o->message_ref);
-    sluice_lua_unref(L, &o->close_ref);
-    sluice_lua_disown(L, &o->owner);
+    sluice_lua_handle_ref(L, o, SLUICE_LUA_CONN_OPEN, idx, "open", 0);
+    sluice_lua_handle_ref(L, o, SLUICE_LUA_CONN_MESSAGE, idx, "message", 0);
+    sluice_lua_handle_ref(L, o, SLUICE_LUA_CONN_CLOSE, idx, "close", 0);
 }
 
 /* conn:send(data [, binary]) → true | nil, err, code */
 static int conn_send(lua_State *L)
 {
-    lua_conn *lc = check_conn(L);
+    lua_conn *lc = sluice_lua_handle_get(L, 1, &sluice_lua_conn_type);
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
     int rc;
@@ -196,7 +167,7 @@ static int conn_broadcast(lua_State *L)
     data = luaL_checklstring(L, 2, &len);
     binary = lua_toboolean(L, 3);
     lua_settop(L, 2);
-    luaL_getmetatable(L, SLUICE_CONN_MT);      /* index 3 */
+    luaL_getmetatable(L, sluice_lua_conn_type.name);      /* index 3 */
     p = sluice_payload_new(data, len);
     if (p == NULL) return sluice_lua_fail_core(L, SLUICE_ENOMEM, NULL);
     /* Nothing below raises while p is held: lua_next on keys it gave. */
@@ -215,7 +186,7 @@ static int conn_broadcast(lua_State *L)
 /* conn:close([code [, reason]]) → true | nil, err, code */
 static int conn_close(lua_State *L)
 {
-    lua_conn *lc = check_conn(L);
+    lua_conn *lc = sluice_lua_handle_get(L, 1, &sluice_lua_conn_type);
     int code = (int)luaL_optinteger(L, 2, 1000);
     const char *reason = luaL_optstring(L, 3, "");
     int rc;
@@ -232,54 +203,41 @@ static int conn_close(lua_State *L)
 
 static int conn_is_open(lua_State *L)
 {
-    lua_conn *lc = check_conn(L);
+    lua_conn *lc = sluice_lua_handle_get(L, 1, &sluice_lua_conn_type);
     lua_pushboolean(L, lc->conn != NULL && sluice_conn_is_open(lc->conn));
     return 1;
 }
 
 static int conn_queued(lua_State *L)
 {
-    lua_conn *lc = check_conn(L);
+    lua_conn *lc = sluice_lua_handle_get(L, 1, &sluice_lua_conn_type);
     lua_pushinteger(L, lc->conn ? (lua_Integer)sluice_conn_queued_bytes(lc->conn) : 0);
     return 1;
 }
 
 static int conn_pause(lua_State *L)
 {
-    lua_conn *lc = check_conn(L);
+    lua_conn *lc = sluice_lua_handle_get(L, 1, &sluice_lua_conn_type);
     if (lc->conn) sluice_conn_pause_reading(lc->conn, lua_isnoneornil(L, 2) || lua_toboolean(L, 2));
     return 0;
 }
 
 static int conn_resume(lua_State *L)
 {
-    lua_conn *lc = check_conn(L);
+    lua_conn *lc = sluice_lua_handle_get(L, 1, &sluice_lua_conn_type);
     if (lc->conn) sluice_conn_pause_reading(lc->conn, 0);
     return 0;
 }
 
 static int conn_tostring(lua_State *L)
 {
-    lua_conn *lc = check_conn(L);
+    lua_conn *lc = sluice_lua_handle_get(L, 1, &sluice_lua_conn_type);
     sluice_getuservalue(L, 1);
     lua_getfield(L, -1, "id");
     lua_getfield(L, -2, "path");
-    lua_pushfstring(L, "%s %s %s (%s)", SLUICE_CONN_MT, lua_tostring(L, -2),
+    lua_pushfstring(L, "%s %s %s (%s)", sluice_lua_conn_type.name, lua_tostring(L, -2),
                     lua_tostring(L, -1), lc->conn ? "open" : "closed");
     return 1;
-}
-
-/* __gc: the core connection may outlive the userdata only at state close;
- * detach so the core never calls back into freed memory. */
-static int conn_gc(lua_State *L)
-{
-    lua_conn *lc = check_conn(L);
-    if (lc->conn) {
-        sluice_conn_set_userdata(lc->conn, NULL);
-        sluice_conn_close(lc->conn, 1001, "going away");
-        lc->conn = NULL;
-    }
-    return 0;
 }
 
 /* core.connect(loop, url, handlers [, options]) → conn | nil, err, code */
@@ -293,64 +251,38 @@ static int conn_connect(lua_State *L)
     char err[256] = "";
     int rc;
 
-    sluice_lua_checkloop(L, 1);
     luaL_checktype(L, 3, LUA_TTABLE);
+    sluice_lua_opt_table(L, 4);
     memset(&cfg, 0, sizeof cfg);
-    if (!lua_isnoneornil(L, 4)) {
-        luaL_checktype(L, 4, LUA_TTABLE);
-        lua_getfield(L, 4, "max_message");
-        cfg.max_message = (size_t)luaL_optnumber(L, -1, 0);
-        lua_getfield(L, 4, "send_queue");
-        cfg.send_queue_max = (size_t)luaL_optnumber(L, -1, 0);
-        lua_getfield(L, 4, "protocol");
-        cfg.protocol = luaL_optstring(L, -1, NULL);
-        lua_getfield(L, 4, "headers");
-        cfg.headers = sluice_lua_string_pairs(L, lua_gettop(L), "headers");
-    }
+    cfg.max_message = sluice_lua_opt_size(L, 4, "max_message");
+    cfg.send_queue_max = sluice_lua_opt_size(L, 4, "send_queue");
+    cfg.protocol = sluice_lua_opt_string(L, 4, "protocol", NULL);
+    lua_settop(L, 4);
+    lua_getfield(L, 4, "headers");
+    cfg.headers = sluice_lua_string_pairs(L, 5, "headers");
     /* The userdata exists before the connection, so nothing leaks if
      * creating it raises. */
-    lc = sluice_newuserdata(L, sizeof *lc);
-    memset(lc, 0, sizeof *lc);
-    lc->self_ref = LUA_NOREF;
-    lc->owner = &lc->own_owner;
-    lc->own_owner.open_ref = lc->own_owner.message_ref = lc->own_owner.close_ref = LUA_NOREF;
-    lc->own_owner.owner.loop_ref = LUA_NOREF;
-    luaL_getmetatable(L, SLUICE_CONN_MT);
-    lua_setmetatable(L, -2);
-    sluice_lua_conn_owner_init(L, 3, &lc->own_owner);
-    sluice_lua_own(L, 1, &lc->own_owner.owner);
-    lc->own_owner.owner.ctx->L = L;
-
+    lc = sluice_lua_handle_new(L, &sluice_lua_conn_type, sizeof *lc, 1);
+    lc->owner = &lc->h;
+    sluice_lua_conn_refs(L, &lc->h, 3);
     sluice_lua_conn_handlers(&h);
-    rc = sluice_client_connect(lc->own_owner.owner.ctx->loop, url, &cfg, &h, &lc->own_owner,
-                               &c, err, sizeof err);
-    if (rc) {
-        sluice_lua_conn_owner_release(L, &lc->own_owner);
-        return sluice_lua_fail_core(L, rc, err);
-    }
+    rc = sluice_client_connect(lc->h.ctx->loop, url, &cfg, &h, &lc->h, &c, err, sizeof err);
+    if (rc) return sluice_lua_handle_fail(L, &lc->h, rc, err);
     attach(L, lc, c, url);
     return 1;
 }
 
-void sluice_lua_open_conn(lua_State *L)
-{
-    static const luaL_Reg methods[] = {
-        { "send", conn_send },
-        { "close", conn_close },
-        { "is_open", conn_is_open },
-        { "queued", conn_queued },
-        { "pause", conn_pause },
-        { "resume", conn_resume },
-        { NULL, NULL }
-    };
-    static const luaL_Reg meta[] = {
-        { "__tostring", conn_tostring },
-        { "__gc", conn_gc },
-        { NULL, NULL }
-    };
-    sluice_lua_newfieldclass(L, SLUICE_CONN_MT, methods, meta);
-    lua_pushcfunction(L, conn_connect);
-    lua_setfield(L, -2, "connect");
-    lua_pushcfunction(L, conn_broadcast);
-    lua_setfield(L, -2, "broadcast");
-}
+static const luaL_Reg methods[] = {
+    { "send", conn_send }, { "close", conn_close }, { "is_open", conn_is_open },
+    { "queued", conn_queued }, { "pause", conn_pause }, { "resume", conn_resume },
+    { NULL, NULL }
+};
+static const luaL_Reg meta[] = { { "__tostring", conn_tostring }, { NULL, NULL } };
+static const luaL_Reg functions[] = {
+    { "connect", conn_connect }, { "broadcast", conn_broadcast }, { NULL, NULL }
+};
+
+const sluice_lua_type sluice_lua_conn_type = {
+    .name = "sluice.ws.conn", .close = conn_detach, .fields = 1,
+    .methods = methods, .meta = meta, .functions = functions,
+};

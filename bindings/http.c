@@ -7,26 +7,29 @@
 #include "sluice/ws.h"
 
 typedef struct lua_http {
-    sluice_http_req *req;   /* NULL once answered or abandoned */
-    int self_ref;           /* anchors the userdata until then */
+    sluice_lua_handle h;    /* anchored until answered or abandoned */
+    sluice_http_req *req;   /* NULL from then on */
 } lua_http;
 
-static void add_header(void *ud, const char *name, const char *value)
+/* Collected unanswered (at state close): answer for it. */
+static void http_abandon(lua_State *L, sluice_lua_handle *hd)
 {
-    lua_State *L = ud;
-    lua_pushstring(L, value);
-    lua_setfield(L, -2, name);
+    lua_http *h = (lua_http *)hd;
+    sluice_http_req *r = h->req;
+    (void)L;
+    if (r == NULL) return;
+    sluice_http_set_userdata(r, NULL);
+    h->req = NULL;
+    sluice_http_respond(r, 503, "text/plain", "shutting down\n", 14, NULL);
 }
+
 
 void sluice_lua_http_wrap(lua_State *L, sluice_http_req *r)
 {
     size_t body_len = 0;
     const char *body = sluice_http_body(r, &body_len);
-    lua_http *h = sluice_newuserdata(L, sizeof *h);
+    lua_http *h = sluice_lua_handle_new(L, &sluice_lua_http_type, sizeof *h, 0);
     h->req = r;
-    h->self_ref = LUA_NOREF;
-    luaL_getmetatable(L, SLUICE_HTTP_MT);
-    lua_setmetatable(L, -2);
     lua_createtable(L, 0, 6);
     lua_pushstring(L, sluice_http_method(r));
     lua_setfield(L, -2, "method");
@@ -39,11 +42,10 @@ void sluice_lua_http_wrap(lua_State *L, sluice_http_req *r)
     lua_pushlstring(L, body ? body : "", body ? body_len : 0);
     lua_setfield(L, -2, "body");
     lua_newtable(L);
-    sluice_http_headers(r, add_header, L);
+    sluice_http_headers(r, sluice_lua_add_header, L);
     lua_setfield(L, -2, "headers");
     sluice_setuservalue(L, -2);
-    lua_pushvalue(L, -1);
-    h->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    sluice_lua_handle_anchor(L, &h->h);
     sluice_http_set_userdata(r, h);
 }
 
@@ -54,13 +56,13 @@ void sluice_lua_http_forget(sluice_http_req *r, lua_State *L)
     if (h == NULL) return;
     sluice_http_set_userdata(r, NULL);
     h->req = NULL;
-    if (L) sluice_lua_unref(L, &h->self_ref);
+    if (L) sluice_lua_handle_release(L, &h->h);
 }
 
 /* req:respond(status, content_type, body [, headers]) → true | nil, err, code */
 static int http_respond(lua_State *L)
 {
-    lua_http *h = luaL_checkudata(L, 1, SLUICE_HTTP_MT);
+    lua_http *h = sluice_lua_handle_get(L, 1, &sluice_lua_http_type);
     int status = (int)luaL_checkinteger(L, 2);
     const char *ctype = luaL_optstring(L, 3, "text/plain; charset=utf-8");
     size_t len = 0;
@@ -83,33 +85,15 @@ static int http_respond(lua_State *L)
 
 static int http_is_pending(lua_State *L)
 {
-    lua_http *h = luaL_checkudata(L, 1, SLUICE_HTTP_MT);
+    lua_http *h = sluice_lua_handle_get(L, 1, &sluice_lua_http_type);
     lua_pushboolean(L, h->req != NULL);
     return 1;
 }
 
-static int http_gc(lua_State *L)
-{
-    lua_http *h = luaL_checkudata(L, 1, SLUICE_HTTP_MT);
-    if (h->req) {
-        sluice_http_req *r = h->req;
-        sluice_http_set_userdata(r, NULL);
-        h->req = NULL;
-        sluice_http_respond(r, 503, "text/plain", "shutting down\n", 14, NULL);
-    }
-    return 0;
-}
+static const luaL_Reg methods[] = {
+    { "respond", http_respond }, { "is_pending", http_is_pending }, { NULL, NULL }
+};
 
-void sluice_lua_open_http(lua_State *L)
-{
-    static const luaL_Reg methods[] = {
-        { "respond", http_respond },
-        { "is_pending", http_is_pending },
-        { NULL, NULL }
-    };
-    static const luaL_Reg meta[] = {
-        { "__gc", http_gc },
-        { NULL, NULL }
-    };
-    sluice_lua_newfieldclass(L, SLUICE_HTTP_MT, methods, meta);
-}
+const sluice_lua_type sluice_lua_http_type = {
+    .name = "sluice.http.req", .close = http_abandon, .fields = 1, .methods = methods,
+};

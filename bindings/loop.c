@@ -16,6 +16,7 @@ static int parse_level(lua_State *L, int idx)
     return luaL_checkoption(L, idx, "info", names);
 }
 
+
 /* core.loop{ log = function(level, msg), log_level = "info",
  *            handler_timeout = seconds, handler_instructions = n } */
 static int loop_new(lua_State *L)
@@ -25,60 +26,35 @@ static int loop_new(lua_State *L)
     char err[256] = "";
     int rc;
 
-    if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TTABLE);
-    else { lua_newtable(L); lua_replace(L, 1); }
+    sluice_lua_opt_table(L, 1);
     lua_settop(L, 1);
-
-    ctx = sluice_newuserdata(L, sizeof *ctx);      /* before the resource */
-    memset(ctx, 0, sizeof *ctx);
-    ctx->log_ref = LUA_NOREF;
-    ctx->signal_ref = LUA_NOREF;
+    ctx = sluice_lua_handle_new(L, &sluice_lua_loop_type, sizeof *ctx, 0);   /* before the resource */
+    ctx->h.ctx = ctx;
     ctx->L = L;
-    luaL_getmetatable(L, SLUICE_LOOP_MT);
-    lua_setmetatable(L, -2);
 
     lua_getfield(L, 1, "log_level");
     ctx->log_level = parse_level(L, -1);
     lua_pop(L, 1);
-    lua_getfield(L, 1, "log");
-    if (!lua_isnil(L, -1)) {
-        luaL_argcheck(L, lua_isfunction(L, -1), 1, "'log' must be a function");
-        ctx->log_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    } else lua_pop(L, 1);
-
+    sluice_lua_handle_ref(L, &ctx->h, SLUICE_LUA_LOOP_LOG, 1, "log", 0);
     /* Per-handler-call limits; absent, false or 0: no limit. */
-    lua_getfield(L, 1, "handler_timeout");
-    if (lua_toboolean(L, -1)) {
-        lua_Number secs = luaL_checknumber(L, -1);
-        luaL_argcheck(L, secs >= 0 && secs < 4e6, 1, "'handler_timeout' must be >= 0 seconds");
-        ctx->limit_ms = (unsigned)(secs * 1000 + 0.5);
-    }
-    lua_pop(L, 1);
-    lua_getfield(L, 1, "handler_instructions");
-    if (lua_toboolean(L, -1)) {
-        lua_Number n = luaL_checknumber(L, -1);
-        luaL_argcheck(L, n >= 0, 1, "'handler_instructions' must be >= 0");
-        ctx->limit_instructions = (unsigned long)n;
-    }
-    lua_pop(L, 1);
+    if (sluice_lua_opt_flag(L, 1, "handler_timeout", 0))
+        ctx->limit_ms = (unsigned)(sluice_lua_opt_number(L, 1, "handler_timeout", 0, 0, 4e6) * 1000 + 0.5);
+    if (sluice_lua_opt_flag(L, 1, "handler_instructions", 0))
+        ctx->limit_instructions = (unsigned long)sluice_lua_opt_number(L, 1, "handler_instructions",
+                                                                       0, 0, 1e15);
 
     memset(&cfg, 0, sizeof cfg);
     cfg.log = loop_log_hook;
     cfg.log_ud = ctx;
     cfg.log_level = ctx->log_level;
     rc = sluice_loop_new(&cfg, &ctx->loop, err, sizeof err);
-    if (rc) {
-        sluice_lua_unref(L, &ctx->log_ref);
-        return sluice_lua_fail_core(L, rc, err);
-    }
+    if (rc) return sluice_lua_handle_fail(L, &ctx->h, rc, err);
     return 1;
 }
 
 static sluice_lua_loop *check_open(lua_State *L)
 {
-    sluice_lua_loop *ctx = sluice_lua_checkloop(L, 1);
-    ctx->L = L;
-    return ctx;
+    return sluice_lua_handle_check(L, 1, &sluice_lua_loop_type);
 }
 
 /* loop:run_once([ms]) → true if stop was requested */
@@ -141,7 +117,7 @@ static void signal_arrived(void *ud, int signo)
 {
     sluice_lua_loop *ctx = ud;
     lua_State *L = ctx->L;
-    if (!sluice_lua_pushref(L, ctx->signal_ref)) return;
+    if (!sluice_lua_handle_callback(&ctx->h, SLUICE_LUA_LOOP_SIGNAL)) return;
     lua_pushstring(L, signal_name(signo));
     sluice_lua_call(ctx, 1, 0, "signal handler");
 }
@@ -152,7 +128,7 @@ static void stop_signals(lua_State *L, sluice_lua_loop *ctx)
         sluice_signal_watch_free(ctx->signals);
         ctx->signals = NULL;
     }
-    sluice_lua_unref(L, &ctx->signal_ref);
+    sluice_lua_unref(L, &ctx->h.refs[SLUICE_LUA_LOOP_SIGNAL]);
 }
 
 /* loop:on_signals(fn) — INT, TERM and HUP become fn("INT"|"TERM"|"HUP")
@@ -168,58 +144,40 @@ static int loop_on_signals(lua_State *L)
     if (lua_isnoneornil(L, 2)) { lua_pushboolean(L, 1); return 1; }
     luaL_checktype(L, 2, LUA_TFUNCTION);
     lua_pushvalue(L, 2);
-    ctx->signal_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    ctx->h.refs[SLUICE_LUA_LOOP_SIGNAL] = luaL_ref(L, LUA_REGISTRYINDEX);
     rc = sluice_signal_watch_new(ctx->loop, signals, 3, signal_arrived, ctx,
                                  (sluice_signal_watch **)&ctx->signals, err, sizeof err);
-    if (rc) {
-        sluice_lua_unref(L, &ctx->signal_ref);
-        return sluice_lua_fail_core(L, rc, err);
-    }
-    lua_pushboolean(L, 1);
-    return 1;
+    if (rc) stop_signals(L, ctx);
+    return sluice_lua_result(L, rc, err);
 }
 
-/* close, __gc and __close: one idempotent function. Objects attached to
- * the loop hold a reference to it, so by the time this runs from __gc they
- * have been closed (or are being finalized first, at state close). */
-static int loop_close(lua_State *L)
+/* Objects attached to the loop hold a reference to it, so by the time
+ * this runs from __gc they have been closed (or are being finalized
+ * first, at state close). */
+static void loop_close(lua_State *L, sluice_lua_handle *h)
 {
-    sluice_lua_loop *ctx = luaL_checkudata(L, 1, SLUICE_LOOP_MT);
-    if (ctx->loop == NULL) return 0;
+    sluice_lua_loop *ctx = (sluice_lua_loop *)h;
     stop_signals(L, ctx);
     sluice_loop_free(ctx->loop);
     ctx->loop = NULL;
-    sluice_lua_unref(L, &ctx->log_ref);
-    return 0;
 }
 
 static int loop_tostring(lua_State *L)
 {
-    sluice_lua_loop *ctx = luaL_checkudata(L, 1, SLUICE_LOOP_MT);
-    lua_pushfstring(L, "%s (%s)", SLUICE_LOOP_MT, ctx->loop ? "open" : "closed");
+    sluice_lua_loop *ctx = sluice_lua_handle_get(L, 1, &sluice_lua_loop_type);
+    lua_pushfstring(L, "%s (%s)", SLUICE_LOOP_MT, ctx->h.state == 0 ? "open" : "closed");
     return 1;
 }
 
-void sluice_lua_open_loop(lua_State *L)
-{
-    static const luaL_Reg methods[] = {
-        { "run_once", loop_run_once },
-        { "run", loop_run },
-        { "stop", loop_stop },
-        { "now", loop_now },
-        { "handler_errors", loop_handler_errors },
-        { "log", loop_log },
-        { "on_signals", loop_on_signals },
-        { "close", loop_close },
-        { NULL, NULL }
-    };
-    static const luaL_Reg meta[] = {
-        { "__gc", loop_close },
-        { "__close", loop_close },
-        { "__tostring", loop_tostring },
-        { NULL, NULL }
-    };
-    sluice_lua_newclass(L, SLUICE_LOOP_MT, methods, meta);
-    lua_pushcfunction(L, loop_new);
-    lua_setfield(L, -2, "loop");
-}
+static const luaL_Reg methods[] = {
+    { "run_once", loop_run_once }, { "run", loop_run }, { "stop", loop_stop }, { "now", loop_now },
+    { "handler_errors", loop_handler_errors }, { "log", loop_log },
+    { "on_signals", loop_on_signals }, { NULL, NULL }
+};
+static const luaL_Reg meta[] = { { "__tostring", loop_tostring }, { NULL, NULL } };
+static const luaL_Reg functions[] = { { "loop", loop_new }, { NULL, NULL } };
+
+const sluice_lua_type sluice_lua_loop_type = {
+    .name = SLUICE_LOOP_MT, .close = loop_close, .closable = 1,
+    .methods = methods, .meta = meta, .functions = functions,
+};

@@ -20,8 +20,8 @@ void sluice_lua_log(sluice_lua_loop *ctx, int level, const char *msg)
     if (level > ctx->log_level) return;
     if (level < 0) level = 0;
     if (level > 3) level = 3;
-    if (L && ctx->log_ref != LUA_NOREF) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->log_ref);
+    if (L && ctx->h.refs[SLUICE_LUA_LOOP_LOG] != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->h.refs[SLUICE_LUA_LOOP_LOG]);
         lua_pushstring(L, level_names[level]);
         lua_pushstring(L, msg);
         /* A failing logger must not recurse into logging. */
@@ -162,18 +162,11 @@ int sluice_lua_fail_core(lua_State *L, int code, const char *err)
                            err && *err ? err : sluice_error_text(code));
 }
 
-void sluice_lua_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
-                         const luaL_Reg *meta)
+int sluice_lua_result(lua_State *L, int rc, const char *err)
 {
-    luaL_newmetatable(L, name);
-    if (meta) sluice_setfuncs(L, meta);
-    if (methods) {
-        sluice_newlib(L, methods);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pushstring(L, name);
-    lua_setfield(L, -2, "__name");
-    lua_pop(L, 1);
+    if (rc) return sluice_lua_fail_core(L, rc, err);
+    lua_pushboolean(L, 1);
+    return 1;
 }
 
 const char **sluice_lua_string_pairs(lua_State *L, int idx, const char *argname)
@@ -192,9 +185,8 @@ const char **sluice_lua_string_pairs(lua_State *L, int idx, const char *argname)
     pairs = lua_newuserdata(L, (2 * count + 1) * sizeof *pairs);
     lua_pushnil(L);
     while (lua_next(L, idx)) {
-        /* Keys and values are anchored by the table; tostring of numbers
-         * and booleans would create new strings, so only accept strings
-         * and convert numbers in place is not allowed: require strings. */
+        /* Only strings are anchored by the table: converting a number
+         * would make a new string that nothing holds. */
         if (lua_type(L, -2) != LUA_TSTRING)
             luaL_error(L, "bad %s: keys must be strings", argname);
         if (lua_type(L, -1) != LUA_TSTRING)
@@ -208,82 +200,36 @@ const char **sluice_lua_string_pairs(lua_State *L, int idx, const char *argname)
     return pairs;
 }
 
-int sluice_lua_function_ref(lua_State *L, int idx, const char *field, int required)
-{
-    lua_getfield(L, idx, field);
-    if (lua_isnil(L, -1) && !required) { lua_pop(L, 1); return LUA_NOREF; }
-    if (!lua_isfunction(L, -1))
-        luaL_error(L, "bad handler '%s' (function expected, got %s)", field, luaL_typename(L, -1));
-    return luaL_ref(L, LUA_REGISTRYINDEX);
-}
-
-void sluice_lua_kafka_error(sluice_lua_loop *ctx, int ref, const char *who,
+void sluice_lua_kafka_error(sluice_lua_handle *h, int slot, const char *who,
                             const char *name, const char *text, int fatal)
 {
-    if (!sluice_lua_pushref(ctx->L, ref)) {
+    lua_State *L = h->ctx->L;
+    if (h->from_gc) return;
+    if (!sluice_lua_pushref(L, h->refs[slot])) {
         char line[512];
         snprintf(line, sizeof line, "kafka %s: %s: %s", who, name, text);
-        sluice_lua_log(ctx, fatal ? SLUICE_LOG_ERROR : SLUICE_LOG_WARN, line);
+        sluice_lua_log(h->ctx, fatal ? SLUICE_LOG_ERROR : SLUICE_LOG_WARN, line);
         return;
     }
-    lua_pushfstring(ctx->L, "%s: %s", name, text);
-    lua_pushboolean(ctx->L, fatal);
-    sluice_lua_call(ctx, 2, 0, "kafka error callback");
+    lua_pushfstring(L, "%s: %s", name, text);
+    lua_pushboolean(L, fatal);
+    sluice_lua_call(h->ctx, 2, 0, "kafka error callback");
 }
 
-static int field_index(lua_State *L)
+void sluice_lua_push_strings(lua_State *L, const char *const *s, size_t n)
 {
-    lua_pushvalue(L, 2);
-    lua_rawget(L, lua_upvalueindex(1));
-    if (!lua_isnil(L, -1)) return 1;
-    lua_pop(L, 1);
-    sluice_getuservalue(L, 1);
-    lua_pushvalue(L, 2);
-    lua_rawget(L, -2);
-    return 1;
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_pushstring(L, s[i]);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
 }
 
-static int field_newindex(lua_State *L)
+void sluice_lua_add_header(void *ud, const char *name, const char *value)
 {
-    sluice_getuservalue(L, 1);
-    lua_pushvalue(L, 2);
-    lua_pushvalue(L, 3);
-    lua_rawset(L, -3);
-    return 0;
-}
-
-void sluice_lua_newfieldclass(lua_State *L, const char *name, const luaL_Reg *methods,
-                              const luaL_Reg *meta)
-{
-    luaL_newmetatable(L, name);
-    if (meta) sluice_setfuncs(L, meta);
-    lua_pushcfunction(L, field_newindex);
-    lua_setfield(L, -2, "__newindex");
-    sluice_newlib(L, methods);
-    lua_pushcclosure(L, field_index, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushstring(L, name);
-    lua_setfield(L, -2, "__name");
-    lua_pop(L, 1);
-}
-
-sluice_lua_loop *sluice_lua_checkloop(lua_State *L, int idx)
-{
-    sluice_lua_loop *ctx = luaL_checkudata(L, idx, SLUICE_LOOP_MT);
-    if (ctx->loop == NULL) luaL_error(L, "attempt to use a closed %s", SLUICE_LOOP_MT);
-    return ctx;
-}
-
-void sluice_lua_own(lua_State *L, int loop_idx, sluice_lua_owner *owner)
-{
-    owner->ctx = sluice_lua_checkloop(L, loop_idx);
-    lua_pushvalue(L, loop_idx);
-    owner->loop_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-}
-
-void sluice_lua_disown(lua_State *L, sluice_lua_owner *owner)
-{
-    sluice_lua_unref(L, &owner->loop_ref);
+    lua_State *L = ud;
+    lua_pushstring(L, value);
+    lua_setfield(L, -2, name);
 }
 
 static int getpid_lua(lua_State *L)
@@ -314,18 +260,16 @@ int luaopen_sluice_core(lua_State *L)
         { "hostname", hostname_lua },
         { NULL, NULL }
     };
+    static const sluice_lua_type *const types[] = {
+        &sluice_lua_loop_type, &sluice_lua_timer_type, &sluice_lua_conn_type,
+        &sluice_lua_http_type, &sluice_lua_server_type, &sluice_lua_producer_type,
+        &sluice_lua_consumer_type, &sluice_lua_broker_type, &sluice_lua_fswatch_type,
+        &sluice_lua_schema_type,
+    };
     sluice_newlib(L, functions);
     lua_pushstring(L, SLUICE_VERSION);
     lua_setfield(L, -2, "version");
-    sluice_lua_open_loop(L);
-    sluice_lua_open_timer(L);
-    sluice_lua_open_conn(L);
-    sluice_lua_open_http(L);
-    sluice_lua_open_server(L);
-    sluice_lua_open_producer(L);
-    sluice_lua_open_consumer(L);
-    sluice_lua_open_broker(L);
-    sluice_lua_open_fswatch(L);
-    sluice_lua_open_schema(L);
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++)
+        sluice_lua_handle_class(L, types[i]);
     return 1;
 }

@@ -3,32 +3,39 @@
  * report. The function is held in a table of the producer under a ref
  * whose number travels through librdkafka as the message opaque.
  *
- * Reports are collected as they arrive and handed to Lua in one call per
- * batch (one wake-up of the producer): a small Lua loop calls each
- * callback. The C->Lua crossing, the protected call and its limits are
- * paid once per batch, and the loop can be JIT-compiled; an error in one
- * callback is reported like before and the loop resumes after it. */
+ * Reports are collected as they arrive and handed to Lua in one protected
+ * call per batch (one wake-up of the producer), which calls each callback:
+ * the protected call and its limits are paid once per batch. An error in
+ * one callback is logged and counted like any handler's, and the batch
+ * resumes after it: the other callbacks still run, each exactly once. */
 #include <stdint.h>
 #include <string.h>
 
 #include "sluice_lua.h"
 #include "sluice/kafka.h"
 
+enum { PRESSURE, ERROR };   /* refs */
+
 typedef struct lua_producer {
-    sluice_producer *producer;   /* NULL once closed */
-    sluice_lua_owner owner;
-    int pressure_ref, error_ref;
-    int closing_from_gc;
+    sluice_lua_handle h;         /* h.obj: the sluice_producer */
     double sent, delivered, failed;
     /* Registry refs to tables of this producer, kept until __gc: reports
      * purged by a close begun inside a callback still arrive after it. */
     int cbs_ref;      /* ref → callback of the records in flight */
     int args_ref;     /* ref → the value to pass it (when one was given) */
     int batch_ref;    /* reports collected: callback, err, report, arg per entry */
-    int dispatch_ref; /* the Lua loop calling a batch's callbacks */
     lua_Integer batch_n;
     int in_dispatch;
 } lua_producer;
+
+static void producer_collect(lua_State *L, sluice_lua_handle *h)
+{
+    lua_producer *p = (lua_producer *)h;
+    sluice_lua_unref(L, &p->cbs_ref);
+    sluice_lua_unref(L, &p->args_ref);
+    sluice_lua_unref(L, &p->batch_ref);
+}
+
 
 /* The opaque: ref * 2, + 1 when a value for the callback was given. */
 #define OPAQUE_NONE ((intptr_t)-1)
@@ -37,37 +44,33 @@ typedef struct lua_producer {
  * entry being called, so that after an error the caller resumes past it.
  * Entries are cleared before their call: nothing is kept alive by a
  * finished batch and nothing is called twice. */
-static const char dispatch_source[] =
-    "return function(batch, i, n)\n"
-    "  while i <= n do\n"
-    "    batch[0] = i\n"
-    "    local j = i * 4\n"
-    "    local f, err, report, arg = batch[j - 3], batch[j - 2], batch[j - 1], batch[j]\n"
-    "    batch[j - 3], batch[j - 2], batch[j - 1], batch[j] = nil, nil, nil, nil\n"
-    "    f(err, report, arg)\n"
-    "    i = i + 1\n"
-    "  end\n"
-    "end\n";
-
-static lua_producer *check_producer(lua_State *L)
+static int dispatch(lua_State *L)
 {
-    lua_producer *p = luaL_checkudata(L, 1, SLUICE_PRODUCER_MT);
-    if (p->producer == NULL) luaL_error(L, "attempt to use a closed %s", SLUICE_PRODUCER_MT);
-    p->owner.ctx->L = L;
-    return p;
+    lua_Integer i = lua_tointeger(L, 2), n = lua_tointeger(L, 3);
+    for (; i <= n; i++) {
+        int j = (int)i * 4;
+        lua_pushinteger(L, i);
+        lua_rawseti(L, 1, 0);
+        for (int k = 3; k >= 0; k--) {   /* f, err, report, arg */
+            lua_rawgeti(L, 1, j - k);
+            lua_pushnil(L);
+            lua_rawseti(L, 1, j - k);
+        }
+        lua_call(L, 3, 0);
+    }
+    return 0;
 }
 
 /* Appends the report to the batch; on_delivery_end hands it to Lua. */
 static void on_delivery(void *ud, void *opaque, const sluice_delivery *d)
 {
     lua_producer *p = ud;
-    sluice_lua_loop *ctx = p->owner.ctx;
-    lua_State *L = ctx->L;
+    lua_State *L = p->h.ctx->L;
     intptr_t op = (intptr_t)opaque;
     int ref = (int)(op >> 1), base;
 
     if (d->error) p->failed++; else p->delivered++;
-    if (op == OPAQUE_NONE || p->closing_from_gc) return;
+    if (op == OPAQUE_NONE || p->h.from_gc) return;
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->batch_ref);
     base = (int)(p->batch_n++ * 4);
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->cbs_ref);
@@ -109,16 +112,16 @@ static void on_delivery(void *ud, void *opaque, const sluice_delivery *d)
 static void on_delivery_end(void *ud)
 {
     lua_producer *p = ud;
-    sluice_lua_loop *ctx = p->owner.ctx;
+    sluice_lua_loop *ctx = p->h.ctx;
     lua_State *L = ctx->L;
     lua_Integer done = 0;
     int failed_any = 0;
 
-    if (p->closing_from_gc || p->in_dispatch || p->batch_n == 0) return;
+    if (p->h.from_gc || p->in_dispatch || p->batch_n == 0) return;
     p->in_dispatch = 1;
     while (done < p->batch_n) {
         lua_Integer n = p->batch_n;
-        lua_rawgeti(L, LUA_REGISTRYINDEX, p->dispatch_ref);
+        lua_pushcfunction(L, dispatch);
         lua_rawgeti(L, LUA_REGISTRYINDEX, p->batch_ref);
         lua_pushinteger(L, done + 1);
         lua_pushinteger(L, n);
@@ -149,17 +152,20 @@ static void on_delivery_end(void *ud)
 static void on_pressure(void *ud, int high)
 {
     lua_producer *p = ud;
-    sluice_lua_loop *ctx = p->owner.ctx;
-    if (p->closing_from_gc || !sluice_lua_pushref(ctx->L, p->pressure_ref)) return;
-    lua_pushboolean(ctx->L, high);
-    sluice_lua_call(ctx, 1, 0, "pressure callback");
+    if (!sluice_lua_handle_callback(&p->h, PRESSURE)) return;
+    lua_pushboolean(p->h.ctx->L, high);
+    sluice_lua_call(p->h.ctx, 1, 0, "pressure callback");
 }
 
 static void on_error(void *ud, const char *name, const char *text, int fatal)
 {
-    lua_producer *p = ud;
-    if (p->closing_from_gc) return;
-    sluice_lua_kafka_error(p->owner.ctx, p->error_ref, "producer", name, text, fatal);
+    sluice_lua_kafka_error(ud, ERROR, "producer", name, text, fatal);
+}
+
+static int new_table_ref(lua_State *L, int narr)
+{
+    lua_createtable(L, narr, 0);
+    return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
 /* core.producer(loop, { props = {...}, high_water =, low_water = },
@@ -168,55 +174,34 @@ static int producer_new(lua_State *L)
 {
     sluice_producer_config cfg;
     lua_producer *p;
+    sluice_producer *producer = NULL;
     char err[512] = "";
     int rc;
 
-    sluice_lua_checkloop(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
-    if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+    sluice_lua_opt_table(L, 3);
     lua_settop(L, 3);
-    if (lua_isnil(L, 3)) { lua_newtable(L); lua_replace(L, 3); }
     memset(&cfg, 0, sizeof cfg);
-    lua_getfield(L, 2, "high_water");
-    cfg.high_water = (size_t)luaL_optnumber(L, -1, 0);
-    lua_getfield(L, 2, "low_water");
-    cfg.low_water = (size_t)luaL_optnumber(L, -1, 0);
-    lua_getfield(L, 2, "props");                      /* index 6 */
-    cfg.props = sluice_lua_string_pairs(L, 6, "kafka properties");
+    cfg.high_water = sluice_lua_opt_size(L, 2, "high_water");
+    cfg.low_water = sluice_lua_opt_size(L, 2, "low_water");
+    lua_getfield(L, 2, "props");                      /* index 4 */
+    cfg.props = sluice_lua_string_pairs(L, 4, "kafka properties");
 
-    p = sluice_newuserdata(L, sizeof *p);
-    memset(p, 0, sizeof *p);
-    p->pressure_ref = p->error_ref = LUA_NOREF;
-    p->cbs_ref = p->args_ref = p->batch_ref = p->dispatch_ref = LUA_NOREF;
-    p->owner.loop_ref = LUA_NOREF;
-    luaL_getmetatable(L, SLUICE_PRODUCER_MT);
-    lua_setmetatable(L, -2);
-    sluice_lua_own(L, 1, &p->owner);
-    p->owner.ctx->L = L;
-    p->pressure_ref = sluice_lua_function_ref(L, 3, "pressure", 0);
-    p->error_ref = sluice_lua_function_ref(L, 3, "error", 0);
-    lua_newtable(L);
-    p->cbs_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_newtable(L);
-    p->args_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_createtable(L, 64, 0);
-    p->batch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    if (luaL_loadbuffer(L, dispatch_source, sizeof dispatch_source - 1, "=sluice.producer.dispatch") != 0)
-        return lua_error(L);   /* cannot happen: the source is ours */
-    lua_call(L, 0, 1);
-    p->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    p = sluice_lua_handle_new(L, &sluice_lua_producer_type, sizeof *p, 1);
+    p->cbs_ref = p->args_ref = p->batch_ref = LUA_NOREF;
+    sluice_lua_handle_ref(L, &p->h, PRESSURE, 3, "pressure", 0);
+    sluice_lua_handle_ref(L, &p->h, ERROR, 3, "error", 0);
+    p->cbs_ref = new_table_ref(L, 0);
+    p->args_ref = new_table_ref(L, 0);
+    p->batch_ref = new_table_ref(L, 64);
     cfg.on_delivery = on_delivery;
     cfg.on_delivery_end = on_delivery_end;
     cfg.on_pressure = on_pressure;
     cfg.on_error = on_error;
     cfg.ud = p;
-    rc = sluice_producer_new(p->owner.ctx->loop, &cfg, &p->producer, err, sizeof err);
-    if (rc) {
-        sluice_lua_unref(L, &p->pressure_ref);
-        sluice_lua_unref(L, &p->error_ref);
-        sluice_lua_disown(L, &p->owner);
-        return sluice_lua_fail_core(L, rc, err);
-    }
+    rc = sluice_producer_new(p->h.ctx->loop, &cfg, &producer, err, sizeof err);
+    if (rc) return sluice_lua_handle_fail(L, &p->h, rc, err);
+    p->h.obj = producer;
     return 1;
 }
 
@@ -261,7 +246,7 @@ static sluice_header *collect_headers(lua_State *L, int idx, size_t *count)
  * callback(err, report, arg) runs once with the delivery report. */
 static int producer_send(lua_State *L)
 {
-    lua_producer *p = check_producer(L);
+    lua_producer *p = sluice_lua_handle_check(L, 1, &sluice_lua_producer_type);
     sluice_message m;
     char err[512] = "";
     int rc, ref = LUA_NOREF, has_arg = 0;
@@ -290,7 +275,7 @@ static int producer_send(lua_State *L)
         lua_pop(L, 1);
         opaque = ((intptr_t)ref << 1) | has_arg;
     }
-    rc = sluice_producer_send(p->producer, &m, (void *)opaque, err, sizeof err);
+    rc = sluice_producer_send(p->h.obj, &m, (void *)opaque, err, sizeof err);
     if (rc) {
         if (ref != LUA_NOREF) {
             lua_rawgeti(L, LUA_REGISTRYINDEX, p->cbs_ref);
@@ -310,22 +295,22 @@ static int producer_send(lua_State *L)
 
 static int producer_in_flight(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)sluice_producer_in_flight(check_producer(L)->producer));
+    lua_pushinteger(L, (lua_Integer)sluice_producer_in_flight(sluice_lua_handle_obj(L, 1, &sluice_lua_producer_type)));
     return 1;
 }
 
 /* producer:flush([timeout_ms]) → number still in flight */
 static int producer_flush(lua_State *L)
 {
-    lua_producer *p = check_producer(L);
+    lua_producer *p = sluice_lua_handle_check(L, 1, &sluice_lua_producer_type);
     int ms = (int)luaL_optinteger(L, 2, 10000);
-    lua_pushinteger(L, (lua_Integer)sluice_producer_flush(p->producer, ms));
+    lua_pushinteger(L, (lua_Integer)sluice_producer_flush(p->h.obj, ms));
     return 1;
 }
 
 static int producer_stats(lua_State *L)
 {
-    lua_producer *p = check_producer(L);
+    lua_producer *p = sluice_lua_handle_check(L, 1, &sluice_lua_producer_type);
     lua_createtable(L, 0, 4);
     lua_pushinteger(L, (lua_Integer)p->sent);
     lua_setfield(L, -2, "produced");
@@ -333,54 +318,22 @@ static int producer_stats(lua_State *L)
     lua_setfield(L, -2, "delivered");
     lua_pushinteger(L, (lua_Integer)p->failed);
     lua_setfield(L, -2, "delivery_failed");
-    lua_pushinteger(L, (lua_Integer)sluice_producer_in_flight(p->producer));
+    lua_pushinteger(L, (lua_Integer)sluice_producer_in_flight(p->h.obj));
     lua_setfield(L, -2, "in_flight");
     return 1;
 }
 
 /* close/__close: messages still in flight are reported failed to their
  * callbacks (flush first to avoid that). __gc: the same without Lua. */
-static int producer_close(lua_State *L)
-{
-    lua_producer *p = luaL_checkudata(L, 1, SLUICE_PRODUCER_MT);
-    if (p->producer == NULL) return 0;
-    p->owner.ctx->L = L;
-    sluice_producer_free(p->producer);
-    p->producer = NULL;
-    sluice_lua_unref(L, &p->pressure_ref);
-    sluice_lua_unref(L, &p->error_ref);
-    sluice_lua_disown(L, &p->owner);
-    return 0;
-}
+static void producer_free(void *p) { sluice_producer_free(p); }
 
-static int producer_gc(lua_State *L)
-{
-    lua_producer *p = luaL_checkudata(L, 1, SLUICE_PRODUCER_MT);
-    p->closing_from_gc = 1;
-    producer_close(L);
-    sluice_lua_unref(L, &p->cbs_ref);
-    sluice_lua_unref(L, &p->args_ref);
-    sluice_lua_unref(L, &p->batch_ref);
-    sluice_lua_unref(L, &p->dispatch_ref);
-    return 0;
-}
+static const luaL_Reg methods[] = {
+    { "send", producer_send }, { "in_flight", producer_in_flight }, { "flush", producer_flush },
+    { "stats", producer_stats }, { NULL, NULL }
+};
+static const luaL_Reg functions[] = { { "producer", producer_new }, { NULL, NULL } };
 
-void sluice_lua_open_producer(lua_State *L)
-{
-    static const luaL_Reg methods[] = {
-        { "send", producer_send },
-        { "in_flight", producer_in_flight },
-        { "flush", producer_flush },
-        { "stats", producer_stats },
-        { "close", producer_close },
-        { NULL, NULL }
-    };
-    static const luaL_Reg meta[] = {
-        { "__gc", producer_gc },
-        { "__close", producer_close },
-        { NULL, NULL }
-    };
-    sluice_lua_newclass(L, SLUICE_PRODUCER_MT, methods, meta);
-    lua_pushcfunction(L, producer_new);
-    lua_setfield(L, -2, "producer");
-}
+const sluice_lua_type sluice_lua_producer_type = {
+    .name = "sluice.producer", .free = producer_free, .collect = producer_collect,
+    .closable = 1, .methods = methods, .functions = functions,
+};

@@ -15,18 +15,16 @@
 #include "sluice/error.h"
 #include "sluice/schema.h"
 
-#define SLUICE_SCHEMA_MT "sluice.schema"
-
 typedef struct lua_schema {
-    sluice_schema *schema;
+    sluice_lua_handle h;           /* h.obj: the sluice_schema; no loop */
     sluice_schema_result result;   /* reused by every check */
 } lua_schema;
 
-static lua_schema *check_schema(lua_State *L)
+static void schema_close(lua_State *L, sluice_lua_handle *h)
 {
-    lua_schema *s = luaL_checkudata(L, 1, SLUICE_SCHEMA_MT);
-    if (s->schema == NULL) luaL_error(L, "attempt to use a closed %s", SLUICE_SCHEMA_MT);
-    return s;
+    (void)L;
+    if (h->obj) sluice_schema_free(h->obj);
+    sluice_schema_result_free(&((lua_schema *)h)->result);
 }
 
 /* "string|number" → SLUICE_JSON_* bits; "integer" is a number that must
@@ -80,6 +78,7 @@ static int schema_new(lua_State *L)
     size_t n, i;
     sluice_schema_field *fields;
     lua_schema *s;
+    sluice_schema *schema = NULL;
     char err[200] = "";
     int rc;
 
@@ -111,11 +110,9 @@ static int schema_new(lua_State *L)
         fields[i].has_max = opt_bound(L, -1, "max", name, &fields[i].max);
         lua_pop(L, 1);
     }
-    s = sluice_newuserdata(L, sizeof *s);
-    memset(s, 0, sizeof *s);
-    luaL_getmetatable(L, SLUICE_SCHEMA_MT);
-    lua_setmetatable(L, -2);
-    rc = sluice_schema_new(&s->schema, fields, n, err, sizeof err);
+    s = sluice_lua_handle_new(L, &sluice_lua_schema_type, sizeof *s, 0);
+    rc = sluice_schema_new(&schema, fields, n, err, sizeof err);
+    s->h.obj = schema;
     if (rc == SLUICE_ENOMEM) return sluice_lua_fail_core(L, rc, err);
     if (rc != SLUICE_OK) return luaL_error(L, "schema: %s", err);
     return 1;
@@ -134,7 +131,7 @@ static void push_value(lua_State *L, const sluice_schema_result *r, const sluice
 /* schema:check(text [, field, ...]) → canonical, values... */
 static int schema_check(lua_State *L)
 {
-    lua_schema *s = check_schema(L);
+    lua_schema *s = sluice_lua_handle_check(L, 1, &sluice_lua_schema_type);
     size_t len;
     const char *text = luaL_checklstring(L, 2, &len);
     int top = lua_gettop(L), nnames = top - 2, i, rc;
@@ -148,11 +145,11 @@ static int schema_check(lua_State *L)
     for (i = 0; i < nnames; i++) {
         size_t nlen;
         const char *name = luaL_checklstring(L, 3 + i, &nlen);
-        index[i] = sluice_schema_index(s->schema, name, nlen);
+        index[i] = sluice_schema_index(((sluice_schema *)s->h.obj), name, nlen);
         if (index[i] < 0)
             return luaL_argerror(L, 3 + i, lua_pushfstring(L, "no field '%s' in this schema", name));
     }
-    rc = sluice_schema_check(s->schema, text, len, &s->result);
+    rc = sluice_schema_check(((sluice_schema *)s->h.obj), text, len, &s->result);
     if (rc != SLUICE_OK)
         return sluice_lua_fail(L, rc == SLUICE_EINVAL ? "INVALID" : sluice_error_name(rc),
                                "%s", s->result.error);
@@ -163,43 +160,22 @@ static int schema_check(lua_State *L)
     return 1 + nnames;
 }
 
-/* close, __gc and __close: one idempotent function. */
-static int schema_close(lua_State *L)
-{
-    lua_schema *s = luaL_checkudata(L, 1, SLUICE_SCHEMA_MT);
-    if (s->schema) {
-        sluice_schema_free(s->schema);
-        s->schema = NULL;
-    }
-    sluice_schema_result_free(&s->result);
-    return 0;
-}
-
 static int schema_tostring(lua_State *L)
 {
-    lua_schema *s = luaL_checkudata(L, 1, SLUICE_SCHEMA_MT);
-    if (s->schema)
-        lua_pushfstring(L, "sluice.schema (%d field%s): %p", (int)sluice_schema_nfields(s->schema),
-                        sluice_schema_nfields(s->schema) == 1 ? "" : "s", (void *)s);
+    lua_schema *s = sluice_lua_handle_get(L, 1, &sluice_lua_schema_type);
+    if (((sluice_schema *)s->h.obj))
+        lua_pushfstring(L, "sluice.schema (%d field%s): %p", (int)sluice_schema_nfields(((sluice_schema *)s->h.obj)),
+                        sluice_schema_nfields(((sluice_schema *)s->h.obj)) == 1 ? "" : "s", (void *)s);
     else
         lua_pushfstring(L, "sluice.schema (closed): %p", (void *)s);
     return 1;
 }
 
-void sluice_lua_open_schema(lua_State *L)
-{
-    static const luaL_Reg methods[] = {
-        { "check", schema_check },
-        { "close", schema_close },
-        { NULL, NULL }
-    };
-    static const luaL_Reg meta[] = {
-        { "__gc", schema_close },
-        { "__close", schema_close },
-        { "__tostring", schema_tostring },
-        { NULL, NULL }
-    };
-    sluice_lua_newclass(L, SLUICE_SCHEMA_MT, methods, meta);
-    lua_pushcfunction(L, schema_new);
-    lua_setfield(L, -2, "schema");
-}
+static const luaL_Reg methods[] = { { "check", schema_check }, { NULL, NULL } };
+static const luaL_Reg meta[] = { { "__tostring", schema_tostring }, { NULL, NULL } };
+static const luaL_Reg functions[] = { { "schema", schema_new }, { NULL, NULL } };
+
+const sluice_lua_type sluice_lua_schema_type = {
+    .name = "sluice.schema", .close = schema_close, .closable = 1,
+    .methods = methods, .meta = meta, .functions = functions,
+};

@@ -1,33 +1,99 @@
 /* Shared by the binding files of the `sluice.core` module. Each userdata
  * type lives in its own file; this header declares what they share: the
- * loop context, the protected-call helper and the error conventions. */
+ * handle every type is built on, the loop context, the protected-call
+ * helper, the option reader and the error conventions. */
 #ifndef SLUICE_LUA_H
 #define SLUICE_LUA_H
 
+#include <stddef.h>
+
 #include "compat.h"
+#include "sluice/error.h"
 #include "sluice/loop.h"
 
-#define SLUICE_LOOP_MT     "sluice.loop"
-#define SLUICE_TIMER_MT    "sluice.timer"
-#define SLUICE_SERVER_MT   "sluice.server"
-#define SLUICE_CONN_MT     "sluice.ws.conn"
-#define SLUICE_HTTP_MT     "sluice.http.req"
-#define SLUICE_PRODUCER_MT "sluice.producer"
-#define SLUICE_CONSUMER_MT "sluice.consumer"
-#define SLUICE_BROKER_MT   "sluice.broker"
-#define SLUICE_FSWATCH_MT  "sluice.fswatch"
+/* ---- handles (handle.c) --------------------------------------------------
+ * Every userdata type starts with a sluice_lua_handle: the loop it runs on,
+ * the refs it owns, and whether it is closed. close, __close and __gc are
+ * one idempotent function; a type only says how its C object is freed. */
+typedef struct sluice_lua_handle sluice_lua_handle;
+typedef struct sluice_lua_loop sluice_lua_loop;
 
-/* The loop userdata. Every other object keeps a registry ref to it, so the
- * loop outlives them. `L` is the Lua thread currently driving the loop:
- * C→Lua callbacks only happen inside calls made from Lua (run_once, run,
- * flush, close), which set it on entry. */
-typedef struct sluice_lua_loop {
+/* What is particular to one userdata type. */
+typedef struct sluice_lua_type {
+    const char *name;        /* registry name of the metatable */
+    /* Frees the C object h->obj (never NULL when called). */
+    void (*free)(void *obj);
+    /* Instead of free, when closing takes more (NULL: free). With
+     * h->from_gc the state is collecting it: call no Lua. */
+    void (*close)(lua_State *L, sluice_lua_handle *h);
+    /* At __gc, after close: release what had to outlive close. Optional. */
+    void (*collect)(lua_State *L, sluice_lua_handle *h);
+    /* The program closes it (close and __close methods). Otherwise its
+     * peer ends it (a WebSocket, an HTTP request) and only __gc frees it. */
+    int closable;
+    /* Fields (id, path, ...) live in the userdata's user value table. */
+    int fields;
+    const luaL_Reg *methods, *meta;
+    const luaL_Reg *functions;   /* constructors etc., in the module table */
+} sluice_lua_type;
+
+#define SLUICE_LUA_REFS 6
+
+struct sluice_lua_handle {
+    const sluice_lua_type *type;
+    void *obj;                   /* the C object; NULL once closed */
+    sluice_lua_loop *ctx;        /* the loop it runs on, or NULL */
+    int loop_ref;                /* keeps that loop alive until closed */
+    int self_ref;                /* anchors the userdata while open */
+    int refs[SLUICE_LUA_REFS];   /* its callbacks, released on close */
+    unsigned char state;         /* 0 open, 1 closing, 2 closed */
+    unsigned char from_gc;       /* being collected: call no Lua */
+};
+
+/* A new userdata of `size` bytes (a struct starting with the handle) on
+ * top of the stack, zeroed, refs empty. loop_idx > 0: it runs on the loop
+ * argument there (checked, referenced). */
+void *sluice_lua_handle_new(lua_State *L, const sluice_lua_type *t, size_t size, int loop_idx);
+/* Anchor the userdata on top of the stack until it is closed. */
+void sluice_lua_handle_anchor(lua_State *L, sluice_lua_handle *h);
+/* The handle at idx; raises "attempt to use a closed <type>" once closed.
+ * Makes L the thread its loop calls Lua on. */
+void *sluice_lua_handle_check(lua_State *L, int idx, const sluice_lua_type *t);
+/* The C object of the handle at idx (checked as above). */
+void *sluice_lua_handle_obj(lua_State *L, int idx, const sluice_lua_type *t);
+/* The handle at idx, open or closed. */
+void *sluice_lua_handle_get(lua_State *L, int idx, const sluice_lua_type *t);
+/* Close: the type's close, then every ref released. Idempotent. */
+void sluice_lua_handle_close(lua_State *L, sluice_lua_handle *h);
+/* Release the refs and mark it closed without the type's close (its C
+ * object is gone already, or was never made). */
+void sluice_lua_handle_release(lua_State *L, sluice_lua_handle *h);
+/* Release, then return nil, "CODE: err", "CODE" for a core error. */
+int sluice_lua_handle_fail(lua_State *L, sluice_lua_handle *h, int code, const char *err);
+/* refs[slot] = the function in field of the table at idx (LUA_NOREF when
+ * absent; raises if required, or if not a function). */
+void sluice_lua_handle_ref(lua_State *L, sluice_lua_handle *h, int slot, int idx,
+                           const char *field, int required);
+/* Push callback refs[slot] on the loop's thread; 0 (nothing pushed) if
+ * there is none or the handle is being collected. */
+int sluice_lua_handle_callback(sluice_lua_handle *h, int slot);
+/* Register the metatable (methods, meta and the shared close/__close/
+ * __gc) and add t->functions to the module table on top of the stack. */
+void sluice_lua_handle_class(lua_State *L, const sluice_lua_type *t);
+
+/* ---- the loop (loop.c) ---------------------------------------------------
+ * Every other object keeps a registry ref to it, so the loop outlives
+ * them. `L` is the Lua thread currently driving the loop: C→Lua callbacks
+ * only happen inside calls made from Lua (run_once, run, flush, close),
+ * which set it on entry (sluice_lua_handle_check). */
+enum { SLUICE_LUA_LOOP_LOG, SLUICE_LUA_LOOP_SIGNAL };   /* its refs */
+
+struct sluice_lua_loop {
+    sluice_lua_handle h;     /* h.ctx is the loop itself */
     sluice_loop *loop;
     lua_State *L;
-    int log_ref;             /* Lua log function, or LUA_NOREF: stderr */
     int log_level;
     unsigned long handler_errors;
-    int signal_ref;          /* Lua function for signals, or LUA_NOREF */
     void *signals;           /* sluice_signal_watch * while watching */
     /* Per-handler-call limits (sluice_lua_call): 0 = off. */
     unsigned long limit_instructions;
@@ -35,84 +101,77 @@ typedef struct sluice_lua_loop {
     int call_depth;          /* nested sluice_lua_call on this loop */
     unsigned long used_instructions;
     uint64_t deadline_ms;
-} sluice_lua_loop;
+};
 
-/* A reference from an object to its loop. */
-typedef struct sluice_lua_owner {
-    sluice_lua_loop *ctx;
-    int loop_ref;
-} sluice_lua_owner;
+extern const sluice_lua_type sluice_lua_loop_type;
+#define SLUICE_LOOP_MT "sluice.loop"
 
-/* module.c ---------------------------------------------------------------- */
+/* ---- options (options.c) -------------------------------------------------
+ * Fields of an options table at idx (absent or nil: the default). A value
+ * of the wrong type or out of range raises, naming the argument and the
+ * option: bad argument #2 to 'server' ('port' must be an integer from 0
+ * to 65535, got -1). */
+lua_Integer sluice_lua_opt_int(lua_State *L, int idx, const char *name, lua_Integer dflt,
+                               lua_Integer min, lua_Integer max);
+/* A byte count or a count: an integer >= 0. */
+size_t sluice_lua_opt_size(lua_State *L, int idx, const char *name);
+lua_Number sluice_lua_opt_number(lua_State *L, int idx, const char *name, lua_Number dflt,
+                                 lua_Number min, lua_Number max);
+/* A string (anchored by the table), or dflt. */
+const char *sluice_lua_opt_string(lua_State *L, int idx, const char *name, const char *dflt);
+/* Any value: its truth; absent: dflt. */
+int sluice_lua_opt_flag(lua_State *L, int idx, const char *name, int dflt);
+/* An options argument: a table, or none/nil replaced by an empty table. */
+void sluice_lua_opt_table(lua_State *L, int idx);
+
+/* ---- module.c ------------------------------------------------------------ */
 /* Call the function below nargs arguments on top of ctx->L in protected
  * mode with a traceback. On error: the traceback is logged with `what`,
  * handler_errors is incremented, nothing is left on the stack and the
  * result is nonzero. On success nresults are left on the stack. */
 int sluice_lua_call(sluice_lua_loop *ctx, int nargs, int nresults, const char *what);
-/* Push the registry value ref onto ctx->L; 0 if there is none. */
+/* Push the registry value ref onto L; 0 if there is none. */
 int sluice_lua_pushref(lua_State *L, int ref);
 void sluice_lua_unref(lua_State *L, int *ref);
 /* Push nil, "CODE: message", "CODE" and return 3. */
 int sluice_lua_fail(lua_State *L, const char *code, const char *fmt, ...);
 /* The same for a core error code and its err text (may be empty). */
 int sluice_lua_fail_core(lua_State *L, int code, const char *err);
+/* Push true and return 1 if rc is 0, else the failure for rc and err. */
+int sluice_lua_result(lua_State *L, int rc, const char *err);
 /* Log through the loop's Lua logger (or stderr). */
 void sluice_lua_log(sluice_lua_loop *ctx, int level, const char *msg);
-/* Create a metatable with methods as __index (if index is NULL) and the
- * given metamethods. Leaves nothing on the stack. */
-void sluice_lua_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
-                         const luaL_Reg *meta);
 /* Collect a Lua table of string→string pairs (librdkafka properties, HTTP
  * headers) at idx into a NULL-terminated array of name,value pointers.
  * The strings stay anchored by the table on the stack; the array is a
  * userdata pushed on top of the stack (pop it when done). Raises on a
  * non-string value naming the argument. */
 const char **sluice_lua_string_pairs(lua_State *L, int idx, const char *argname);
-/* A registry ref to the function in field of the table at idx, or
- * LUA_NOREF when absent (raises if required, or if not a function). */
-int sluice_lua_function_ref(lua_State *L, int idx, const char *field, int required);
-/* Report a Kafka client error to the Lua function ref, or log it. */
-void sluice_lua_kafka_error(sluice_lua_loop *ctx, int ref, const char *who,
+/* Push a table with the strings s[0..n-1] as its list. */
+void sluice_lua_push_strings(lua_State *L, const char *const *s, size_t n);
+/* Report a Kafka client error to callback refs[slot] of h, or log it. */
+void sluice_lua_kafka_error(sluice_lua_handle *h, int slot, const char *who,
                             const char *name, const char *text, int fatal);
-/* Metatable setup for userdata whose fields live in their user value
- * table: __index looks in methods first, then the fields. */
-void sluice_lua_newfieldclass(lua_State *L, const char *name, const luaL_Reg *methods,
-                              const luaL_Reg *meta);
+/* Add header name = value to the table on top of the stack of ud (a lua_State). */
+void sluice_lua_add_header(void *ud, const char *name, const char *value);
 
-/* Take ownership info from the loop argument at idx. */
-sluice_lua_loop *sluice_lua_checkloop(lua_State *L, int idx);
-void sluice_lua_own(lua_State *L, int loop_idx, sluice_lua_owner *owner);
-void sluice_lua_disown(lua_State *L, sluice_lua_owner *owner);
+/* The types, each defined in its own file. */
+extern const sluice_lua_type sluice_lua_timer_type, sluice_lua_server_type,
+    sluice_lua_conn_type, sluice_lua_http_type, sluice_lua_producer_type,
+    sluice_lua_consumer_type, sluice_lua_broker_type, sluice_lua_fswatch_type,
+    sluice_lua_schema_type;
 
-/* Per-type openers: each registers its metatable and adds its
- * constructors to the module table on top of the stack. */
-void sluice_lua_open_loop(lua_State *L);
-void sluice_lua_open_timer(lua_State *L);
-void sluice_lua_open_server(lua_State *L);
-void sluice_lua_open_conn(lua_State *L);
-void sluice_lua_open_http(lua_State *L);
-void sluice_lua_open_producer(lua_State *L);
-void sluice_lua_open_consumer(lua_State *L);
-void sluice_lua_open_broker(lua_State *L);
-void sluice_lua_open_fswatch(lua_State *L);
-void sluice_lua_open_schema(lua_State *L);
-
-/* conn.c: shared by server.c and the client constructor. */
+/* ---- conn.c: shared by server.c and the client constructor --------------
+ * The handle that owns a set of connections (a server, or a client
+ * connection itself) holds their open/message/close functions in these
+ * ref slots; the core calls the handlers with that handle as ud. */
+enum { SLUICE_LUA_CONN_OPEN, SLUICE_LUA_CONN_MESSAGE, SLUICE_LUA_CONN_CLOSE };
 struct sluice_conn;
 struct sluice_conn_handlers;
-typedef struct sluice_lua_conn_owner sluice_lua_conn_owner;
-/* Handler refs shared by every connection of one server (or one client). */
-struct sluice_lua_conn_owner {
-    sluice_lua_owner owner;
-    int open_ref, message_ref, close_ref;
-    int closing_from_gc;     /* free without calling Lua */
-};
 void sluice_lua_conn_handlers(struct sluice_conn_handlers *h);
-/* Read open/message/close functions from the table at idx into refs. */
-void sluice_lua_conn_owner_init(lua_State *L, int idx, sluice_lua_conn_owner *o);
-void sluice_lua_conn_owner_release(lua_State *L, sluice_lua_conn_owner *o);
-/* Wrap a core connection in a new sluice.ws.conn userdata (pushed). */
-void sluice_lua_conn_wrap(lua_State *L, sluice_lua_conn_owner *o, struct sluice_conn *c);
+/* Read open/message/close functions from the table at idx into o's refs. */
+void sluice_lua_conn_refs(lua_State *L, sluice_lua_handle *o, int idx);
+
 /* http.c */
 struct sluice_http_req;
 void sluice_lua_http_wrap(lua_State *L, struct sluice_http_req *r);

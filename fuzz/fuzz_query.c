@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "loop_internal.h"
+#include "ws_internal.h"
 
 static int hexval(char c)
 {

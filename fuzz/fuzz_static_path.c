@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "loop_internal.h"
+#include "ws_internal.h"
 
 #define DIR "/srv/static"
 

@@ -32,11 +32,14 @@ build = {
         -- core (C11, no Lua)
         "core/src/error.c", "core/src/loop.c", "core/src/signal.c",
         "core/src/ws_conn.c", "core/src/ws_server.c", "core/src/ws_client.c",
+        "core/src/http.c", "core/src/request_head.c",
         "core/src/kafka_queue.c", "core/src/kafka_producer.c",
         "core/src/kafka_consumer.c", "core/src/broker.c",
-        "core/src/fswatch.c", "core/src/schema.c", "core/src/http_status.c",
+        "core/src/fswatch.c", "core/src/schema.c", "core/src/json.c",
+        "core/src/http_status.c",
         -- bindings
-        "bindings/module.c", "bindings/loop.c", "bindings/timer.c",
+        "bindings/module.c", "bindings/handle.c", "bindings/options.c",
+        "bindings/loop.c", "bindings/timer.c",
         "bindings/conn.c", "bindings/http.c", "bindings/server.c",
         "bindings/producer.c", "bindings/consumer.c", "bindings/broker.c",
         "bindings/fswatch.c", "bindings/schema.c",

@@ -80,18 +80,22 @@ static int raw_file_callback(struct lws *wsi, enum lws_callback_reasons reason,
     }
 }
 
+/* Writes msg to err (if given) and returns code. */
+static int fail(char *err, size_t errlen, int code, const char *msg)
+{
+    if (err && errlen)
+        snprintf(err, errlen, "%s", msg);
+    return code;
+}
+
 int sluice_watch_new(sluice_loop *loop, int fd, sluice_watch_fn fn, void *ud,
                      sluice_watch **out, char *err, size_t errlen)
 {
-    if (!loop || fd < 0 || !fn || !out) {
-        if (err && errlen) snprintf(err, errlen, "invalid watch arguments");
-        return SLUICE_EINVAL;
-    }
+    if (!loop || fd < 0 || !fn || !out)
+        return fail(err, errlen, SLUICE_EINVAL, "invalid watch arguments");
     sluice_watch *w = calloc(1, sizeof *w);
-    if (!w) {
-        if (err && errlen) snprintf(err, errlen, "out of memory");
-        return SLUICE_ENOMEM;
-    }
+    if (!w)
+        return fail(err, errlen, SLUICE_ENOMEM, "out of memory");
     /* lws closes the descriptors it adopts; the caller keeps theirs. */
     int own_fd = dup(fd);
     if (own_fd < 0) {
@@ -214,15 +218,11 @@ static const struct lws_protocols internal_protocols[] = {
 int sluice_loop_new(const sluice_loop_config *cfg, sluice_loop **out,
                     char *err, size_t errlen)
 {
-    if (!out) {
-        if (err && errlen) snprintf(err, errlen, "out is NULL");
-        return SLUICE_EINVAL;
-    }
+    if (!out)
+        return fail(err, errlen, SLUICE_EINVAL, "out is NULL");
     sluice_loop *loop = calloc(1, sizeof *loop);
-    if (!loop) {
-        if (err && errlen) snprintf(err, errlen, "out of memory");
-        return SLUICE_ENOMEM;
-    }
+    if (!loop)
+        return fail(err, errlen, SLUICE_ENOMEM, "out of memory");
     if (cfg) {
         loop->log = cfg->log;
         loop->log_ud = cfg->log_ud;
@@ -240,9 +240,8 @@ int sluice_loop_new(const sluice_loop_config *cfg, sluice_loop **out,
     info.pt_serv_buf_size = 64 * 1024;
     loop->ctx = lws_create_context(&info);
     if (!loop->ctx) {
-        if (err && errlen) snprintf(err, errlen, "cannot create libwebsockets context");
         free(loop);
-        return SLUICE_EIO;
+        return fail(err, errlen, SLUICE_EIO, "cannot create libwebsockets context");
     }
 
     memset(&info, 0, sizeof info);
@@ -254,10 +253,9 @@ int sluice_loop_new(const sluice_loop_config *cfg, sluice_loop **out,
     info.user = loop;
     loop->internal_vh = lws_create_vhost(loop->ctx, &info);
     if (!loop->internal_vh) {
-        if (err && errlen) snprintf(err, errlen, "cannot create internal vhost");
         lws_context_destroy(loop->ctx);
         free(loop);
-        return SLUICE_EIO;
+        return fail(err, errlen, SLUICE_EIO, "cannot create internal vhost");
     }
     *out = loop;
     return SLUICE_OK;

@@ -1,6 +1,6 @@
 /* WebSocket client: outgoing connections on the loop's internal vhost,
  * sharing the connection code with the server side (ws_conn.c). */
-#include "loop_internal.h"
+#include "ws_internal.h"
 
 #include <ctype.h>
 #include <stdio.h>

@@ -1,8 +1,7 @@
 /* The WebSocket connection shared by server and client sides: send queue,
  * reassembly of messages, close handshake bookkeeping. */
-#include "loop_internal.h"
+#include "ws_internal.h"
 
-#include <ctype.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -19,15 +18,6 @@ uint64_t sluice_conn_next_id(void)
     /* Process-wide so ids stay unique across loops. */
     static _Atomic uint64_t next_id = 1;
     return atomic_fetch_add(&next_id, 1);
-}
-
-char *sluice_strdup(const char *s)
-{
-    size_t n = strlen(s ? s : "") + 1;
-    char *d = malloc(n);
-    if (d)
-        memcpy(d, s ? s : "", n);
-    return d;
 }
 
 sluice_conn *sluice_conn_alloc(sluice_loop *loop, const sluice_conn_handlers *h,
@@ -164,102 +154,13 @@ void sluice_conn_destroy(sluice_conn *c)
     free(c);
 }
 
-/* ---- header copies ------------------------------------------------------ */
-
-void sluice_free_headers(char **headers, size_t n)
+/* The sink's buffer for coalesced writes, or NULL if it cannot be
+ * allocated. */
+static unsigned char *sink_buffer(struct sluice_conn_sink *sink)
 {
-    if (!headers)
-        return;
-    for (size_t i = 0; i < 2 * n; i++)
-        free(headers[i]);
-    free(headers);
-}
-
-int sluice_copy_headers(struct lws *wsi, char ***out, size_t *n)
-{
-    *out = NULL;
-    *n = 0;
-    char **list = calloc(2 * WSI_TOKEN_COUNT, sizeof *list);
-    if (!list)
-        return SLUICE_ENOMEM;
-    size_t count = 0;
-    for (int tok = 0; tok < WSI_TOKEN_COUNT; tok++) {
-        const char *name = (const char *)lws_token_to_string((enum lws_token_indexes)tok);
-        int vlen = lws_hdr_total_length(wsi, (enum lws_token_indexes)tok);
-        if (!name || vlen <= 0)
-            continue;
-        size_t nlen = strlen(name);
-        /* Only real "name:" headers; skip method/URI pseudo tokens. */
-        if (nlen < 2 || name[nlen - 1] != ':' || name[0] == ':')
-            continue;
-        char *k = malloc(nlen);
-        char *v = malloc((size_t)vlen + 1);
-        if (!k || !v) {
-            free(k);
-            free(v);
-            sluice_free_headers(list, count);
-            return SLUICE_ENOMEM;
-        }
-        for (size_t i = 0; i < nlen - 1; i++)
-            k[i] = (char)tolower((unsigned char)name[i]);
-        k[nlen - 1] = '\0';
-        if (lws_hdr_copy(wsi, v, vlen + 1, (enum lws_token_indexes)tok) < 0)
-            v[0] = '\0';
-        list[2 * count] = k;
-        list[2 * count + 1] = v;
-        count++;
-    }
-    *out = list;
-    *n = count;
-    return SLUICE_OK;
-}
-
-size_t sluice_query_encode_arg(char *dst, const char *src, int keep_eq)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t n = 0;
-    for (; *src; src++) {
-        unsigned char ch = (unsigned char)*src;
-        if (isalnum(ch) || strchr("-._~!*'(),/:@;$", ch) || (ch == '=' && keep_eq)) {
-            if (ch == '=')
-                keep_eq = 0;
-            dst[n++] = (char)ch;
-        } else {
-            dst[n++] = '%';
-            dst[n++] = hex[ch >> 4];
-            dst[n++] = hex[ch & 15];
-        }
-    }
-    return n;
-}
-
-char *sluice_copy_query(struct lws *wsi)
-{
-    int total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS);
-    if (total <= 0)
-        return sluice_strdup("");
-    /* lws splits the query at '&' into fragments and url-decodes each, so
-     * an encoded '&' or '=' would become ambiguous: re-encode each one. */
-    char *frag = malloc((size_t)total + 1);
-    char *q = malloc(4 * (size_t)total + 64);
-    if (!frag || !q) {
-        free(frag);
-        free(q);
-        return NULL;
-    }
-    size_t used = 0;
-    for (int i = 0;; i++) {
-        int flen = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
-        if (flen <= 0 || lws_hdr_copy_fragment(wsi, frag, total + 1,
-                                                WSI_TOKEN_HTTP_URI_ARGS, i) < 0)
-            break;
-        if (used)
-            q[used++] = '&';
-        used += sluice_query_encode_arg(q + used, frag, 1);
-    }
-    q[used] = '\0';
-    free(frag);
-    return q;
+    if (!sink->wbuf)
+        sink->wbuf = malloc(LWS_PRE + SLUICE_WRITE_COALESCE);
+    return sink->wbuf ? sink->wbuf + LWS_PRE : NULL;
 }
 
 /* ---- lws events --------------------------------------------------------- */
@@ -268,7 +169,7 @@ void sluice_conn_apply_flow(sluice_conn *c)
 {
     if (!c->wsi || c->state != SLUICE_CONN_OPEN)
         return;
-    int paused = c->paused || (c->server && sluice_server_is_paused(c->server));
+    int paused = c->paused || (c->sink && c->sink->paused);
     lws_rx_flow_control(c->wsi, paused ? 0 : 1);
 }
 
@@ -473,7 +374,7 @@ int sluice_conn_on_writeable(sluice_conn *c)
         return -1;
     }
     /* tx_off is only set by write_coalesced, once the buffer exists. */
-    unsigned char *out = c->coalesce && c->server ? sluice_server_write_buffer(c->server) : NULL;
+    unsigned char *out = c->coalesce && c->sink ? sink_buffer(c->sink) : NULL;
     if (out) {
         if (write_coalesced(c, out))
             return -1;
@@ -529,8 +430,8 @@ void sluice_conn_on_closed(sluice_conn *c, const char *fallback_reason)
         code = SLUICE_CLOSE_ABNORMAL;
         reason = fallback_reason ? fallback_reason : "connection lost";
     }
-    if (c->server)
-        sluice_server_conn_closed(c->server, c);
+    if (c->sink)
+        c->sink->closed(c->sink, c);
     if (c->h.close)
         c->h.close(c->ud, c, code, reason);
     if (c->busy)

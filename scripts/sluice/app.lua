@@ -368,7 +368,10 @@ function App:_start_server()
   return true
 end
 
+-- Handlers still run while the app shuts down (a signal closed it): for
+-- them a closed app is an expected failure, not misuse.
 function App:_ensure_started()
+  if self.closed then return nil, "CLOSED: the app was closed", "CLOSED" end
   if self.started then return true end
   if self._candidate then candidate_io_error() end
   return self:start()
@@ -591,12 +594,17 @@ end
 -- timer once the new code is adopted (and its real timer started).
 TimerProxy = {}
 TimerProxy.__index = TimerProxy
+local function live_proxy(self)
+  if self.decl.closed and not self.core then error("attempt to use a closed sluice.timer", 3) end
+end
 function TimerProxy:start(ms, repeat_ms)
+  live_proxy(self)
   if self.core then self.core:start(ms, repeat_ms) return self end
   self.decl.ms, self.decl.repeat_ms, self.decl.stopped = ms, repeat_ms or 0, nil
   return self
 end
 function TimerProxy:stop()
+  live_proxy(self)
   if self.core then self.core:stop() else self.decl.stopped = true end
   return self
 end

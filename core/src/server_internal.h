@@ -1,0 +1,59 @@
+/* What ws_server.c (sockets, upgrades, the lws protocol) and http.c (HTTP
+ * requests) share. ws_server.c calls into http.c; http.c only reads the
+ * server's settings and handlers, it calls nothing back. */
+#ifndef SLUICE_SERVER_INTERNAL_H
+#define SLUICE_SERVER_INTERNAL_H
+
+#include "ws_internal.h"
+
+/* Per accepted socket: lws's opaque user pointer, stable across the
+ * HTTP → WebSocket upgrade, and the server's handle to close it. */
+struct wsi_slot {
+    sluice_server *server;
+    struct lws *wsi;
+    struct wsi_slot *prev, *next;
+    sluice_conn *conn;          /* after the upgrade */
+    sluice_http_req *req;       /* during a dynamic HTTP request */
+    /* Accepted, request head not complete yet: counted against
+     * max_pending and closed when the handshake timer fires. */
+    int pending;
+    lws_sorted_usec_list_t handshake_sul;
+    int close_when_flushed;     /* the answer is out once lws drained it */
+};
+
+struct sluice_server {
+    sluice_loop *loop;
+    struct lws_vhost *vh;
+    sluice_server_handlers h;
+    void *ud;
+    size_t max_message, max_body, send_queue_max;
+    int max_connections;
+    int handshake_timeout_s;    /* <= 0: off */
+    int max_pending;            /* accepted sockets before their request head */
+    size_t npending;
+    uint64_t last_refusal_log_ms;
+    char *static_dir;
+    lws_retry_bo_t idle_policy;
+    int listen_fd;
+    sluice_watch *listen_watch;
+    int port;
+    struct wsi_slot *slots;
+    sluice_conn *conns;
+    size_t nconns;
+    struct sluice_conn_sink sink;   /* what its connections share */
+    int cb_depth;               /* inside this server's lws callback */
+    int free_pending;
+    lws_sorted_usec_list_t free_sul;
+};
+
+/* http.c: the lws HTTP events of a slot. A negative return asks lws to
+ * close the socket. */
+int sluice_http_on_request(sluice_server *s, struct wsi_slot *slot, const char *path);
+int sluice_http_on_body(sluice_server *s, struct wsi_slot *slot, const void *in, size_t len);
+int sluice_http_on_body_complete(sluice_server *s, struct wsi_slot *slot);
+int sluice_http_on_writeable(struct wsi_slot *slot);
+/* The client is gone or the transaction ended: the handler of a request
+ * still unanswered hears of it (http_abort), and the request is freed. */
+void sluice_http_detach(struct wsi_slot *slot);
+
+#endif

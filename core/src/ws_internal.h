@@ -1,0 +1,164 @@
+/* WebSocket internals shared by ws_conn.c (a connection, either side),
+ * ws_server.c and ws_client.c. A connection knows nothing of the server
+ * that accepted it: it reports to a sink. */
+#ifndef SLUICE_WS_INTERNAL_H
+#define SLUICE_WS_INTERNAL_H
+
+#include "loop_internal.h"
+#include "sluice/ws.h"
+
+/* A message body, refcounted: a broadcast's is referenced from the send
+ * queue of every connection it goes to. LWS_PRE bytes of headroom (for
+ * lws_write) precede the len bytes of data in buf. */
+struct sluice_payload {
+    size_t refs;
+    size_t len;
+    unsigned char buf[];
+};
+
+/* One queued outgoing message (an entry of the connection's ring). */
+struct sluice_sendbuf {
+    struct sluice_payload *p;   /* holds one reference */
+    int binary;
+};
+
+/* The server's lists (connections, sockets): doubly linked through the
+ * nodes' prev and next fields. */
+#define SLUICE_LIST_PUSH(head, node) do {                                   \
+        (node)->prev = NULL;                                                \
+        (node)->next = (head);                                              \
+        if (head)                                                           \
+            (head)->prev = (node);                                          \
+        (head) = (node);                                                    \
+    } while (0)
+#define SLUICE_LIST_UNLINK(head, node) do {                                 \
+        if ((node)->prev)                                                   \
+            (node)->prev->next = (node)->next;                              \
+        else if ((head) == (node))                                          \
+            (head) = (node)->next;                                          \
+        if ((node)->next)                                                   \
+            (node)->next->prev = (node)->prev;                              \
+        (node)->prev = (node)->next = NULL;                                 \
+    } while (0)
+
+/* Server-side writes pack queued frames into one buffer of this size and
+ * one lws_write: no more than lws_issue_raw sends at once (the context's
+ * pt_serv_buf_size, loop.c), so lws never copies a remainder it did not
+ * even try to send. */
+#define SLUICE_WRITE_COALESCE (64 * 1024)
+
+/* What a server-side connection shares with the others of its server:
+ * the read pause of them all, one buffer for coalesced writes, and where
+ * it reports that it is gone. NULL on the client side. */
+struct sluice_conn_sink {
+    int paused;
+    /* SLUICE_WRITE_COALESCE bytes after LWS_PRE headroom; allocated on
+     * first use (sluice_conn_sink_buffer), freed by the sink's owner. A
+     * write either goes out or lws copies what the socket did not take,
+     * so one buffer serves every connection. */
+    unsigned char *wbuf;
+    void (*closed)(struct sluice_conn_sink *sink, sluice_conn *c);
+};
+
+enum sluice_conn_state {
+    SLUICE_CONN_CONNECTING,  /* client handshake in progress */
+    SLUICE_CONN_OPEN,
+    SLUICE_CONN_CLOSING,     /* close requested, queue draining */
+    SLUICE_CONN_CLOSED       /* close handler running or done */
+};
+
+struct sluice_conn {
+    sluice_loop *loop;
+    struct lws *wsi;            /* NULL once lws closed it */
+    struct sluice_conn_sink *sink;   /* NULL on the client side */
+    sluice_conn *prev, *next;   /* in the sink owner's list */
+    sluice_conn_handlers h;
+    void *ud;
+    void *userdata;
+    uint64_t id;
+    int is_client;
+    enum sluice_conn_state state;
+    char *path, *query;
+    char peer[64];
+    char **headers;             /* name, value, name, value… */
+    size_t nheaders;
+    size_t max_message, send_queue_max;
+    /* reassembly of fragmented / split messages */
+    char *rx;
+    size_t rx_len, rx_cap;
+    int rx_binary, rx_in_message;
+    /* send queue: a ring of tx_cap entries (a power of two), tx_count of
+     * them from tx_first (queue_head/ring_at in ws_conn.c).
+     * No allocation per message queued, only per payload. */
+    struct sluice_sendbuf *tx_ring;
+    size_t tx_cap, tx_first, tx_count;
+    size_t queued;
+    /* server side: frames are framed here and written raw, many per
+     * write; tx_off is how much of the head frame (header included) is
+     * already written */
+    int coalesce;
+    size_t tx_off;
+    /* our close request, and the peer's close frame */
+    int close_code;
+    char close_reason[124];
+    int peer_code;              /* 0: no close frame from the peer */
+    int close_sent;             /* our close frame is handed to lws */
+    char peer_reason[124];
+    int paused;
+    /* a user callback is running; if the close was reported meanwhile
+     * (server freed from it), the caller frees c once it returns */
+    int busy;
+    int dead;
+    /* client connect failure inside lws_client_connect_via_info: reported
+     * from a deferred callback so the caller gets *out first */
+    int connecting_sync;
+    int connect_failed;
+    lws_sorted_usec_list_t defer_sul;
+};
+
+uint64_t sluice_conn_next_id(void);
+sluice_conn *sluice_conn_alloc(sluice_loop *loop, const sluice_conn_handlers *h,
+                               void *ud, int is_client, size_t max_message,
+                               size_t send_queue_max);
+/* Frees the connection's memory only (no callbacks). */
+void sluice_conn_destroy(sluice_conn *c);
+/* lws event handlers; a negative return asks lws to close the wsi. */
+int sluice_conn_on_open(sluice_conn *c);
+int sluice_conn_on_receive(sluice_conn *c, const void *in, size_t len);
+int sluice_conn_on_writeable(sluice_conn *c);
+void sluice_conn_on_peer_close(sluice_conn *c, const void *in, size_t len);
+/* The wsi is gone (the caller detached it): reports the close to the
+ * user and frees c. */
+void sluice_conn_on_closed(sluice_conn *c, const char *fallback_reason);
+/* Applies the effective read pause (connection or server) to the wsi. */
+void sluice_conn_apply_flow(sluice_conn *c);
+/* Bounds (on) or stops bounding (off) the bytes the kernel holds for the
+ * socket that the peer has not taken yet (TCP_NOTSENT_LOWAT). */
+void sluice_conn_limit_unsent(sluice_conn *c, int on);
+
+/* Copies request headers (lower-case names) out of lws's header storage. */
+int sluice_copy_headers(struct lws *wsi, char ***out, size_t *n);
+void sluice_free_headers(char **headers, size_t n);
+/* Query string ("a=1&b=2", "" if none) of the request on wsi. */
+char *sluice_copy_query(struct lws *wsi);
+/* The peer's address into buf ("" if unknown; IPv4 unmapped). */
+void sluice_copy_peer(struct lws *wsi, char *buf, size_t len);
+char *sluice_strdup(const char *s);
+
+/* The parsers below are separate functions so that fuzz/ can drive them. */
+
+/* A ws:// or wss:// URL split for lws. 0, or -1 if it is not one. */
+struct sluice_ws_url {
+    int tls;
+    char host[256];
+    int port;
+    char path[2048];            /* path and query, as sent */
+};
+int sluice_ws_parse_url(const char *url, struct sluice_ws_url *u);
+/* Appends src to dst percent-encoded (dst needs 3 * strlen(src) bytes);
+ * the first '=' is kept when keep_eq. Returns the bytes written. */
+size_t sluice_query_encode_arg(char *dst, const char *src, int keep_eq);
+/* The file under dir that URL path (already url-decoded) names, malloc'd,
+ * or NULL if the path is refused (not absolute, "..", hidden names). */
+char *sluice_static_file(const char *dir, const char *path);
+#endif
