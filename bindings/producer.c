@@ -338,6 +338,18 @@ static int producer_stats(lua_State *L)
     return 1;
 }
 
+/* producer:config(name) → the value librdkafka runs with | nil, err, code */
+static int producer_config(lua_State *L)
+{
+    lua_producer *p = check_producer(L);
+    char value[512], err[256] = "";
+    int rc = sluice_producer_conf_get(p->producer, luaL_checkstring(L, 2), value, sizeof value,
+                                      err, sizeof err);
+    if (rc) return sluice_lua_fail_core(L, rc, err);
+    lua_pushstring(L, value);
+    return 1;
+}
+
 /* close/__close: messages still in flight are reported failed to their
  * callbacks (flush first to avoid that). __gc: the same without Lua. */
 static int producer_close(lua_State *L)
@@ -372,6 +384,7 @@ void sluice_lua_open_producer(lua_State *L)
         { "in_flight", producer_in_flight },
         { "flush", producer_flush },
         { "stats", producer_stats },
+        { "config", producer_config },
         { "close", producer_close },
         { NULL, NULL }
     };

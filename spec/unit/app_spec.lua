@@ -515,6 +515,29 @@ describe("sluice.app: Kafka on the embedded broker", function()
     assert.is_nil(got.key)
     consumer:close()
   end)
+
+  -- Idempotence keeps a retried batch from being written twice; the
+  -- producer reports the settings it runs with (the core's defaults and
+  -- the user's, applied).
+  it("runs its producer idempotent with acks=all unless the user chose other acks", function()
+    assert.is_true(app:produce("unit-conf", "x"))   -- the producer starts with the first record
+    local p = app.producer
+    assert.equal("true", p:config("enable.idempotence"))
+    assert.equal("-1", p:config("acks"))            -- librdkafka's spelling of "all"
+    assert.equal("0", p:config("linger.ms"))
+    assert.same({ nil, "INVAL: no such Kafka property: no.such.property", "INVAL" },
+      { p:config("no.such.property") })
+    local function effective(props)
+      local other = support.app { listen = false, kafka = props }
+      assert.is_true(other:produce("unit-conf", "x"))
+      local got = { other.producer:config("acks"), other.producer:config("enable.idempotence") }
+      other:close()
+      return got
+    end
+    assert.same({ "1", "false" }, effective { acks = "1" })
+    assert.same({ "-1", "true" }, effective { acks = "all" })
+    assert.same({ "-1", "false" }, effective { ["enable.idempotence"] = "false" })
+  end)
 end)
 
 describe("sluice.app: misuse and expected failures", function()
