@@ -26,10 +26,8 @@ describe("movies app: acks and Kafka failures", function()
   local broker, gw
 
   setup(function()
-    broker = H.start_fault_broker { brokers = 3 }
     -- Every partition led by broker 1: stopping it holds every row.
-    broker:fault("/topic?name=" .. TOPIC .. "&partitions=4")
-    for p = 0, 3 do broker:fault(("/leader?topic=%s&partition=%d&id=1"):format(TOPIC, p)) end
+    broker = H.start_fault_broker { brokers = 3, topic = TOPIC }
     gw = H.start { kafka = broker.bootstrap, env = "SLUICE_MOVIES_PROCESSING=0" }
     -- The producer's first row: connection, metadata and producer id are
     -- set up before the faults below.
@@ -38,15 +36,7 @@ describe("movies app: acks and Kafka failures", function()
     assert.are.same({ '{"ack":"W1"}' }, r.replies)
   end)
 
-  teardown(function()
-    for _, p in ipairs({ gw, broker }) do
-      if p then
-        local _, killed = p:stop()
-        if killed then print("# needed SIGKILL; stderr:\n" .. p:stderr()) end
-      end
-    end
-    H.cleanup()
-  end)
+  teardown(function() H.stop_all(gw, broker) end)
 
   -- Row ids in the topic → how many times each is there.
   local function ids_in_kafka(want)
