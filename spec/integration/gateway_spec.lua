@@ -186,6 +186,16 @@ describe("movies gateway", function()
     assert.is_truthy(H.alive(gw.pid))
   end)
 
+  it("tells the user which URL to open in a browser", function()
+    local said = {}
+    for line in gw:stderr():gmatch "[^\n]+" do
+      local what = line:match "^%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d sluice info: (.*)$"
+      if what and (what:match "^listening on " or what:match "^movies: ") then said[#said + 1] = what end
+    end
+    assert.are.same({ ("listening on http://0.0.0.0:%d/ (WebSocket and HTTP)"):format(gw.port),
+                      ("movies: open http://localhost:%d/ in a browser"):format(gw.port) }, said)
+  end)
+
   it("refuses WebSocket upgrades on unknown paths with 404", function()
     local r = H.client("probe.js", { "--url", gw.url .. "/no-such-route", "--wait", "3" })
     assert.are.equal(404, r.status)
