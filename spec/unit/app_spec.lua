@@ -449,6 +449,12 @@ describe("sluice.app: Kafka on the embedded broker", function()
     support.settle(dead, 0.2)
     assert.equal(1, #calls)
     assert.equal("MSG_TIMED_OUT: Local: Message timed out", calls[1].err)
+    -- the producer's own errors are logged by name (how many: up to librdkafka)
+    wait(dead, function()
+      for _, line in ipairs(support.logs(dead)) do
+        if line == "warn: kafka producer: ALL_BROKERS_DOWN: 1/1 brokers are down" then return true end
+      end
+    end, "the producer's error logged by name")
     local s = dead:stats()
     assert.equal(1, s.delivery_failed)
     assert.equal(0, s.delivered)
@@ -518,6 +524,32 @@ describe("sluice.app: Kafka on the embedded broker", function()
     assert.equal("just a value", got.value)
     assert.is_nil(got.key)
     consumer:close()
+  end)
+
+  -- Backpressure (docs/reliability.md): reads stop when more than
+  -- max_in_flight records are in flight and resume at half of it. The log
+  -- line and the count in flight are taken as the producer calls back.
+  it("stops reading WebSockets above max_in_flight records in flight, resumes at half", function()
+    local seen = {}
+    local a
+    a = support.app { listen = 0, max_in_flight = 4, log = function(level, msg)
+      if msg:match "^Kafka " then seen[#seen + 1] = { level, msg, a.producer:in_flight() } end
+    end }
+    assert(a:start())
+    local done = 0
+    local function count() done = done + 1 end
+    assert.is_true(a:produce("unit-bp", "first", count))
+    wait(a, function() return done == 1 end, "the first record stored", 20)
+    assert(a.broker:set_down(1))
+    for i = 1, 4 do assert.is_true(a:produce("unit-bp", "r" .. i, count)) end
+    assert.same({}, seen)                  -- 4 in flight: at the mark, not above
+    assert.is_true(a:produce("unit-bp", "r5", count))
+    assert.same({ { "warn", "Kafka is behind: pausing reads from WebSocket clients", 5 } }, seen)
+    assert(a.broker:set_up(1))
+    wait(a, function() return done == 6 end, "every record stored", 60)
+    assert.same({ { "warn", "Kafka is behind: pausing reads from WebSocket clients", 5 },
+                  { "info", "Kafka caught up: resuming reads from WebSocket clients", 2 } }, seen)
+    a:close()
   end)
 
   -- Idempotence keeps a retried batch from being written twice; the
