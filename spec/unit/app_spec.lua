@@ -450,16 +450,46 @@ describe("sluice.app: Kafka on the embedded broker", function()
     assert.equal(1, #calls)
     assert.equal("MSG_TIMED_OUT: Local: Message timed out", calls[1].err)
     -- the producer's own errors are logged by name (how many: up to librdkafka)
+    -- and librdkafka's own log lines reach the app's logger
     wait(dead, function()
+      local named, own
       for _, line in ipairs(support.logs(dead)) do
-        if line == "warn: kafka producer: ALL_BROKERS_DOWN: 1/1 brokers are down" then return true end
+        named = named or line == "warn: kafka producer: ALL_BROKERS_DOWN: 1/1 brokers are down"
+        own = own or line:match "^error: kafka sluice#producer%-%d+: FAIL: %[thrd:127%.0%.0%.1:1/bootstrap%]: "
       end
-    end, "the producer's error logged by name")
+      return named and own
+    end, "the producer's errors logged")
     local s = dead:stats()
     assert.equal(1, s.delivery_failed)
     assert.equal(0, s.delivered)
     assert.equal(0, s.in_flight)
     dead:close()
+  end)
+
+  -- An idempotent producer whose sequence numbers the broker refuses can
+  -- no longer promise anything: librdkafka makes that fatal. The record is
+  -- reported failed, the error logged as an error, and every later record
+  -- refused at once with the reason (until the gateway is restarted).
+  it("reports a fatal producer error and refuses every later record with it", function()
+    local a = support.app { listen = false }
+    local calls = {}
+    local function report(err) calls[#calls + 1] = err or "stored" end
+    assert.is_true(a:produce("unit-fatal", "one", report))
+    wait(a, function() return #calls == 1 end, "the first record stored", 20)
+    assert(a.broker:push_errors("Produce", { "OUT_OF_ORDER_SEQUENCE_NUMBER" }))
+    assert.is_true(a:produce("unit-fatal", "two", report))
+    wait(a, function() return #calls == 2 end, "the second record's report", 20)
+    assert.same({ "stored", "OUT_OF_ORDER_SEQUENCE_NUMBER: Broker: Broker received an out of order sequence number" },
+      calls)
+    wait(a, function()
+      for _, line in ipairs(support.logs(a)) do
+        if line:match "^error: kafka producer: OUT_OF_ORDER_SEQUENCE_NUMBER: ProduceRequest for unit%-fatal " then
+          return true
+        end
+      end
+    end, "the fatal error logged as an error")
+    assert.same({ nil, "KAFKA: FATAL: Local: Fatal error", "KAFKA" }, { a:produce("unit-fatal", "three", report) })
+    a:close()
   end)
 
   it("passes the context to a shared on_delivery, once per record, past a raising one", function()
