@@ -4,7 +4,7 @@
 // and soak tests.
 //   node stream.js --url ws://127.0.0.1:P/ [--connections 4] [--prefix S]
 //        (--rows N | --duration S) [--rate R] [--batch B]
-//        [--timeout S] [--out FILE] [--report S]
+//        [--timeout S] [--out FILE] [--report S] [--marker TEXT]
 // --rows N: send N rows in all (spread over connections), as fast as the
 //   socket takes them, or at --rate rows/s in all; then wait for answers.
 // --duration S: send at --rate rows/s (default 1000) for S seconds, then
@@ -12,6 +12,11 @@
 // --report S: every S seconds print a JSON line {t, acked, failed, sent,
 //   p50, p99, max} (latency in ms of the acks of that interval).
 // --out FILE: write {acked: [ids], failed: [ids], unanswered: [ids]}.
+// --marker TEXT: once every row is answered, each connection sends TEXT, a
+//   message the app answers at once without Kafka, and closes at the answer
+//   (a message that is neither an ack nor an error with an id): whatever
+//   the gateway sent before it (a duplicate answer too) has been counted.
+//   Without it, connections close at the last answer.
 // Last line printed: the summary (sent, acks, failed, duplicates,
 //   unexpected, unanswered, closes [{code, reason, by}], latency {p50, p90,
 //   p99, max}, elapsed_ms, errors (first 5 error texts)).
@@ -84,7 +89,11 @@ function closeAll() {
   }
 }
 function maybeDone() {
-  if (stopped && sentAt.size === 0) closeAll();
+  if (!stopped || sentAt.size !== 0) return;
+  if (o.marker === undefined) { closeAll(); return; }
+  for (const c of conns) {
+    if (!c.draining && c.ws.readyState === WebSocket.OPEN) { c.draining = true; c.ws.send(o.marker); }
+  }
 }
 setTimeout(() => { result.timed_out = true; closeAll(); setTimeout(finish, 2000); }, timeoutMs);
 if (duration !== Infinity) setTimeout(() => { stopped = true; maybeDone(); }, duration);
@@ -167,6 +176,7 @@ for (let i = 0; i < nconn; i++) {
       answer(String(m.ack), true);
     }
     else if (m.error !== undefined && m.id !== undefined) answer(String(m.id), false, m.error);
+    else if (c.draining && !c.closedByClient) { c.closedByClient = true; c.ws.close(1000); }
     else { result.unexpected++; if (result.errors.length < 5) result.errors.push(m); }
   });
   c.ws.on('error', (e) => { if (result.errors.length < 5) result.errors.push('socket: ' + e.message); });

@@ -46,6 +46,7 @@ local app = sluice.app { name = "bp", listen = 0, send_queue = 2 * 1024 * 1024, 
 app:ws("/feed", {})
 app:ws("/rows", { message = function(conn, data)
   local v = cjson.decode(data)
+  if type(v) ~= "table" then return conn:send('{"marker":true}') end  -- stream.js --marker
   local list = v[1] and v or { v }
   for _, row in ipairs(list) do
     local id = row.id
@@ -90,7 +91,7 @@ return app
     broker:fault "/down?id=1"
     local rss0 = H.rss_kb(gw.pid)
     local rows = 80000
-    local h = H.client_bg("stream.js", { "--url", gw.url .. "/rows", "--connections", "2",
+    local h = H.client_bg("stream.js", { "--url", gw.url .. "/rows", "--connections", "2", "--marker", "0",
       "--rows", tostring(rows), "--batch", "50", "--prefix", "B", "--timeout", "150" })
     local function stats() local _, s = gw:healthz(); return type(s) == "table" and s or {} end
     assert(H.wait_for(60, function() return (stats().in_flight or 0) >= 20000 end, 0.2),
@@ -136,7 +137,7 @@ return app
     gw = H.start { app = dir .. "/app.lua" }
 
     -- Ack latency with nothing else going on, for comparison.
-    local base = H.client("stream.js", { "--url", gw.url .. "/rows", "--rate", "200",
+    local base = H.client("stream.js", { "--url", gw.url .. "/rows", "--rate", "200", "--marker", "0",
                                          "--duration", "3", "--prefix", "A" })
     assert.are.equal(base.sent, base.acks)
 
@@ -147,7 +148,7 @@ return app
                                             "--timeout", "40", "--ready-file", dir .. "/fast" })
     assert(H.wait_for(10, function() return H.read(dir .. "/slow") and H.read(dir .. "/fast") end))
     local rss0 = H.rss_kb(gw.pid)
-    local lat = H.client_bg("stream.js", { "--url", gw.url .. "/rows", "--rate", "200",
+    local lat = H.client_bg("stream.js", { "--url", gw.url .. "/rows", "--rate", "200", "--marker", "0",
                                            "--duration", "6", "--prefix", "Z" })
     H.sleep(1)
     assert.are.equal(200, (H.http(gw.port, ("/flood?n=%d&size=%d"):format(n, size))))

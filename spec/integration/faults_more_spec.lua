@@ -18,22 +18,12 @@ describe("broker faults under load (RTT, leader moves, consumer groups)", functi
   local broker, gw
 
   setup(function()
-    broker = H.start_fault_broker { brokers = 3 }
     -- Every partition led by broker 1: "the leader" below is one broker.
-    broker:fault("/topic?name=" .. TOPIC .. "&partitions=4")
-    for p = 0, 3 do broker:fault(("/leader?topic=%s&partition=%d&id=1"):format(TOPIC, p)) end
+    broker = H.start_fault_broker { brokers = 3, topic = TOPIC }
     gw = H.start { app = H.root .. "/bench/soak/rows.lua", kafka = broker.bootstrap }
   end)
 
-  teardown(function()
-    for _, p in ipairs({ gw, broker }) do
-      if p then
-        local _, killed = p:stop()
-        if killed then print("# needed SIGKILL; stderr:\n" .. p:stderr()) end
-      end
-    end
-    H.cleanup()
-  end)
+  teardown(function() H.stop_all(gw, broker) end)
 
   it("keeps serving and stays exact with 300 ms added round-trip time", function()
     for id = 1, 3 do broker:fault(("/rtt?id=%d&ms=300"):format(id)) end

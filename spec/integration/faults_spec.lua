@@ -18,22 +18,12 @@ describe("broker faults under load", function()
   local broker, gw
 
   setup(function()
-    broker = H.start_fault_broker { brokers = 3 }
     -- Every partition led by broker 1: "the leader" below is one broker.
-    broker:fault("/topic?name=" .. TOPIC .. "&partitions=4")
-    for p = 0, 3 do broker:fault(("/leader?topic=%s&partition=%d&id=1"):format(TOPIC, p)) end
+    broker = H.start_fault_broker { brokers = 3, topic = TOPIC }
     gw = H.start { app = H.root .. "/bench/soak/rows.lua", kafka = broker.bootstrap }
   end)
 
-  teardown(function()
-    for _, p in ipairs({ gw, broker }) do
-      if p then
-        local _, killed = p:stop()
-        if killed then print("# needed SIGKILL; stderr:\n" .. p:stderr()) end
-      end
-    end
-    H.cleanup()
-  end)
+  teardown(function() H.stop_all(gw, broker) end)
 
   it("loses and duplicates nothing when the partition leader is down for 5 s", function()
     -- About 10 s of steady load; the leader goes away 2 s in.

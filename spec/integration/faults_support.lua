@@ -24,7 +24,8 @@ end
 -- Runs stream.js to completion in the background; returns the handle.
 function M.stream(gw, args)
   local out = H.tmpdir() .. "/ids.json"
-  local full = { "--url", gw.url .. "/", "--out", out }
+  -- bench/soak/rows.lua answers a JSON scalar at once: the drain marker.
+  local full = { "--url", gw.url .. "/", "--out", out, "--marker", "42" }
   for _, a in ipairs(args) do full[#full + 1] = a end
   local h = H.client_bg("stream.js", full)
   h.out = out

@@ -348,7 +348,8 @@ end
 -- brokers in a process of its own, with an HTTP control port. Returns the
 -- process object; .bootstrap is its broker list (give it to gateways as
 -- --kafka and to kcat) and :fault(path) calls a control endpoint
--- ("/down?id=1", …), raising unless it answers 200.
+-- ("/down?id=1", …), raising unless it answers 200. opts.topic: create
+-- it with 4 partitions, every one led by broker 1 ("the leader").
 function M.start_fault_broker(opts)
   opts = opts or {}
   local b = M.start { app = M.root .. "/bench/soak/broker.lua", kafka = "127.0.0.1:9",
@@ -360,7 +361,24 @@ function M.start_fault_broker(opts)
     if status ~= 200 then error(("fault %s: %s %s"):format(path, tostring(status), tostring(body)), 2) end
     return json.decode(body)
   end
+  if opts.topic then
+    b:fault("/topic?name=" .. opts.topic .. "&partitions=4")
+    for p = 0, 3 do b:fault(("/leader?topic=%s&partition=%d&id=1"):format(opts.topic, p)) end
+  end
   return b
+end
+
+-- Stops the given processes (nil ones skipped), saying which needed SIGKILL,
+-- and removes the temp dirs.
+function M.stop_all(...)
+  for i = 1, select("#", ...) do
+    local p = select(i, ...)
+    if p then
+      local _, killed = p:stop()
+      if killed then print("# needed SIGKILL; stderr:\n" .. p:stderr()) end
+    end
+  end
+  M.cleanup()
 end
 
 -- Removes every temp dir this helper created.

@@ -30,6 +30,8 @@ function M.routes(app)
       local id, body = data:match("^([^\n]*)\n(.*)$")
       local rows = {}
       for key, seq in body:gmatch("(%%S+) (%%d+)") do rows[#rows + 1] = { key, seq } end
+      -- No rows (seqload.js's last message): acked at once.
+      if #rows == 0 then return conn:send(('{"ack":%%q,"marker":%%q,"rows":0}'):format(id, M.marker)) end
       local left, failed = #rows, nil
       local function done(err)
         if err and not failed then failed = err end
