@@ -44,9 +44,10 @@ need_tools() {
   bash "$here/deps.sh" openjdk-17-jre-headless maven kcat
 }
 
-# The broker's jars in DIR/libs, fetched again only when the pom changes.
+# The broker's jars in DIR/libs (or SLUICE_KAFKA_LIBS: clusters started by
+# the specs share the suite's), fetched again only when the pom changes.
+libs=${SLUICE_KAFKA_LIBS:-$dir/libs}
 fetch() {
-  local libs=$dir/libs
   if [ -f "$libs/.pom" ] && cmp -s "$pom" "$libs/.pom"; then return 0; fi
   echo "kafka.sh: fetching Apache Kafka from Maven Central ($pom)" >&2
   rm -rf "$libs"
@@ -71,7 +72,7 @@ run_node() {  # starts node N in the background; its pid in DIR/nodeN/pid
   # -Xmx: room for the tests' load; the tests run beside other processes.
   nohup java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$dir/log4j2.properties" -Dkafka.logs.dir="$nd" \
-    -cp "$dir/libs/*" kafka.Kafka "$nd/server.properties" \
+    -cp "$libs/*" kafka.Kafka "$nd/server.properties" \
     >"$nd/stdout.log" 2>&1 </dev/null &
   echo $! >"$nd/pid"
 }
@@ -94,6 +95,7 @@ wait_serving() {
 
 stop_nodes() {
   local pids=() n p
+  rm -f "$dir/bootstrap"
   for n in 1 2 3; do
     [ -f "$dir/node$n/pid" ] || continue
     p=$(cat "$dir/node$n/pid")
@@ -146,7 +148,7 @@ EOF
   done
   local pids=()
   for n in $(seq 1 "$brokers"); do
-    java -cp "$dir/libs/*" -Dlog4j2.configurationFile="$dir/log4j2.properties" \
+    java -cp "$libs/*" -Dlog4j2.configurationFile="$dir/log4j2.properties" \
       -Dkafka.logs.dir="$dir/node$n" kafka.tools.StorageTool format -t "$cluster_id" \
       -c "$dir/node$n/server.properties" >"$dir/node$n/format.log" 2>&1 &
     pids+=($!)

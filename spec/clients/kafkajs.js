@@ -9,6 +9,8 @@
 //   node kafkajs.js --brokers B --topic T --produce N [--prefix P]
 //     sends N records (key "kN", value "P-N") idempotently and prints
 //     {produced: N, partitions: {p: count}}
+//   node kafkajs.js --brokers B --topic T --create P [--replicas R]
+//     creates the topic with P partitions (admin API); prints {created: true}
 const { Kafka, logLevel } = require('kafkajs');
 const parse = require('./args');
 
@@ -68,6 +70,18 @@ async function consume() {
   });
 }
 
-(o.produce !== undefined ? produce() : consume()).catch((e) => {
+async function create() {
+  const admin = kafka.admin();
+  await admin.connect();
+  const created = await admin.createTopics({
+    waitForLeaders: true,
+    topics: [{ topic: o.topic, numPartitions: Number(o.create), replicationFactor: Number(o.replicas || 1) }],
+  });
+  await admin.disconnect();
+  done({ created });
+}
+
+const mode = o.create !== undefined ? create : o.produce !== undefined ? produce : consume;
+mode().catch((e) => {
   done({ error: `${e.name}: ${e.message}` }, 1);
 });

@@ -1,17 +1,26 @@
--- The movies gateway end to end: a real `sluice run` process with the
--- embedded broker, checked with node `ws` clients and kcat.
+-- The movies gateway end to end: a real `sluice run` process on Apache
+-- Kafka (the suite's shared broker, topics of this run's own), checked
+-- with node `ws` clients and kcat.
 local H = require "integration.helper"
 local json = H.json
 
 describe("movies gateway", function()
-  local gw
+  local gw, kafka
+  local P = H.prefix "gateway"
+  local RESULTS, DLQ, STATS = P .. "movie-results", P .. "movie-results.dlq", P .. "movie-stats"
 
   -- The gateway alone: the app's stream processing (processing.lua, tested
   -- by integration.stream and browser.movies) would produce records of its
   -- own once its consumer group has joined, so /healthz's counts and the
   -- movie-stats subscribers' messages would depend on timing.
+  -- The topics exist before the gateway starts, as on a cluster run by
+  -- operators: a consumer of a topic that does not exist yet would only
+  -- see it at its next metadata refresh.
   setup(function()
-    gw = H.start { env = "SLUICE_MOVIES_PROCESSING=0" }
+    kafka = H.kafka()
+    H.create_topic(kafka, RESULTS, 4)
+    H.create_topic(kafka, STATS, 1)
+    gw = H.start { kafka = kafka, env = "SLUICE_MOVIES_PROCESSING=0 SLUICE_MOVIES_PREFIX=" .. P }
   end)
 
   teardown(function()
@@ -47,7 +56,7 @@ describe("movies gateway", function()
     assert.is_nil(r.timed_out)
     for _, c in ipairs(r.closes) do assert.are.equal("client", c.by) end
 
-    local records = H.kcat_consume(gw.bootstrap, "movie-results", 10000, 60)
+    local records = H.kcat_consume(kafka, RESULTS, 10000, 60)
     assert.are.equal(10000, #records)
     local by_id, dup = index_by_id(records)
     assert.are.equal(0, dup)
@@ -122,7 +131,7 @@ describe("movies gateway", function()
     repeat
       i = i + 1
       local v = json.encode { stat = "top-actor", n = i }
-      assert(H.kcat_produce(gw.bootstrap, "movie-stats", v, "k" .. i))
+      assert(H.kcat_produce(kafka, STATS, v, "k" .. i))
       sent[v] = true
       H.sleep(0.5)
     until (by_msg:done() and by_path:done()) or H.now() > deadline
@@ -155,7 +164,7 @@ describe("movies gateway", function()
     assert.are.same({ ack = "D3" }, m[4])
     assert.are.equal("client", r.close.by)
 
-    local dlq = H.kcat_consume(gw.bootstrap, "movie-results.dlq", 3, 30)
+    local dlq = H.kcat_consume(kafka, DLQ, 3, 30)
     assert.are.equal(3, #dlq)
     local values = {}
     for _, rec in ipairs(dlq) do
