@@ -45,7 +45,7 @@ else()
   set_tests_properties(kafka.start PROPERTIES FIXTURES_SETUP kafka TIMEOUT 300)
   add_test(NAME kafka.stop COMMAND bash ${CMAKE_SOURCE_DIR}/tools/kafka.sh stop --dir ${SLUICE_KAFKA_DIR})
   set_tests_properties(kafka.stop PROPERTIES FIXTURES_CLEANUP kafka TIMEOUT 60)
-  set(SLUICE_KAFKA_ENV "SLUICE_KAFKA_FILE=${SLUICE_KAFKA_DIR}/bootstrap;SLUICE_KAFKA_LIBS=${SLUICE_KAFKA_DIR}/libs")
+  set(SLUICE_KAFKA_ENV "SLUICE_KAFKA_FILE=${SLUICE_KAFKA_DIR}/bootstrap;SLUICE_KAFKA_LIBS=${SLUICE_KAFKA_DIR}/libs;SLUICE_PYTHON=${CMAKE_BINARY_DIR}/pyenv/bin/python")
 
   find_program(SLUICE_NODE node)
   find_program(SLUICE_KCAT kcat)
