@@ -9,12 +9,13 @@
 //   node kafkajs.js --brokers B --topic T --produce N [--prefix P]
 //     sends N records (key "kN", value "P-N") idempotently and prints
 //     {produced: N, partitions: {p: count}}
-//   node kafkajs.js --brokers B --topic T --create P [--replicas R]
-//     creates the topic with P partitions (admin API); prints {created: true}
+//   node kafkajs.js --brokers B --topic T --create P [--replicas R] [--compact]
+//     creates the topic (comma-separated: topics) with P partitions
+//     (admin API), compacted with --compact; prints {created: true}
 const { Kafka, logLevel } = require('kafkajs');
 const parse = require('./args');
 
-const o = parse(process.argv.slice(2));
+const o = parse(process.argv.slice(2), { flags: ['compact'] });
 const kafka = new Kafka({
   clientId: 'sluice-spec-kafkajs',
   brokers: o.brokers.split(','),
@@ -75,7 +76,12 @@ async function create() {
   await admin.connect();
   const created = await admin.createTopics({
     waitForLeaders: true,
-    topics: [{ topic: o.topic, numPartitions: Number(o.create), replicationFactor: Number(o.replicas || 1) }],
+    topics: o.topic.split(',').map((topic) => ({
+      topic,
+      numPartitions: Number(o.create),
+      replicationFactor: Number(o.replicas || 1),
+      configEntries: o.compact ? [{ name: 'cleanup.policy', value: 'compact' }] : [],
+    })),
   });
   await admin.disconnect();
   done({ created });

@@ -405,10 +405,14 @@ function M.start_kafka(opts)
   return k
 end
 
--- Creates a topic with `partitions` partitions (kafkajs' admin client).
-function M.create_topic(bootstrap, topic, partitions, replicas)
-  return M.client("kafkajs.js", { "--brokers", bootstrap, "--topic", topic,
-    "--create", tostring(partitions), "--replicas", tostring(replicas or 1) })
+-- Creates topics (a name or a list) with `partitions` partitions
+-- (kafkajs' admin client); opts: replicas, compact.
+function M.create_topic(bootstrap, topics, partitions, opts)
+  opts = opts or {}
+  local args = { "--brokers", bootstrap, "--topic", type(topics) == "table" and table.concat(topics, ",") or topics,
+    "--create", tostring(partitions), "--replicas", tostring(opts.replicas or 1) }
+  if opts.compact then args[#args + 1] = "--compact" end
+  return M.client("kafkajs.js", args)
 end
 
 -- Removes every temp dir this helper created.
