@@ -377,7 +377,7 @@ end
 local kafka_sh = M.root .. "/tools/kafka.sh"
 
 -- Starts a cluster of its own (tools/kafka.sh: `brokers` 1 or 3) under a
--- temp dir. Returns an object: .bootstrap, :signal(node, SIG),
+-- dir of its own. Returns an object: .bootstrap, :signal(node, SIG[, after]),
 -- :restart(node), :stop().
 function M.start_kafka(opts)
   opts = opts or {}
@@ -392,8 +392,14 @@ function M.start_kafka(opts)
     M.q(kafka_sh), opts.brokers or 1, M.q(k.dir)))
   if code ~= 0 then error("tools/kafka.sh start failed: " .. tostring(err), 2) end
   k.bootstrap = M.lines(out)[1]
-  function k.signal(self, node, sig)
-    assert(M.run(("%s signal --dir %s %d %s"):format(M.q(kafka_sh), M.q(self.dir), node, sig)) == 0)
+  -- (`after` seconds: in the background, later)
+  function k.signal(self, node, sig, after)
+    local cmd = ("%s signal --dir %s %d %s"):format(M.q(kafka_sh), M.q(self.dir), node, sig)
+    if after then
+      os.execute(("(sleep %s; %s) >/dev/null 2>&1 &"):format(after, cmd))
+    else
+      assert(M.run(cmd) == 0, "kafka.sh signal failed")
+    end
   end
   function k.restart(self, node)
     local c, _, e = M.run(("%s restart-node --dir %s %d"):format(M.q(kafka_sh), M.q(self.dir), node))
