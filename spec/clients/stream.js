@@ -11,7 +11,8 @@
 //   wait (up to --timeout) for the answers.
 // --report S: every S seconds print a JSON line {t, acked, failed, sent,
 //   p50, p99, max} (latency in ms of the acks of that interval).
-// --out FILE: write {acked: [ids], failed: [ids], unanswered: [ids]}.
+// --out FILE: write {acked: [ids], failed: [ids], unanswered: [ids],
+//   failed_by_code: {CODE: [ids]}} (CODE: the error text before ':').
 // --marker TEXT: once every row is answered, each connection sends TEXT, a
 //   message the app answers at once without Kafka, and closes at the answer
 //   (a message that is neither an ack nor an error with an id): whatever
@@ -40,6 +41,7 @@ const sentAt = new Map();       // id -> ms; deleted when answered
 const acked = new Set();
 const ackedAt = {};   // id -> [partition, offset], when the ack says where
 const failed = new Set();
+const failedByCode = {};
 const result = { sent: 0, acks: 0, failed: 0, duplicates: 0, unexpected: 0,
                  errors: [], closes: [] };
 let lat = [];                   // latencies of this report interval
@@ -76,7 +78,8 @@ function finish() {
                      max: max(allLat) };
   if (o.out) {
     fs.writeFileSync(o.out, JSON.stringify({ acked: [...acked], failed: [...failed],
-                                             unanswered: [...sentAt.keys()], acked_at: ackedAt }));
+                                             unanswered: [...sentAt.keys()], acked_at: ackedAt,
+                                             failed_by_code: failedByCode }));
   }
   process.stdout.write(JSON.stringify(result) + '\n');
   process.exit(0);
@@ -142,6 +145,8 @@ function answer(id, ok, text) {
   } else {
     failed.add(id);
     result.failed++;
+    const code = String(text).split(':')[0];
+    (failedByCode[code] = failedByCode[code] || []).push(id);
     if (result.errors.length < 5) result.errors.push(text);
   }
   maybeDone();

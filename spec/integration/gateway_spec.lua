@@ -1,17 +1,26 @@
--- The movies gateway end to end: a real `sluice run` process with the
--- embedded broker, checked with node `ws` clients and kcat.
+-- The movies gateway end to end: a real `sluice run` process on Apache
+-- Kafka (the suite's shared broker, topics of this run's own), checked
+-- with node `ws` clients and kcat.
 local H = require "integration.helper"
 local json = H.json
 
 describe("movies gateway", function()
-  local gw
+  local gw, kafka
+  local P = H.prefix "gateway"
+  local RESULTS, DLQ, STATS = P .. "movie-results", P .. "movie-results.dlq", P .. "movie-stats"
 
   -- The gateway alone: the app's stream processing (processing.lua, tested
   -- by integration.stream and browser.movies) would produce records of its
   -- own once its consumer group has joined, so /healthz's counts and the
   -- movie-stats subscribers' messages would depend on timing.
+  -- The topics exist before the gateway starts, as on a cluster run by
+  -- operators: a consumer of a topic that does not exist yet would only
+  -- see it at its next metadata refresh.
   setup(function()
-    gw = H.start { env = "SLUICE_MOVIES_PROCESSING=0" }
+    kafka = H.kafka()
+    H.create_topic(kafka, RESULTS, 4)
+    H.create_topic(kafka, STATS, 1)
+    gw = H.start { kafka = kafka, env = "SLUICE_MOVIES_PROCESSING=0 SLUICE_MOVIES_PREFIX=" .. P }
   end)
 
   teardown(function()
@@ -46,7 +55,7 @@ describe("movies gateway", function()
     assert.are.same({ sent = 10000, acks = 10000, duplicates = 0, unexpected = 0, missing = 0,
                       error_count = 0, errors = {}, other = {}, closes = closes }, r)
 
-    local records = H.kcat_consume(gw.bootstrap, "movie-results", 10000, 60)
+    local records = H.kcat_consume(kafka, RESULTS, 10000, 60)
     assert.are.equal(10000, #records)
     local by_id, dup = index_by_id(records)
     assert.are.equal(0, dup)
@@ -126,7 +135,7 @@ describe("movies gateway", function()
     repeat
       i = i + 1
       local v = json.encode { stat = "top-actor", n = i }
-      assert(H.kcat_produce(gw.bootstrap, "movie-stats", v, "k" .. i))
+      assert(H.kcat_produce(kafka, STATS, v, "k" .. i))
       sent[v] = true
       H.sleep(0.5)
     until (by_msg:done() and by_path:done()) or H.now() > deadline
@@ -155,7 +164,7 @@ describe("movies gateway", function()
     }, r.replies)
     assert.are.same({ code = 1000, by = "client" }, { code = r.close.code, by = r.close.by })
 
-    local dlq = H.kcat_consume(gw.bootstrap, "movie-results.dlq", 3, 30)
+    local dlq = H.kcat_consume(kafka, DLQ, 3, 30)
     assert.are.equal(3, #dlq)
     -- No key, so any partition: each message once, with its reason.
     local values = {}
