@@ -20,6 +20,16 @@ for clients in spec/clients spec/browser; do
   fi
 done
 
+# The Python Kafka client of the interop spec, pinned, in a venv under the
+# build tree (reinstalled when the requirements change).
+venv=$build/pyenv
+if ! cmp -s spec/clients/requirements.txt "$venv/.sluice-req"; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r spec/clients/requirements.txt
+  cp spec/clients/requirements.txt "$venv/.sluice-req"
+fi
+
 set +e
 # Three jobs on two cores: the load-heavy tests take two slots each
 # (spec/tests.cmake), so one of them runs beside at most one light test.

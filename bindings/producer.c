@@ -323,13 +323,25 @@ static int producer_stats(lua_State *L)
     return 1;
 }
 
+/* producer:config(name) → the value librdkafka runs with | nil, err, code */
+static int producer_config(lua_State *L)
+{
+    lua_producer *p = sluice_lua_handle_check(L, 1, &sluice_lua_producer_type);
+    char value[512], err[256] = "";
+    int rc = sluice_producer_conf_get(p->h.obj, luaL_checkstring(L, 2), value, sizeof value,
+                                      err, sizeof err);
+    if (rc) return sluice_lua_fail_core(L, rc, err);
+    lua_pushstring(L, value);
+    return 1;
+}
+
 /* close/__close: messages still in flight are reported failed to their
  * callbacks (flush first to avoid that). __gc: the same without Lua. */
 static void producer_free(void *p) { sluice_producer_free(p); }
 
 static const luaL_Reg methods[] = {
     { "send", producer_send }, { "in_flight", producer_in_flight }, { "flush", producer_flush },
-    { "stats", producer_stats }, { NULL, NULL }
+    { "stats", producer_stats }, { "config", producer_config }, { NULL, NULL }
 };
 static const luaL_Reg functions[] = { { "producer", producer_new }, { NULL, NULL } };
 

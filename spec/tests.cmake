@@ -37,6 +37,16 @@ else()
     endforeach()
   endif()
 
+  # Apache Kafka (tools/kafka.sh): one broker, started once for the whole
+  # run (a ctest fixture), shared by every spec that calls H.kafka(); specs
+  # that take brokers down start clusters of their own (H.start_kafka).
+  set(SLUICE_KAFKA_DIR ${CMAKE_BINARY_DIR}/kafka)
+  add_test(NAME kafka.start COMMAND bash ${CMAKE_SOURCE_DIR}/tools/kafka.sh start --dir ${SLUICE_KAFKA_DIR})
+  set_tests_properties(kafka.start PROPERTIES FIXTURES_SETUP kafka TIMEOUT 300)
+  add_test(NAME kafka.stop COMMAND bash ${CMAKE_SOURCE_DIR}/tools/kafka.sh stop --dir ${SLUICE_KAFKA_DIR})
+  set_tests_properties(kafka.stop PROPERTIES FIXTURES_CLEANUP kafka TIMEOUT 60)
+  set(SLUICE_KAFKA_ENV "SLUICE_KAFKA_FILE=${SLUICE_KAFKA_DIR}/bootstrap;SLUICE_KAFKA_LIBS=${SLUICE_KAFKA_DIR}/libs;SLUICE_PYTHON=${CMAKE_BINARY_DIR}/pyenv/bin/python")
+
   find_program(SLUICE_NODE node)
   find_program(SLUICE_KCAT kcat)
   file(GLOB SLUICE_INTEGRATION_SPECS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/spec/integration/*_spec.lua)
@@ -67,7 +77,12 @@ else()
             COMMAND lua5.4 ${BUSTED} -o TAP ${spec}
             WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
           set_tests_properties(${test} PROPERTIES TIMEOUT 300
-            ENVIRONMENT "LUA_PATH=${SLUICE_SPEC_LUA_PATH};LUA_CPATH=${CMAKE_BINARY_DIR}/lua/lua5.4/?.so\\;\\;;SLUICE_BIN=${CMAKE_BINARY_DIR}/bin/sluice-${gw};SLUICE_ROOT=${CMAKE_SOURCE_DIR};SLUICE_CLIENTS=${CMAKE_SOURCE_DIR}/spec/clients;SLUICE_NODE=${SLUICE_NODE};SLUICE_KCAT=${SLUICE_KCAT}")
+            ENVIRONMENT "LUA_PATH=${SLUICE_SPEC_LUA_PATH};LUA_CPATH=${CMAKE_BINARY_DIR}/lua/lua5.4/?.so\\;\\;;SLUICE_BIN=${CMAKE_BINARY_DIR}/bin/sluice-${gw};SLUICE_ROOT=${CMAKE_SOURCE_DIR};SLUICE_CLIENTS=${CMAKE_SOURCE_DIR}/spec/clients;SLUICE_NODE=${SLUICE_NODE};SLUICE_KCAT=${SLUICE_KCAT};${SLUICE_KAFKA_ENV}")
+          # Specs on Apache Kafka need the shared broker (or its jars).
+          file(STRINGS ${spec} uses_kafka REGEX "[Hh]\\.kafka\\(|[Hh]\\.start_kafka\\(")
+          if(uses_kafka)
+            set_tests_properties(${test} PROPERTIES FIXTURES_REQUIRED kafka)
+          endif()
         endforeach()
       endforeach()
     endif()

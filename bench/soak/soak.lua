@@ -60,7 +60,7 @@ local out = dir .. "/ids.json"
 local load = H.client_bg("stream.js", { "--url", gw.url .. "/", "--connections", tostring(opts.connections),
   "--duration", tostring(opts.duration), "--rate", tostring(opts.rate), "--batch", tostring(opts.batch),
   "--prefix", "S" .. os.time() .. "-", "--report", tostring(opts.report),
-  "--timeout", tostring(opts.duration + 360), "--out", out })
+  "--timeout", tostring(opts.duration + 360), "--out", out, "--marker", "42" })
 
 -- The fault cycle. Each entry: a name and a function run in its own
 -- interval (it may sleep; it must leave the cluster healthy).

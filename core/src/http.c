@@ -1,6 +1,7 @@
 /* The HTTP side of the server: a request routed to Lua (its head and body
  * collected, its answer written back in chunks) or a static file. */
 #include "server_internal.h"
+#include "http_status.h"
 
 #include <stdio.h>
 #include <stdlib.h>

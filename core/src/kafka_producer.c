@@ -219,6 +219,24 @@ size_t sluice_producer_flush(sluice_producer *p, int timeout_ms) {
     return p->in_flight;
 }
 
+int sluice_producer_conf_get(const sluice_producer *p, const char *name,
+                             char *buf, size_t size, char *err, size_t errlen) {
+    size_t len = size;
+    if (!p || !name || !buf || !size) {
+        sluice_kafka_errf(err, errlen, "conf_get: producer, name and buffer are required");
+        return SLUICE_EINVAL;
+    }
+    if (rd_kafka_conf_get(rd_kafka_conf(p->rk), name, buf, &len) != RD_KAFKA_CONF_OK) {
+        sluice_kafka_errf(err, errlen, "no such Kafka property: %s", name);
+        return SLUICE_EINVAL;
+    }
+    if (len > size) {
+        sluice_kafka_errf(err, errlen, "%s: value longer than %zu bytes", name, size - 1);
+        return SLUICE_ETOOBIG;
+    }
+    return 0;
+}
+
 unsigned long sluice_producer_wakeups(const struct sluice_producer *p) {
     return p ? p->kq.wakeups : 0;
 }

@@ -473,6 +473,7 @@ static void test_free_from_handler(void) {
 typedef struct self_free_producer {
     sluice_producer *p;
     int reports;
+    int send_after_free;   /* what a send right after the free returned */
 } self_free_producer;
 
 static void on_delivery_then_free(void *ud, void *msg_opaque, const sluice_delivery *d) {
@@ -480,8 +481,12 @@ static void on_delivery_then_free(void *ud, void *msg_opaque, const sluice_deliv
     self_free_producer *s = ud;
     s->reports++;
     if (s->p) {
-        sluice_producer_free(s->p);
+        sluice_producer *p = s->p;
+        sluice_producer_free(p);
         s->p = NULL;
+        /* Freed from its own callback: it still exists until the callback
+         * returns, and refuses more (nothing would report it). */
+        s->send_after_free = send_numbered(p, 99);
     }
 }
 
@@ -498,6 +503,7 @@ static void test_producer_free_from_handler(void) {
     /* Each accepted message is still reported exactly once. */
     CHECK_EQ_INT(s.reports, 5);
     CHECK(s.p == NULL);
+    CHECK_EQ_INT(s.send_after_free, SLUICE_ECLOSED);
 }
 
 /* ---- failures ----------------------------------------------------------- */

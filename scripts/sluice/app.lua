@@ -140,6 +140,7 @@ end
 -- The kafka properties every client of this app gets.
 function App:_kafka_props(extra)
   local props = util.string_props(self.options.kafka, "kafka")
+  for k, v in pairs(self.overrides.kafka_props or {}) do props[k] = v end   -- sluice run -X
   for k, v in pairs(util.string_props(extra, "kafka")) do props[k] = v end
   props["bootstrap.servers"] = self.kafka_bootstrap
   if props["client.id"] == nil then props["client.id"] = self.name end

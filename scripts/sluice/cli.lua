@@ -14,6 +14,10 @@ options for run:
   --listen PORT          listen on PORT (or HOST:PORT) instead of the app's setting
   --kafka BOOTSTRAP      use this Kafka cluster (bootstrap.servers) instead of
                          the embedded in-memory broker
+  -X, --kafka-property KEY=VALUE
+                         a librdkafka property for every Kafka client of the app
+                         (after the app's own `kafka` table; repeatable), e.g.
+                         -X message.timeout.ms=5000
   --embedded-port PORT   stable bootstrap port of the embedded broker (default 9092;
                          0 picks a free one)
   --log-level LEVEL      error, warn, info (default) or debug
@@ -50,6 +54,13 @@ local OPTIONS = {
   ["--kafka"] = function(o, v)
     if not v or v == "" then return nil, "--kafka needs a bootstrap address (host:port)" end
     o.bootstrap = v
+    return true
+  end,
+  ["--kafka-property"] = function(o, v)
+    local key, value = (v or ""):match("^([^=]+)=(.*)$")
+    if not key then return nil, "--kafka-property needs KEY=VALUE (a librdkafka property)" end
+    o.kafka_props = o.kafka_props or {}
+    o.kafka_props[key] = value
     return true
   end,
   ["--embedded-port"] = function(o, v)
@@ -115,6 +126,7 @@ function M.main(argv)
     local a = argv[i]
     local name, inline = a:match("^(%-%-[%w-]+)=(.*)$")
     name = name or a
+    if name == "-X" then name = "--kafka-property" end
     if name == "--watch" then
       overrides.watch = true
     elseif OPTIONS[name] then

@@ -3,6 +3,10 @@
 //   node load.js --url ws://127.0.0.1:P/ --connections 10 --rows 10000
 //        [--prefix L] [--batch 1] [--interval MS] [--timeout S] [--list-acks]
 // Row ids are "<prefix><conn>-<seq>"; actorId is derived from seq.
+// After its last expected ack a connection sends a message the movies app
+// answers at once, without Kafka ({"subscribe":"other"}), and closes at
+// its answer: whatever the gateway sent before it (a duplicate ack too)
+// has been counted by then.
 // Prints one JSON line: sent, acks, duplicates, unexpected, missing, errors,
 // closes (one per connection, with who closed it), elapsed_ms.
 const WebSocket = require('ws');
@@ -43,6 +47,9 @@ function finish() {
   process.stdout.write(JSON.stringify(result) + '\n');
   process.exit(0);
 }
+const MARKER = '{"subscribe":"other"}';
+const isMarkerReply = (m) => typeof m.error === 'string' && m.id === undefined &&
+  m.error.startsWith('unknown subscription');
 const timer = setTimeout(() => { result.timed_out = true; finish(); }, timeoutMs);
 
 for (let c = 0; c < nconn; c++) {
@@ -70,6 +77,10 @@ for (let c = 0; c < nconn; c++) {
     }
     if (pending === 0) { closedByClient = true; ws.close(1000); }
   });
+  function drained() {
+    closedByClient = true;
+    ws.close(1000);
+  }
   ws.on('message', (data) => {
     let m;
     try { m = JSON.parse(data.toString()); } catch (e) { result.other.push(String(data)); return; }
@@ -80,7 +91,9 @@ for (let c = 0; c < nconn; c++) {
       acked.set(id, n + 1);
       if (n > 0) { result.duplicates++; return; }
       result.acks++;
-      if (--pending === 0) { closedByClient = true; ws.close(1000); }
+      if (--pending === 0) ws.send(MARKER);
+    } else if (pending === 0 && isMarkerReply(m)) {
+      drained();
     } else if (m.error !== undefined) {
       result.error_count++;
       if (result.errors.length < 5) result.errors.push(m);

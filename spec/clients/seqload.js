@@ -12,6 +12,10 @@
 // unexpected, missing, error_count, errors, closes, markers (in ack order,
 // each with its count), keys (key -> last seq sent), send_ms, elapsed_ms,
 // rows_per_s (rows acknowledged per second of sending), timed_out.
+// Once a connection has sent its share and every ack is in, it sends a
+// message with no rows, "<conn>-drain\n", which the gateway acks at once,
+// and closes at that ack: whatever the gateway sent before it (a duplicate
+// ack too) has been counted by then.
 const WebSocket = require('ws');
 const parse = require('./args');
 
@@ -70,6 +74,7 @@ for (let c = 0; c < nconn; c++) {
     }
     if (m.ack !== undefined && m.error === undefined) {
       const id = String(m.ack);
+      if (id === `${st.c}-drain`) { st.closedByClient = true; st.ws.close(1000); return; }
       if (ackedIds.has(id)) { result.duplicates++; return; }
       if (!pendingIds.has(id)) { result.unexpected++; return; }
       ackedIds.add(id);
@@ -92,9 +97,9 @@ for (let c = 0; c < nconn; c++) {
 }
 
 function maybeClose(st) {
-  if (st.done && st.unacked === 0 && !st.closedByClient) {
-    st.closedByClient = true;
-    st.ws.close(1000);
+  if (st.done && st.unacked === 0 && !st.draining && st.ws.readyState === WebSocket.OPEN) {
+    st.draining = true;
+    st.ws.send(`${st.c}-drain\n`);
   }
 }
 

@@ -4,14 +4,20 @@
 // and soak tests.
 //   node stream.js --url ws://127.0.0.1:P/ [--connections 4] [--prefix S]
 //        (--rows N | --duration S) [--rate R] [--batch B]
-//        [--timeout S] [--out FILE] [--report S]
+//        [--timeout S] [--out FILE] [--report S] [--marker TEXT]
 // --rows N: send N rows in all (spread over connections), as fast as the
 //   socket takes them, or at --rate rows/s in all; then wait for answers.
 // --duration S: send at --rate rows/s (default 1000) for S seconds, then
 //   wait (up to --timeout) for the answers.
 // --report S: every S seconds print a JSON line {t, acked, failed, sent,
 //   p50, p99, max} (latency in ms of the acks of that interval).
-// --out FILE: write {acked: [ids], failed: [ids], unanswered: [ids]}.
+// --out FILE: write {acked: [ids], failed: [ids], unanswered: [ids],
+//   failed_by_code: {CODE: [ids]}} (CODE: the error text before ':').
+// --marker TEXT: once every row is answered, each connection sends TEXT, a
+//   message the app answers at once without Kafka, and closes at the answer
+//   (a message that is neither an ack nor an error with an id): whatever
+//   the gateway sent before it (a duplicate answer too) has been counted.
+//   Without it, connections close at the last answer.
 // Last line printed: the summary (sent, acks, failed, duplicates,
 //   unexpected, unanswered, closes [{code, reason, by}], latency {p50, p90,
 //   p99, max}, elapsed_ms, errors (first 5 error texts)).
@@ -35,6 +41,7 @@ const sentAt = new Map();       // id -> ms; deleted when answered
 const acked = new Set();
 const ackedAt = {};   // id -> [partition, offset], when the ack says where
 const failed = new Set();
+const failedByCode = {};
 const result = { sent: 0, acks: 0, failed: 0, duplicates: 0, unexpected: 0,
                  errors: [], closes: [] };
 let lat = [];                   // latencies of this report interval
@@ -71,7 +78,8 @@ function finish() {
                      max: max(allLat) };
   if (o.out) {
     fs.writeFileSync(o.out, JSON.stringify({ acked: [...acked], failed: [...failed],
-                                             unanswered: [...sentAt.keys()], acked_at: ackedAt }));
+                                             unanswered: [...sentAt.keys()], acked_at: ackedAt,
+                                             failed_by_code: failedByCode }));
   }
   process.stdout.write(JSON.stringify(result) + '\n');
   process.exit(0);
@@ -84,7 +92,11 @@ function closeAll() {
   }
 }
 function maybeDone() {
-  if (stopped && sentAt.size === 0) closeAll();
+  if (!stopped || sentAt.size !== 0) return;
+  if (o.marker === undefined) { closeAll(); return; }
+  for (const c of conns) {
+    if (!c.draining && c.ws.readyState === WebSocket.OPEN) { c.draining = true; c.ws.send(o.marker); }
+  }
 }
 setTimeout(() => { result.timed_out = true; closeAll(); setTimeout(finish, 2000); }, timeoutMs);
 if (duration !== Infinity) setTimeout(() => { stopped = true; maybeDone(); }, duration);
@@ -133,6 +145,8 @@ function answer(id, ok, text) {
   } else {
     failed.add(id);
     result.failed++;
+    const code = String(text).split(':')[0];
+    (failedByCode[code] = failedByCode[code] || []).push(id);
     if (result.errors.length < 5) result.errors.push(text);
   }
   maybeDone();
@@ -167,6 +181,7 @@ for (let i = 0; i < nconn; i++) {
       answer(String(m.ack), true);
     }
     else if (m.error !== undefined && m.id !== undefined) answer(String(m.id), false, m.error);
+    else if (c.draining && !c.closedByClient) { c.closedByClient = true; c.ws.close(1000); }
     else { result.unexpected++; if (result.errors.length < 5) result.errors.push(m); }
   });
   c.ws.on('error', (e) => { if (result.errors.length < 5) result.errors.push('socket: ' + e.message); });

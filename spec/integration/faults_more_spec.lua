@@ -1,6 +1,7 @@
 -- Broker faults under load: added round-trip time, consumer groups and
--- leader moves (the setup, and what must hold: faults_support.lua).
+-- leader moves (the set-up, and what must hold: faults_support.lua).
 local H = require "integration.helper"
+local json = H.json
 
 local F = require "integration.faults_support"
 local TOPIC, ids_in_kafka, stream, finish, check_accounting, stats =
@@ -9,9 +10,13 @@ local TOPIC, ids_in_kafka, stream, finish, check_accounting, stats =
 describe("broker faults under load (RTT, leader moves, consumer groups)", function()
   local broker, gw
 
-  -- Every partition led by broker 1: "the leader" below is one broker.
-  setup(function() broker, gw = F.start() end)
-  teardown(function() F.stop(broker, gw) end)
+  setup(function()
+    -- Every partition led by broker 1: "the leader" below is one broker.
+    broker = H.start_fault_broker { brokers = 3, topic = TOPIC }
+    gw = H.start { app = H.root .. "/bench/soak/rows.lua", kafka = broker.bootstrap }
+  end)
+
+  teardown(function() H.stop_all(gw, broker) end)
 
   it("keeps serving and stays exact with 300 ms added round-trip time", function()
     for id = 1, 3 do broker:fault(("/rtt?id=%d&ms=300"):format(id)) end

@@ -1,17 +1,23 @@
 -- Broker faults under load: the partition leader down, transient and
--- permanent produce errors (the setup, and what must hold:
+-- permanent produce errors (the set-up, and what must hold:
 -- faults_support.lua).
 local H = require "integration.helper"
+local json = H.json
 
 local F = require "integration.faults_support"
-local stream, finish, check_accounting, stats = F.stream, F.finish, F.check_accounting, F.stats
+local TOPIC, ids_in_kafka, stream, finish, check_accounting, stats =
+  F.TOPIC, F.ids_in_kafka, F.stream, F.finish, F.check_accounting, F.stats
 
 describe("broker faults under load", function()
   local broker, gw
 
-  -- Every partition led by broker 1: "the leader" below is one broker.
-  setup(function() broker, gw = F.start() end)
-  teardown(function() F.stop(broker, gw) end)
+  setup(function()
+    -- Every partition led by broker 1: "the leader" below is one broker.
+    broker = H.start_fault_broker { brokers = 3, topic = TOPIC }
+    gw = H.start { app = H.root .. "/bench/soak/rows.lua", kafka = broker.bootstrap }
+  end)
+
+  teardown(function() H.stop_all(gw, broker) end)
 
   it("loses and duplicates nothing when the partition leader is down for 5 s", function()
     -- About 10 s of steady load; the leader goes away 2 s in.

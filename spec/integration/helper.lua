@@ -348,7 +348,8 @@ end
 -- brokers in a process of its own, with an HTTP control port. Returns the
 -- process object; .bootstrap is its broker list (give it to gateways as
 -- --kafka and to kcat) and :fault(path) calls a control endpoint
--- ("/down?id=1", …), raising unless it answers 200.
+-- ("/down?id=1", …), raising unless it answers 200. opts.topic: create
+-- it with 4 partitions, every one led by broker 1 ("the leader").
 function M.start_fault_broker(opts)
   opts = opts or {}
   local b = M.start { app = M.root .. "/bench/soak/broker.lua", kafka = "127.0.0.1:9",
@@ -360,7 +361,90 @@ function M.start_fault_broker(opts)
     if status ~= 200 then error(("fault %s: %s %s"):format(path, tostring(status), tostring(body)), 2) end
     return json.decode(body)
   end
+  if opts.topic then
+    b:fault("/topic?name=" .. opts.topic .. "&partitions=4")
+    for p = 0, 3 do b:fault(("/leader?topic=%s&partition=%d&id=1"):format(opts.topic, p)) end
+  end
   return b
+end
+
+-- Stops the given processes (nil ones skipped), saying which needed SIGKILL,
+-- and removes the temp dirs.
+function M.stop_all(...)
+  for i = 1, select("#", ...) do
+    local p = select(i, ...)
+    if p then
+      local _, killed = p:stop()
+      if killed then print("# needed SIGKILL; stderr:\n" .. p:stderr()) end
+    end
+  end
+  M.cleanup()
+end
+
+-- ---- Apache Kafka (tools/kafka.sh) -------------------------------------------
+
+-- The suite's shared Apache Kafka: started once by the ctest fixture
+-- kafka.start, its bootstrap servers in the file SLUICE_KAFKA_FILE. Specs
+-- sharing it keep to topics and groups of their own (M.prefix) and never
+-- stop it; a spec that takes brokers down starts its own (M.start_kafka).
+function M.kafka()
+  local file = os.getenv "SLUICE_KAFKA_FILE"
+  local bootstrap = file and M.read(file)
+  assert(bootstrap and bootstrap:match "%d", "no Apache Kafka for this spec: run it through ctest " ..
+    "(fixture kafka.start) or set SLUICE_KAFKA_FILE to a file with the bootstrap servers")
+  return (bootstrap:gsub("%s+$", ""))
+end
+
+-- A prefix for topic and group names that no other run of any spec uses.
+function M.prefix(name)
+  return ("%s-%d-%d."):format(name, M.self_pid(), os.time())
+end
+
+local kafka_sh = M.root .. "/tools/kafka.sh"
+
+-- Starts a cluster of its own (tools/kafka.sh: `brokers` 1 or 3) under a
+-- dir of its own. Returns an object: .bootstrap, :signal(node, SIG[, after]),
+-- :restart(node), :stop().
+function M.start_kafka(opts)
+  opts = opts or {}
+  -- Under the build tree beside the shared broker, when there is one.
+  local base = os.getenv "SLUICE_KAFKA_FILE"
+  base = base and base:match "^(.*)/[^/]*$" or "/tmp"
+  local p = io.popen("mktemp -d " .. M.q(base .. "/private.XXXXXX"))
+  local k = { dir = p:read "l" }
+  p:close()
+  tmpdirs[#tmpdirs + 1] = k.dir
+  local code, out, err = M.run(("%s start --brokers %d --dir %s"):format(
+    M.q(kafka_sh), opts.brokers or 1, M.q(k.dir)))
+  if code ~= 0 then error("tools/kafka.sh start failed: " .. tostring(err), 2) end
+  k.bootstrap = M.lines(out)[1]
+  -- (`after` seconds: in the background, later)
+  function k.signal(self, node, sig, after)
+    local cmd = ("%s signal --dir %s %d %s"):format(M.q(kafka_sh), M.q(self.dir), node, sig)
+    if after then
+      os.execute(("(sleep %s; %s) >/dev/null 2>&1 &"):format(after, cmd))
+    else
+      assert(M.run(cmd) == 0, "kafka.sh signal failed")
+    end
+  end
+  function k.restart(self, node)
+    local c, _, e = M.run(("%s restart-node --dir %s %d"):format(M.q(kafka_sh), M.q(self.dir), node))
+    if c ~= 0 then error("restart of node " .. node .. " failed: " .. tostring(e), 2) end
+  end
+  function k.stop(self)
+    M.run(("%s stop --dir %s"):format(M.q(kafka_sh), M.q(self.dir)))
+  end
+  return k
+end
+
+-- Creates topics (a name or a list) with `partitions` partitions
+-- (kafkajs' admin client); opts: replicas, compact.
+function M.create_topic(bootstrap, topics, partitions, opts)
+  opts = opts or {}
+  local args = { "--brokers", bootstrap, "--topic", type(topics) == "table" and table.concat(topics, ",") or topics,
+    "--create", tostring(partitions), "--replicas", tostring(opts.replicas or 1) }
+  if opts.compact then args[#args + 1] = "--compact" end
+  return M.client("kafkajs.js", args)
 end
 
 -- Removes every temp dir this helper created.

@@ -36,7 +36,10 @@ describe("sluice.stream stateless operators", function()
     assert.equal(1, #out)
     assert.equal(42, out[1].value.n)
     assert.equal(1, t:stats().skipped)   -- the undecodable record, logged
-    assert.truthy(d.logs[1]:find("cannot decode", 1, true))
+    assert.equal(1, #d.logs)
+    -- (the decoder's own message: with a "file:line:" on some Luas only)
+    assert.matches("^warn: stream: in: cannot decode value at in%[0%]@1: ", d.logs[1])
+    assert.matches("Expected value but found invalid token at character 1$", d.logs[1])
   end)
 
   it("branch sends each record to the first matching branch", function()
@@ -117,8 +120,9 @@ describe("sluice.stream keyed state", function()
     local d = stream.driver(t)
     d:pipe("in", "a", "x"):pipe("in", "a", "x"):pipe("in", "b", "x")
     local log = d:written_to("app2.c.changelog")
-    assert.is_true(#log >= 2)
-    assert.equal("a", log[1].key)
+    local changes = {}
+    for i, rec in ipairs(log) do changes[i] = rec.key .. "=" .. tostring(rec.value) end
+    assert.same({ 'a={"v":1}', 'a={"v":2}', 'b={"v":1}' }, changes)
     d:restart()                 -- a fresh engine, state from the changelog
     assert.equal(2, d:get("c", "a"))
     d:pipe("in", "a", "x")

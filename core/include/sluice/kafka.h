@@ -35,7 +35,7 @@ typedef struct sluice_delivery {
 typedef struct sluice_producer_config {
     /* librdkafka properties as NULL-terminated name, value pairs; passed
      * through unchanged. Defaults the core sets unless given: acks=all,
-     * enable.idempotence=true, linger.ms=5. */
+     * enable.idempotence=true (unless acks is not all), linger.ms=0. */
     const char *const *props;
     /* Delivery report for each message accepted by sluice_producer_send. */
     void (*on_delivery)(void *ud, void *msg_opaque, const sluice_delivery *d);
@@ -72,6 +72,11 @@ size_t sluice_producer_in_flight(const sluice_producer *p);
 /* Wait up to timeout_ms for every in-flight message; delivery reports run
  * on this thread meanwhile. Returns the number still in flight. */
 size_t sluice_producer_flush(sluice_producer *p, int timeout_ms);
+/* The value the producer runs with for librdkafka property `name` (the
+ * core's defaults and the user's settings applied), NUL-terminated in buf.
+ * SLUICE_EINVAL for an unknown name, SLUICE_ETOOBIG if size is too small. */
+int sluice_producer_conf_get(const sluice_producer *p, const char *name,
+                             char *buf, size_t size, char *err, size_t errlen);
 /* Messages still in flight are purged and reported failed (PURGE_QUEUE)
  * before this returns. Call sluice_producer_flush first to avoid that.
  * May be called from inside on_delivery: the free (and the purged

@@ -17,7 +17,13 @@ local here = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
 local rows = dofile(here .. "rows.lua")
 local catalog = assert(dofile(here .. "catalog.lua").load())
 
-local RESULTS, DLQ, STATS = "movie-results", "movie-results.dlq", "movie-stats"
+-- SLUICE_MOVIES_PREFIX (e.g. "team1."), when set, goes before every topic
+-- and consumer group name, so that several movies gateways share one
+-- Kafka cluster without seeing each other's records (the test suite runs
+-- its specs that way). The protocol's names stay as they are.
+local PREFIX = os.getenv "SLUICE_MOVIES_PREFIX" or ""
+local RESULTS, DLQ, STATS = PREFIX .. "movie-results", PREFIX .. "movie-results.dlq", PREFIX .. "movie-stats"
+local STATS_NAME = "movie-stats"           -- what clients subscribe to
 
 -- A valid row is checked and re-encoded in one C call (sluice.schema).
 local ROW = sluice.schema(rows.SCHEMA)
@@ -35,7 +41,7 @@ local function log(level, msg)
 end
 
 local app = sluice.app {
-  name   = "movies",           -- consumer group and client.id
+  name   = PREFIX .. "movies", -- consumer group and client.id
   listen = 8080,
   static = "public",           -- the browser page
   log    = log,
@@ -111,11 +117,11 @@ local function on_message(conn, data, is_binary)
   if not kind then return reject(conn, data, value) end  -- malformed JSON
 
   if kind == "object" and value.subscribe ~= nil then
-    if value.subscribe ~= STATS then
-      return send_error(conn, "unknown subscription: only " .. STATS .. " is offered")
+    if value.subscribe ~= STATS_NAME then
+      return send_error(conn, "unknown subscription: only " .. STATS_NAME .. " is offered")
     end
     subscribe(conn)
-    return conn:send(rows.object("subscribed", STATS))
+    return conn:send(rows.object("subscribed", STATS_NAME))
   end
 
   if kind == "array" then
@@ -176,7 +182,7 @@ do
     if not package.path:find(here .. "?.lua", 1, true) then
       package.path = here .. "?.lua;" .. package.path
     end
-    require("processing")(app)
+    require("processing")(app, { name = PREFIX .. "movies", prefix = PREFIX })
   end
 end
 

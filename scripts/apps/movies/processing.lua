@@ -14,7 +14,8 @@
 -- Usage, from the movies app:   require("processing")(app)
 -- From a test, without a broker: stream.driver(require("processing")(nil))
 -- (returns the topology). options: name (default "movies"), grace (allowed
--- lateness of the top-10 windows in ms, default 5000), window (ms, 60000).
+-- lateness of the top-10 windows in ms, default 5000), window (ms, 60000),
+-- prefix (before both topics' names, default none).
 local stream = require "sluice.stream"
 
 local RESULTS, STATS = "movie-results", "movie-stats"
@@ -39,8 +40,10 @@ end
 
 return function(app, options)
   options = options or {}
+  local prefix = options.prefix or ""
+  local results, stats = prefix .. RESULTS, prefix .. STATS
   local t = stream.topology(app, { name = options.name or "movies" })
-  local rows = t:from(RESULTS, { value = "json" }):filter(valid)
+  local rows = t:from(results, { value = "json" }):filter(valid)
 
   -- Per actor. The app keys rows by actorId, so no repartition is needed.
   rows:aggregate(function() return { movies = {}, distinct = 0, minutes = 0, rows = 0 } end,
@@ -58,7 +61,7 @@ return function(app, options)
       return { type = "actor", actorId = actor_id, actorName = a.name,
                movies = a.distinct, minutes = a.minutes, rows = a.rows }
     end)
-    :to(STATS)
+    :to(stats)
 
   -- Per movie: re-keyed by movieId (repartitioned through Kafka).
   rows:key_by(function(r) return r.movieId end)
@@ -74,7 +77,7 @@ return function(app, options)
     :map(function(m, movie_id)
       return { type = "movie", movieId = movie_id, movieName = m.name, cast = m.size }
     end)
-    :to(STATS)
+    :to(stats)
 
   -- Top 10 actors per one-minute window: one key, so one task sees all.
   rows:key_by(function() return "top" end)
@@ -91,7 +94,7 @@ return function(app, options)
       return { type = "top", start = rec.window.start, ["end"] = rec.window["end"],
                actors = top10(per_actor) }
     end)
-    :to(STATS)
+    :to(stats)
 
   return t
 end
