@@ -411,9 +411,11 @@ describe("sluice.app: Kafka on the embedded broker", function()
     assert.is_true(app:produce("unit-consume", {
       key = "actor-1", value = '{"x":1}', headers = { trace = "abc" }, partition = 1,
     }))
+    -- (with a callback and its context too: the headers are read past them)
+    local reported = {}
     assert.is_true(app:produce("unit-consume", {
       key = "actor-1", value = "second", headers = { { "h", "1" }, { "h2", "2" } }, partition = 1,
-    }))
+    }, function(err, report, ctx) reported[#reported + 1] = { err, report.offset, ctx } end, { n = 2 }))
     local got = {}
     local consumer = app:consume("unit-consume", { from = "earliest", group = "unit-consume-g" },
       function(rec) got[#got + 1] = rec end)
@@ -432,6 +434,7 @@ describe("sluice.app: Kafka on the embedded broker", function()
     assert.equal("second", got[2].value)
     assert.equal(1, got[2].offset)
     assert.same({ h = "1", h2 = "2" }, got[2].headers)
+    assert.same({ { nil, 1, { n = 2 } } }, reported)
     assert.equal(2, #got)
     assert.equal(2, app:stats().consumed)
     consumer:close()
