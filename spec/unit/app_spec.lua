@@ -627,6 +627,16 @@ describe("sluice.app: misuse and expected failures", function()
     app:close()
   end)
 
+  it("raises on misuse of the producer binding, naming the argument", function()
+    local core = require "sluice.core"
+    local a = support.app { listen = false }
+    assert(a:start())
+    raises("bad argument #3 to 'producer' (table expected, got number)", function()
+      core.producer(a.loop, {}, 42)
+    end)
+    a:close()
+  end)
+
   it("raises on an unknown option, naming it", function()
     raises("lisen", function() sluice.app { listen = false, lisen = 80 } end)
   end)
