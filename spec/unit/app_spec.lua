@@ -585,6 +585,19 @@ describe("sluice.app: Kafka on the embedded broker", function()
     a:close()
   end)
 
+  it("counts exactly in stats: zeros before the first record, then the partitions assigned", function()
+    local a = support.app { listen = false, embedded = { port = 0, partitions = 4 } }
+    assert(a:start())
+    assert.same({ connections = 0, handler_errors = 0, produced = 0, delivered = 0, delivery_failed = 0,
+                  in_flight = 0, consumed = 0, assigned = 0, rebalances = 0, generation = 1 }, a:stats())
+    local c = a:consume("unit-stats", { group = "unit-stats-g" }, function() end)
+    wait(a, function() return a:stats().assigned > 0 end, "the partitions assigned", 30)
+    local s = a:stats()
+    assert.same({ 4, 1 }, { s.assigned, s.rebalances })   -- one assignment of 4 partitions
+    c:close()
+    a:close()
+  end)
+
   -- Idempotence keeps a retried batch from being written twice; the
   -- producer reports the settings it runs with (the core's defaults and
   -- the user's, applied).
@@ -612,8 +625,9 @@ end)
 describe("sluice.app: misuse and expected failures", function()
   it("raises on misuse, naming the argument", function()
     local app = support.app { listen = false }
-    raises("bad argument #1 to 'produce'", function() app:produce(42) end)
-    raises("bad argument #2 to 'produce'", function() app:produce("topic", true) end)
+    raises("bad argument #1 to 'produce' (string expected, got number)", function() app:produce(42) end)
+    raises("bad argument #2 to 'produce' (string or table expected, got boolean)",
+      function() app:produce("topic", true) end)
     raises("bad argument #2 to 'ws' (table expected, got string)",
       function() app:ws("/x", "not a table") end)
     raises("bad argument #2 to 'timer' (function expected, got string)",
