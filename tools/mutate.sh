@@ -40,7 +40,7 @@ run producer-binding bindings/producer.c --sample 30 --seed 1 \
 
 # The library's produce, stats and shutdown (flush before close).
 run app scripts/sluice/app.lua --functions App:_producer,App:produce,App:stats,App:close \
-  --sample 25 --seed 1 --busted spec/unit/app_spec.lua --ctest 'integration.movies_delivery'
+  --sample 25 --seed 1 --busted spec/unit/app_spec.lua --ctest 'integration.movies_delivery|integration.command'
 
 # The stream commit path: offsets stored and committed only once the
 # epoch's outputs are acknowledged.
