@@ -506,6 +506,48 @@ static void test_producer_free_from_handler(void) {
     CHECK_EQ_INT(s.send_after_free, SLUICE_ECLOSED);
 }
 
+/* A record purged by a free outside any callback: its report must not
+ * be able to queue another (the producer is going away). */
+static int send_from_purged_report = 1;
+static void on_delivery_send_again(void *ud, void *msg_opaque, const sluice_delivery *d) {
+    (void)msg_opaque; (void)d;
+    send_from_purged_report = send_numbered(*(sluice_producer **)ud, 98);
+}
+
+static void test_no_send_from_purged_report(void) {
+    static sluice_producer *p;
+    char err[256] = "", dead[64];
+    snprintf(dead, sizeof dead, "127.0.0.1:%d", closed_port());
+    const char *props[] = { "bootstrap.servers", dead, NULL };
+    sluice_producer_config cfg = { .props = props, .on_delivery = on_delivery_send_again, .ud = &p };
+    CHECK_EQ_INT(sluice_producer_new(loop, &cfg, &p, err, sizeof err), 0);
+    if (!p) return;
+    CHECK_EQ_INT(send_numbered(p, 0), 0);
+    sluice_producer_free(p);
+    CHECK_EQ_INT(send_from_purged_report, SLUICE_ECLOSED);
+}
+
+/* The settings the producer runs with, and the misuse of the call. */
+static void test_conf_get(void) {
+    char err[256] = "", value[64], tiny[2];
+    const char *props[] = { "bootstrap.servers", bootstrap, "client.id", "sluice-conf-test", NULL };
+    sluice_producer_config cfg = { .props = props };
+    sluice_producer *p = NULL;
+    CHECK_EQ_INT(sluice_producer_new(loop, &cfg, &p, err, sizeof err), 0);
+    if (!p) return;
+    CHECK_EQ_INT(sluice_producer_conf_get(p, "enable.idempotence", value, sizeof value, err, sizeof err), 0);
+    CHECK_EQ_STR(value, "true");
+    CHECK_EQ_INT(sluice_producer_conf_get(p, "client.id", value, sizeof value, err, sizeof err), 0);
+    CHECK_EQ_STR(value, "sluice-conf-test");
+    CHECK_EQ_INT(sluice_producer_conf_get(p, "client.id", tiny, sizeof tiny, err, sizeof err), SLUICE_ETOOBIG);
+    CHECK_EQ_STR(err, "client.id: value longer than 1 bytes");
+    CHECK_EQ_INT(sluice_producer_conf_get(p, "no.such", value, sizeof value, err, sizeof err), SLUICE_EINVAL);
+    CHECK_EQ_STR(err, "no such Kafka property: no.such");
+    CHECK_EQ_INT(sluice_producer_conf_get(NULL, "acks", value, sizeof value, err, sizeof err), SLUICE_EINVAL);
+    CHECK_EQ_STR(err, "conf_get: producer, name and buffer are required");
+    sluice_producer_free(p);
+}
+
 /* ---- failures ----------------------------------------------------------- */
 
 static void test_unreachable(void) {
@@ -606,6 +648,8 @@ int main(void) {
     test_free_from_handler();
     test_producer_free_from_handler();
     test_unreachable();
+    test_no_send_from_purged_report();
+    test_conf_get();
     test_idle_keeps_membership();
 
     sluice_broker_free(broker);

@@ -162,7 +162,7 @@ return app
     assert(H.wait_for(10, function() return H.read(dir .. "/slow") and H.read(dir .. "/fast") end))
     local rss0 = H.rss_kb(gw.pid)
     local lat = H.client_bg("stream.js", { "--url", gw.url .. "/rows", "--rate", "200", "--marker", "0",
-                                           "--duration", "6", "--prefix", "Z" })
+                                           "--rows", "1200", "--prefix", "Z" })
     H.sleep(1)
     assert.are.equal(200, (H.http(gw.port, ("/flood?n=%d&size=%d"):format(n, size))))
     local rss = sample(function() return not fast:done() end, 0.2, function() return H.rss_kb(gw.pid) or 0 end)
@@ -183,11 +183,9 @@ return app
     assert.are.equal("client", f.close.by)
     -- Memory: the slow reader cost at most its queue, not the 60 MB flood.
     assert.is_true(peak - rss0 < 40 * 1024 * RSS_SLACK, ("RSS grew by %d MB"):format((peak - rss0) // 1024))
-    -- The row client was served throughout: all acked, none closed.
-    -- (how many it sent in its 6 s depends on the machine: not asserted)
-    assert.is_true(l.sent > 0)
-    assert.are.equal(l.sent, l.acks)
-    for _, c in ipairs(l.closes) do assert.are.equal("client", c.by) end
-    -- (How fast its acks stayed is printed above; bench/run.sh measures it.)
+    -- The row client was served throughout: every row acked once, not
+    -- closed. (Its latency is printed above; benchmarks measure it.)
+    assert.are.same({ 1200, 1200, 0, 0, 0 }, { l.sent, l.acks, l.failed, l.duplicates, l.unexpected })
+    assert.are.same({ { code = 1000, reason = "", by = "client" } }, l.closes)
   end)
 end)

@@ -424,9 +424,11 @@ describe("sluice.app: Kafka on the embedded broker", function()
     assert.is_true(app:produce("unit-consume", {
       key = "actor-1", value = '{"x":1}', headers = { trace = "abc" }, partition = 1,
     }))
+    -- (with a callback and its context too: the headers are read past them)
+    local reported = {}
     assert.is_true(app:produce("unit-consume", {
       key = "actor-1", value = "second", headers = { { "h", "1" }, { "h2", "2" } }, partition = 1,
-    }))
+    }, function(err, report, ctx) reported[#reported + 1] = { err, report.offset, ctx } end, { n = 2 }))
     local got = {}
     local consumer = app:consume("unit-consume", { from = "earliest", group = "unit-consume-g" },
       function(rec) got[#got + 1] = rec end)
@@ -445,6 +447,7 @@ describe("sluice.app: Kafka on the embedded broker", function()
     assert.equal("second", got[2].value)
     assert.equal(1, got[2].offset)
     assert.same({ h = "1", h2 = "2" }, got[2].headers)
+    assert.same({ { nil, 1, { n = 2 } } }, reported)
     assert.equal(2, #got)
     assert.equal(2, app:stats().consumed)
     consumer:close()
@@ -595,6 +598,19 @@ describe("sluice.app: Kafka on the embedded broker", function()
     a:close()
   end)
 
+  it("counts exactly in stats: zeros before the first record, then the partitions assigned", function()
+    local a = support.app { listen = false, embedded = { port = 0, partitions = 4 } }
+    assert(a:start())
+    assert.same({ connections = 0, handler_errors = 0, produced = 0, delivered = 0, delivery_failed = 0,
+                  in_flight = 0, consumed = 0, assigned = 0, rebalances = 0, generation = 1 }, a:stats())
+    local c = a:consume("unit-stats", { group = "unit-stats-g" }, function() end)
+    wait(a, function() return a:stats().assigned > 0 end, "the partitions assigned", 30)
+    local s = a:stats()
+    assert.same({ 4, 1 }, { s.assigned, s.rebalances })   -- one assignment of 4 partitions
+    c:close()
+    a:close()
+  end)
+
   -- Idempotence keeps a retried batch from being written twice; the
   -- producer reports the settings it runs with (the core's defaults and
   -- the user's, applied).
@@ -622,8 +638,9 @@ end)
 describe("sluice.app: misuse and expected failures", function()
   it("raises on misuse, naming the argument", function()
     local app = support.app { listen = false }
-    raises("bad argument #1 to 'produce'", function() app:produce(42) end)
-    raises("bad argument #2 to 'produce'", function() app:produce("topic", true) end)
+    raises("bad argument #1 to 'produce' (string expected, got number)", function() app:produce(42) end)
+    raises("bad argument #2 to 'produce' (string or table expected, got boolean)",
+      function() app:produce("topic", true) end)
     raises("bad argument #2 to 'ws' (table expected, got string)",
       function() app:ws("/x", "not a table") end)
     raises("bad argument #2 to 'timer' (function expected, got string)",
@@ -635,6 +652,16 @@ describe("sluice.app: misuse and expected failures", function()
     raises("bad argument #3 to 'produce' (function expected, got string)",
       function() app:produce("t", "v", "not a function") end)
     app:close()
+  end)
+
+  it("raises on misuse of the producer binding, naming the argument", function()
+    local core = require "sluice.core"
+    local a = support.app { listen = false }
+    assert(a:start())
+    raises("bad argument #3 to 'producer' (table expected, got number)", function()
+      core.producer(a.loop, {}, 42)
+    end)
+    a:close()
   end)
 
   it("raises on an unknown option, naming it", function()

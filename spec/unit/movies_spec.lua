@@ -233,6 +233,19 @@ describe("movies app", function()
     c1:close(); c2:close()
   end)
 
+  it("runs its stream processing on the stored rows (processing.lua)", function()
+    local actor
+    local c = app:consume("movie-stats", { from = "earliest", group = "unit-movies-s" }, function(rec)
+      local ok, v = pcall(cjson.decode, rec.value)
+      if ok and type(v) == "table" and v.type == "actor" and v.actorId == "nm0000158" then actor = v end
+    end)
+    -- Updates follow the rows; the last one counts all three.
+    support.wait(app, function() return actor and actor.rows == 3 end, "the actor's totals", 60)
+    assert.same({ type = "actor", actorId = "nm0000158", actorName = "Tom Hanks",
+                  movies = 1, minutes = 3 * 142, rows = 3 }, actor)
+    c:close()
+  end)
+
   it("answers the page's form on /api/fetch from the data set", function()
     local res = support.http(app, "GET", "/api/fetch?actor=brad+pitt,%20Uma%20Thurman&movie=Pulp+Fiction,Fight%20Club,Nope")
     assert.equal(200, res.status)

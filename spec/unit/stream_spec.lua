@@ -37,9 +37,8 @@ describe("sluice.stream stateless operators", function()
     assert.equal(42, out[1].value.n)
     assert.equal(1, t:stats().skipped)   -- the undecodable record, logged
     assert.equal(1, #d.logs)
-    -- (the decoder's own message: with a "file:line:" on some Luas only)
-    assert.matches("^warn: stream: in: cannot decode value at in%[0%]@1: ", d.logs[1])
-    assert.matches("Expected value but found invalid token at character 1$", d.logs[1])
+    assert.matches("^warn: stream: in: cannot decode value at in%[0%]@1: .-"
+      .. "Expected value but found invalid token at character 1$", d.logs[1])
   end)
 
   it("branch sends each record to the first matching branch", function()
