@@ -9,6 +9,7 @@
 -- only); App:_adopt swaps them in (docs/reload.md).
 local core = require "sluice.core"
 local util = require "sluice.util"
+local metrics = require "sluice.metrics"
 local cjson = require "cjson"
 
 local json = cjson.new()
@@ -45,6 +46,7 @@ local OPTION_TYPES = {
   log = "function", log_level = "string",
   handler_timeout = "idle", handler_instructions = "number",
   handshake_timeout = "idle", max_pending = "number", max_in_flight = "number",
+  metrics = "metrics",
 }
 
 -- Records in flight to Kafka above which the gateway stops reading
@@ -62,6 +64,10 @@ local function check_options(options, level)
     local ok
     if want == "listen" then ok = v == false or type(v) == "number" or type(v) == "string"
     elseif want == "idle" then ok = v == false or type(v) == "number"
+    elseif want == "metrics" then
+      local _, bad = metrics.config(v)
+      if bad then error(("bad argument #1 to 'app' (%s)"):format(bad), level + 1) end
+      ok = true
     else ok = type(v) == want end
     if not ok then
       error(("bad argument #1 to 'app' (option '%s' must be %s, got %s)")
@@ -115,6 +121,8 @@ function App.new(options, overrides, level, running)
     conns_by_path = {}, -- path → { [conn] = true }
     consumers = {},
     counters = { consumed = 0 },
+    metrics = running and running.metrics or metrics.registry(),   -- app:metric; survives reloads
+    _metrics_cfg = metrics.config(options.metrics),
     -- hot reload (sluice/reload.lua)
     state = running and running.state or {},   -- survives reloads
     timers = setmetatable({}, { __mode = "k" }), -- this generation's timers
@@ -149,6 +157,12 @@ function App:ws(path, handlers)
   self.routes[path] = handlers
   self._where["ws " .. path] = where(2)
   return self
+end
+
+-- app:metric(name, { type = "counter"|"gauge"|"histogram", help =, labels =,
+-- buckets = }) → a metric with inc/set/dec/observe, served on /metrics.
+function App:metric(name, spec)
+  return self.metrics:metric(name, spec)
 end
 
 function App:http(method, path, handler)
@@ -215,7 +229,7 @@ function App:_server_handlers()
     http_match = function(method, path)
       local routes = routes_owner.http_routes
       return routes[method .. " " .. path] ~= nil or routes["* " .. path] ~= nil
-        or (method == "GET" and path == HEALTH_PATH)
+        or (method == "GET" and (path == HEALTH_PATH or metrics.route(routes_owner, path) ~= nil))
     end,
     http = function(req) return routes_owner:_serve_http(req) end,
   }
@@ -271,6 +285,11 @@ function App:_serve_http(raw)
   if not handler and raw.path == HEALTH_PATH then
     handler = function() return 200, self:health() end
   end
+  local ops = not handler and metrics.route(self, raw.path)
+  if ops then
+    local status, body, ctype = ops()
+    return raw:respond(status, ctype, body)
+  end
   local req = setmetatable({
     _raw = raw, method = raw.method, path = raw.path, query_string = raw.query_string,
     query = util.decode_query(raw.query_string), headers = raw.headers, body = raw.body,
@@ -300,6 +319,7 @@ function App:start()
   -- should be the only thing the user reads.
   local ok
   ok, err, code = self:_start_server()
+  if ok then ok, err, code = self:_start_metrics() end
   if ok then ok, err, code = self:_start_kafka() end
   if not ok then
     self:_teardown()
@@ -369,6 +389,16 @@ function App:_start_server()
   return true
 end
 
+function App:_start_metrics()
+  local ms, err, code = metrics.listen(self, self._metrics_cfg, parse_listen)
+  if not ms then return nil, "metrics.listen: " .. err, code end
+  if ms ~= true then
+    self.metrics_server = ms
+    self.metrics_port = ms:port()
+  end
+  return true
+end
+
 -- Handlers still run while the app shuts down (a signal closed it): for
 -- them a closed app is an expected failure, not misuse.
 function App:_ensure_started()
@@ -386,8 +416,9 @@ function App:_producer()
   if not ok then return nil, err, code end
   local max_in_flight = self.options.max_in_flight or DEFAULT_MAX_IN_FLIGHT
   local producer
+  local st = self._metrics_cfg and self._metrics_cfg.kafka_statistics
   producer, err, code = core.producer(self.loop, {
-    props = self:_kafka_props(), high_water = max_in_flight,
+    props = self:_kafka_props(st and { ["statistics.interval.ms"] = tostring(math.floor(st * 1000)) }), high_water = max_in_flight,
     low_water = math.max(1, math.floor(max_in_flight / 2)),
   }, {
     -- Backpressure: stop reading WebSockets while Kafka catches up.
@@ -569,6 +600,7 @@ function App:_start_consumer(decl)
   })
   if not c then return nil, err, code end
   decl.consumer.core = c
+  decl.consumer.group = group
   decl.consumer._route = route
   if decl.consumer.paused then c:pause() end
   self.consumers[#self.consumers + 1] = decl.consumer
@@ -756,6 +788,7 @@ function App:_teardown()
   self.consumers = {}
   if self.producer then self.producer:close(); self.producer = nil end
   if self.server then self.server:close(); self.server = nil end
+  if self.metrics_server then self.metrics_server:close(); self.metrics_server = nil end
   if self.broker then self.broker:close(); self.broker = nil end
   if self.loop then self.loop:close(); self.loop = nil end
   self.started = false
