@@ -351,6 +351,16 @@ static int process_lua(lua_State *L)
     return 1;
 }
 
+/* core.time() → wall-clock seconds since the epoch, with fractions (log
+ * timestamps). */
+static int time_lua(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + ts.tv_nsec / 1e9);
+    return 1;
+}
+
 static int error_name(lua_State *L)
 {
     lua_pushstring(L, sluice_error_name((int)luaL_checkinteger(L, 1)));
@@ -364,6 +374,7 @@ int luaopen_sluice_core(lua_State *L)
         { "getpid", getpid_lua },
         { "hostname", hostname_lua },
         { "process", process_lua },
+        { "time", time_lua },
         { NULL, NULL }
     };
     static const sluice_lua_type *const types[] = {

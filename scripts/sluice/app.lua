@@ -10,6 +10,7 @@
 local core = require "sluice.core"
 local util = require "sluice.util"
 local metrics = require "sluice.metrics"
+local ops = require "sluice.ops"
 local cjson = require "cjson"
 
 local json = cjson.new()
@@ -187,6 +188,7 @@ end
 function App:_log(level, msg)
   if self.loop then self.loop:log(level, msg)
   elseif self.options.log then self.options.log(level, msg)
+  elseif self.overrides.log_format == "json" then ops.json_logger(self.name)(level, msg)
   else io.stderr:write(("sluice %s: %s\n"):format(level, msg)) end
 end
 
@@ -229,7 +231,7 @@ function App:_server_handlers()
     http_match = function(method, path)
       local routes = routes_owner.http_routes
       return routes[method .. " " .. path] ~= nil or routes["* " .. path] ~= nil
-        or (method == "GET" and (path == HEALTH_PATH or metrics.route(routes_owner, path) ~= nil))
+        or (method == "GET" and (path == HEALTH_PATH or ops.route(routes_owner, path) ~= nil))
     end,
     http = function(req) return routes_owner:_serve_http(req) end,
   }
@@ -285,9 +287,9 @@ function App:_serve_http(raw)
   if not handler and raw.path == HEALTH_PATH then
     handler = function() return 200, self:health() end
   end
-  local ops = not handler and metrics.route(self, raw.path)
-  if ops then
-    local status, body, ctype = ops()
+  local op = not handler and ops.route(self, raw.path)
+  if op then
+    local status, body, ctype = op()
     return raw:respond(status, ctype, body)
   end
   local req = setmetatable({
@@ -310,7 +312,9 @@ function App:start()
   local o, ov = self.options, self.overrides
   local handler_timeout = o.handler_timeout
   if handler_timeout == nil then handler_timeout = 10 end   -- docs/limits.md
-  local loop, err, code = core.loop { log = o.log, log_level = o.log_level or ov.log_level or "info",
+  local log = o.log
+  if not log and ov.log_format == "json" then log = ops.json_logger(self.name) end
+  local loop, err, code = core.loop { log = log, log_level = o.log_level or ov.log_level or "info",
     handler_timeout = handler_timeout, handler_instructions = o.handler_instructions }
   if not loop then return nil, err, code end
   self.loop = loop
@@ -390,7 +394,7 @@ function App:_start_server()
 end
 
 function App:_start_metrics()
-  local ms, err, code = metrics.listen(self, self._metrics_cfg, parse_listen)
+  local ms, err, code = ops.listen(self, parse_listen)
   if not ms then return nil, "metrics.listen: " .. err, code end
   if ms ~= true then
     self.metrics_server = ms
@@ -427,6 +431,11 @@ function App:_producer()
       self.loop:log(high and "warn" or "info", high
         and "Kafka is behind: pausing reads from WebSocket clients"
         or "Kafka caught up: resuming reads from WebSocket clients")
+    end,
+    -- Logged as without a handler; also read by /healthz/ready.
+    error = function(err, fatal)
+      ops.kafka_error(self, err)
+      self.loop:log(fatal and "error" or "warn", "kafka producer: " .. err)
     end,
   })
   if not producer then return nil, err, code end

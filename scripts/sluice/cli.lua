@@ -21,6 +21,8 @@ options for run:
   --embedded-port PORT   stable bootstrap port of the embedded broker (default 9092;
                          0 picks a free one)
   --log-level LEVEL      error, warn, info (default) or debug
+  --log-format FORMAT    text (default) or json: one JSON object per line with
+                         ts, level, msg, app, pid
   --watch                hot reload: reload the app when one of its Lua files
                          (the app file and what it requires from its directory)
                          changes; a file that fails to load changes nothing
@@ -29,6 +31,7 @@ options for run:
 SIGINT/SIGTERM: stop accepting, let Kafka confirm what was accepted, close
 WebSockets with 1001, commit consumer offsets, exit 0. SIGHUP: hot reload.
 GET /_sluice/health: generation, loaded_at, last_reload_error (JSON).
+GET /metrics (Prometheus), /healthz/live, /healthz/ready: docs/operations.md.
 Reference: docs/api.md]]
 
 local function fail(msg)
@@ -72,6 +75,11 @@ local OPTIONS = {
     local n = tonumber(v)
     if not n or n < 1 or n > 60000 then return nil, "--watch-debounce needs a number of ms (1-60000)" end
     o.watch_debounce = n
+    return true
+  end,
+  ["--log-format"] = function(o, v)
+    if v ~= "text" and v ~= "json" then return nil, "--log-format must be text or json" end
+    o.log_format = v
     return true
   end,
   ["--log-level"] = function(o, v)

@@ -391,32 +391,6 @@ function M.config(opt)
   return { path = path, listen = l, kafka_statistics = st }
 end
 
--- Starts the metrics listener of app when metrics.listen is set: an HTTP
--- server of its own (no WebSocket) on the app's loop. Returns the server,
--- nothing when not asked for, or nil, err, code.
-function M.listen(app, cfg, parse_listen)
-  if not (cfg and cfg.listen) then return true end
-  local host, port = parse_listen(cfg.listen)
-  return core.server(app.loop, { host = host, port = port }, {
-    accept = function() return false end,
-    http_match = function(method, path) return method == "GET" and M.route(app, path, true) ~= nil end,
-    http = function(raw)
-      local status, body, ctype = M.route(app, raw.path, true)()
-      raw:respond(status, ctype, body)
-    end,
-  })
-end
-
--- The operator endpoint at path: a function returning status, body,
--- content type; nil if there is none. on_own_port: asked by the metrics
--- listener (else by the app's own port).
-function M.route(app, path, on_own_port)
-  local cfg = app._metrics_cfg
-  if cfg and path == cfg.path and (on_own_port or not cfg.listen) then
-    return function() return 200, M.exposition(app), M.CONTENT_TYPE end
-  end
-end
-
 -- The whole exposition for app.
 function M.exposition(app)
   local out = {}
