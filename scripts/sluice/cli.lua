@@ -5,10 +5,14 @@ local sluice = require "sluice"
 local M = {}
 
 local USAGE = [[
-usage: sluice run APP.lua [options]
+usage: sluice [--lua NAME] run APP.lua [options]
        sluice --help | --version
 
 Runs APP.lua, a Lua script that returns a sluice app (`return app`).
+
+--lua NAME: run on luajit, lua5.4 or lua5.1 (the build tree's sluice runs on
+LuaJIT when it was built; an installed sluice runs on the Lua it was
+installed for). --version says which.
 
 options for run:
   --listen PORT          listen on PORT (or HOST:PORT) instead of the app's setting
@@ -107,8 +111,37 @@ local function load_app(path)
   return app
 end
 
+-- The name --lua gives to the Lua running this.
+local function running_lua()
+  if jit then return "luajit" end
+  return "lua" .. _VERSION:match("%d+%.%d+")
+end
+
+-- --lua NAME: the build tree's wrapper handles it (and never passes it on);
+-- here it can only confirm the Lua we run on.
+local function take_lua_option(argv)
+  local i = 1
+  while argv[i] do
+    local a = argv[i]
+    local name = a:match("^%-%-lua=(.*)$")
+    if a == "--lua" then name = argv[i + 1] or ""; table.remove(argv, i + 1) end
+    if name then
+      table.remove(argv, i)
+      if name ~= running_lua() then
+        return nil, ("--lua %s: this sluice command runs on %s (install sluice with LuaRocks for %s" ..
+          " to get its command, or run the build tree's build/bin/sluice)"):format(name, running_lua(), name)
+      end
+    else
+      i = i + 1
+    end
+  end
+  return true
+end
+
 function M.main(argv)
   argv = argv or {}
+  local lua_ok, lua_err = take_lua_option(argv)
+  if not lua_ok then return fail(lua_err) end
   local first = argv[1]
   if first == nil or first == "--help" or first == "-h" or first == "help" then
     io.stdout:write(USAGE, "\n")
