@@ -59,6 +59,8 @@ build = {
     ["sluice.stream.kafka"] = "scripts/sluice/stream/kafka.lua",
     ["sluice.stream.driver"] = "scripts/sluice/stream/driver.lua",
     ["sluice.reload"] = "scripts/sluice/reload.lua",
+    ["sluice.metrics"] = "scripts/sluice/metrics.lua",
+    ["sluice.ops"] = "scripts/sluice/ops.lua",
   },
   install = {
     bin = { sluice = "scripts/bin/sluice" },
