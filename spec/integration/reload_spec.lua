@@ -78,14 +78,18 @@ describe("sluice run --watch", function()
   end)
 
   it("reloads on a save by temp file + rename; a connection stays open with its table", function()
-    local probe = H.client_bg("probe.js", { "--url", gw.url .. "/echo", "--text", "a", "--wait", "6" })
-    H.sleep(1)
+    -- The old code answers first (the probe logs each reply as it comes),
+    -- however long the client takes to start on a loaded machine.
+    local log = H.tmpdir() .. "/replies"
+    local probe = H.client_bg("probe.js", { "--url", gw.url .. "/echo", "--text", "a", "--wait", "10",
+      "--log", log })
+    assert.truthy(H.wait_for(20, function() return (H.read(log) or "") ~= "" end, 0.05), "no reply from v1")
     local tmp = dir .. "/.app.lua.swp"
     H.write(tmp, app_text "v2")
     assert(os.rename(tmp, dir .. "/app.lua"))
     wait_generation(gw, 2)
     assert.are.equal("v2", marker(gw).marker)
-    local r = probe:result(15)
+    local r = probe:result(30)
     assert.are.same({ "hello a from v1 #1" }, r.replies)
     assert.are.equal("client", r.close.by)            -- nobody closed it but the client
     -- a new connection gets the new code
