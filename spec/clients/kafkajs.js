@@ -11,7 +11,8 @@
 //     {produced: N, partitions: {p: count}}
 //   node kafkajs.js --brokers B --topic T --create P [--replicas R] [--compact]
 //     creates the topic (comma-separated: topics) with P partitions
-//     (admin API), compacted with --compact; prints {created: true}
+//     (admin API), compacted with --compact, and waits (--timeout S,
+//     default 60) until every partition has a leader; prints {created: bool}
 const { Kafka, logLevel } = require('kafkajs');
 const parse = require('./args');
 
@@ -74,15 +75,33 @@ async function consume() {
 async function create() {
   const admin = kafka.admin();
   await admin.connect();
+  const topics = o.topic.split(',');
+  const partitions = Number(o.create);
   const created = await admin.createTopics({
-    waitForLeaders: true,
-    topics: o.topic.split(',').map((topic) => ({
+    waitForLeaders: false,
+    topics: topics.map((topic) => ({
       topic,
-      numPartitions: Number(o.create),
+      numPartitions: partitions,
       replicationFactor: Number(o.replicas || 1),
       configEntries: o.compact ? [{ name: 'cleanup.policy', value: 'compact' }] : [],
     })),
   });
+  // Every partition led before we return: a loaded broker takes its time,
+  // and metadata asked meanwhile says "does not host this topic-partition".
+  const deadline = Date.now() + Number(o.timeout || 60) * 1000;
+  for (;;) {
+    let ready = false;
+    try {
+      const md = await admin.fetchTopicMetadata({ topics });
+      ready = md.topics.every((t) => t.partitions.length === partitions &&
+                                     t.partitions.every((p) => p.leader >= 0));
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+    }
+    if (ready) break;
+    if (Date.now() > deadline) throw new Error(`${topics}: partitions without a leader after ${o.timeout || 60} s`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
   await admin.disconnect();
   done({ created });
 }
