@@ -4,6 +4,7 @@
 # alone, the C-only ingest path), in one run, against one embedded broker.
 #
 #   bench/run.sh [--smoke] [--repeat N] [--build DIR] [--out DIR] [--only LIST]
+#                [--impls LIST] [--base DIR]
 #
 # --smoke     tiny loads, one repetition, a few seconds per scenario: checks
 #             the harness end to end (ctest bench.smoke)
@@ -14,6 +15,12 @@
 #             per measurement), latest.md, latest.json, chart.png, logs/
 # --only LIST comma-separated scenarios: limits,ingest,fanout,roundtrip,
 #             connections,overload,idle
+# --impls LIST the implementations the ingest scenario measures (default:
+#             all of them)
+# --base DIR  a build tree of another commit (its source tree beside it):
+#             its gateways join as base-luajit and base-lua5.4, so that a
+#             change is measured against its base in the same run, e.g.
+#             --only ingest --impls sluice-luajit,base-luajit --base DIR
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,6 +29,8 @@ OUT=
 SMOKE=0
 REPEAT=3
 ONLY=limits,ingest,fanout,roundtrip,connections,overload,idle
+IMPLS=
+BASE=
 ARGS="$*"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -30,6 +39,8 @@ while [ $# -gt 0 ]; do
     --build) BUILD=$2; shift ;;
     --out) OUT=$2; shift ;;
     --only) ONLY=$2; shift ;;
+    --impls) IMPLS=${2//,/ }; shift ;;
+    --base) BASE=$(cd "$2" && pwd); shift ;;
     -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -144,6 +155,11 @@ start_impl() {
       [ "$proc" = 1 ] && SERVER_CMD="SLUICE_BENCH_PROCESSING=1 $SERVER_CMD"
       (cd "$ROOT" && export SLUICE_BENCH_ECHO=$echo SLUICE_BENCH_PROCESSING=$proc SLUICE_BENCH_FETCH_WAIT=$RT_FETCH_WAIT && exec $BUILD/bin/$bin run bench/apps/movies.lua \
          --listen "$PORT" --kafka "$KAFKA" --log-level warn) >>"$log" 2>&1 & ;;
+    base-luajit|base-lua5.4)
+      [ -n "$BASE" ] || { echo "run.sh: $impl needs --base DIR" >&2; exit 2; }
+      local src; src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$BASE/CMakeCache.txt")
+      SERVER_CMD="$BASE/bin/sluice-${impl#base-} run bench/apps/movies.lua --listen $PORT --kafka $KAFKA --log-level warn"
+      (cd "$src" && export SLUICE_BENCH_ECHO=0 SLUICE_BENCH_PROCESSING=0 && exec $SERVER_CMD) >>"$log" 2>&1 & ;;
     c-ingest)
       SERVER_CMD="$B/sluice-cingest --listen $PORT --kafka $KAFKA"
       (exec $SERVER_CMD) >>"$log" 2>&1 & ;;
@@ -155,7 +171,7 @@ start_impl() {
   PID=$!; PIDS+=("$PID")
   for i in $(seq 1 150); do
     case "$impl" in
-      sluice-*) http_get "$PORT" /bench/ready | grep -q assigned && return 0 ;;
+      sluice-*|base-*) http_get "$PORT" /bench/ready | grep -q assigned && return 0 ;;
       *) port_open "$PORT" && { sleep 0.3; return 0; } ;;
     esac
     kill -0 "$PID" 2>/dev/null || break
@@ -237,10 +253,13 @@ ingest_one() {   # ingest_one SCENARIO CONNS IMPL REP
     *) cmd="$LOADGEN --url ws://127.0.0.1:$PORT/ --mode ack --conns $conns --rows $IROWS --timeout 120" ;;
   esac
   warmup "$impl"
+  local t0; t0=$(cpu_ticks "$PID")
   local res; res=$($cmd 2>>"$(logfile loadgen)")
   local hwm; hwm=$(hwm_kb "$PID")
+  # the gateway's CPU (all threads) during the measured rows
+  local cpu; cpu=$(awk -v a="$t0" -v b="$(cpu_ticks "$PID")" -v t="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/t}')
   stop_pid "$PID"
-  record "$scen" "$impl" "$rep" "$res" "\"peak_rss_kb\":$hwm" "$cmd"
+  record "$scen" "$impl" "$rep" "$res" "\"peak_rss_kb\":$hwm,\"cpu_s\":$cpu" "$cmd"
 }
 if want ingest; then
   for conns in $CONN_SET; do
@@ -249,6 +268,7 @@ if want ingest; then
       impls="sluice-luajit sluice-lua5.4 c-ingest node-careful node-naive"
       # The whole movies app, stream processing included, for information.
       [ "$conns" = 10 ] && [ "$SMOKE" = 0 ] && impls="$impls sluice-luajit-processing"
+      [ -n "$IMPLS" ] && impls=$IMPLS
       for impl in $impls; do
         note "$scen: $impl, rep $rep"
         # A fresh broker for every measurement: each starts empty, and none

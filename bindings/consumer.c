@@ -244,6 +244,29 @@ static int consumer_consumed(lua_State *L)
     return 1;
 }
 
+static void push_lag(void *ud, const sluice_partition_lag *l)
+{
+    lua_State *L = ud;
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, l->topic);
+    lua_setfield(L, -2, "topic");
+    lua_pushinteger(L, l->partition);
+    lua_setfield(L, -2, "partition");
+    sluice_lua_setint(L, "position", (lua_Integer)l->position);
+    sluice_lua_setint(L, "high", (lua_Integer)l->high);
+    sluice_lua_append(L);
+}
+
+/* consumer:lag() → { { topic, partition, position, high }, ... } (-1:
+ * not known yet), one per assigned partition; nothing is asked of Kafka */
+static int consumer_lag(lua_State *L)
+{
+    sluice_consumer *c = sluice_lua_handle_obj(L, 1, &sluice_lua_consumer_type);
+    lua_newtable(L);
+    sluice_consumer_lag(c, push_lag, L);
+    return 1;
+}
+
 /* consumer:close([timeout_ms]) (__close gets the pending error as its
  * second argument, not a timeout: it is the shared close). */
 static int consumer_close(lua_State *L)
@@ -258,6 +281,7 @@ static int consumer_close(lua_State *L)
 static const luaL_Reg methods[] = {
     { "pause", consumer_pause }, { "resume", consumer_resume }, { "commit", consumer_commit },
     { "consumed", consumer_consumed }, { "store", consumer_store }, { "close", consumer_close },
+    { "lag", consumer_lag },
     { NULL, NULL }
 };
 static const luaL_Reg functions[] = {

@@ -94,6 +94,35 @@ static int loop_handler_errors(lua_State *L)
     return 1;
 }
 
+/* loop:handler_times() → { [what] = { count, sum (seconds), errors,
+ * buckets = { n per bucket, the last above every bound } } }, bounds (seconds) */
+static int loop_handler_times(lua_State *L)
+{
+    sluice_lua_loop *ctx = check_open(L);
+    lua_createtable(L, 0, ctx->ntimes);
+    for (int i = 0; i < ctx->ntimes; i++) {
+        const sluice_lua_handler_time *t = &ctx->times[i];
+        lua_createtable(L, 0, 4);
+        sluice_lua_setint(L, "count", (lua_Integer)t->count);
+        lua_pushnumber(L, (lua_Number)t->sum_ns / 1e9);
+        lua_setfield(L, -2, "sum");
+        sluice_lua_setint(L, "errors", (lua_Integer)t->errors);
+        lua_createtable(L, SLUICE_LUA_TIME_BUCKETS + 1, 0);
+        for (int b = 0; b <= SLUICE_LUA_TIME_BUCKETS; b++) {
+            lua_pushinteger(L, (lua_Integer)t->buckets[b]);
+            lua_rawseti(L, -2, b + 1);
+        }
+        lua_setfield(L, -2, "buckets");
+        lua_setfield(L, -2, t->what);
+    }
+    lua_createtable(L, SLUICE_LUA_TIME_BUCKETS, 0);
+    for (int b = 0; b < SLUICE_LUA_TIME_BUCKETS; b++) {
+        lua_pushnumber(L, (lua_Number)sluice_lua_time_bounds_ns[b] / 1e9);
+        lua_rawseti(L, -2, b + 1);
+    }
+    return 2;
+}
+
 /* loop:log(level, message) — the same sink the core logs to. */
 static int loop_log(lua_State *L)
 {
@@ -170,7 +199,8 @@ static int loop_tostring(lua_State *L)
 
 static const luaL_Reg methods[] = {
     { "run_once", loop_run_once }, { "run", loop_run }, { "stop", loop_stop }, { "now", loop_now },
-    { "handler_errors", loop_handler_errors }, { "log", loop_log },
+    { "handler_errors", loop_handler_errors }, { "handler_times", loop_handler_times },
+    { "log", loop_log },
     { "on_signals", loop_on_signals }, { NULL, NULL }
 };
 static const luaL_Reg meta[] = { { "__tostring", loop_tostring }, { NULL, NULL } };

@@ -4,6 +4,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -106,11 +108,50 @@ static void limit_end(sluice_lua_loop *ctx, lua_State *L, int armed)
     lua_rawset(L, LUA_REGISTRYINDEX);
 }
 
+/* Upper bounds of the handler-time buckets: 10 µs to 1 s. */
+const uint64_t sluice_lua_time_bounds_ns[SLUICE_LUA_TIME_BUCKETS] = {
+    10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000,
+    10000000, 25000000, 100000000, 250000000, 1000000000,
+};
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The histogram of `what`; the kinds are the few literals of the bindings,
+ * so the table never fills (if it did, the time goes uncounted). */
+static sluice_lua_handler_time *handler_time(sluice_lua_loop *ctx, const char *what)
+{
+    for (int i = 0; i < ctx->ntimes; i++)
+        if (ctx->times[i].what == what) return &ctx->times[i];
+    if (ctx->ntimes == SLUICE_LUA_HANDLER_KINDS) return NULL;
+    ctx->times[ctx->ntimes].what = what;
+    return &ctx->times[ctx->ntimes++];
+}
+
+static void handler_timed(sluice_lua_loop *ctx, const char *what, uint64_t ns, int failed)
+{
+    sluice_lua_handler_time *t = handler_time(ctx, what);
+    int b = 0;
+    if (!t) return;
+    while (b < SLUICE_LUA_TIME_BUCKETS && ns > sluice_lua_time_bounds_ns[b]) b++;
+    t->buckets[b]++;
+    t->count++;
+    t->sum_ns += ns;
+    if (failed) t->errors++;
+}
+
 int sluice_lua_call(sluice_lua_loop *ctx, int nargs, int nresults, const char *what)
 {
     lua_State *L = ctx->L;
     int base = lua_gettop(L) - nargs;   /* index of the function */
     int rc, armed;
+    /* Only outermost calls are timed: a nested call's time is its caller's. */
+    int outer = ctx->call_depth == 0;
+    uint64_t start = outer ? mono_ns() : 0;
 
     lua_pushcfunction(L, traceback_handler);
     lua_insert(L, base);
@@ -118,6 +159,7 @@ int sluice_lua_call(sluice_lua_loop *ctx, int nargs, int nresults, const char *w
     rc = lua_pcall(L, nargs, nresults, base);
     limit_end(ctx, L, armed);
     lua_remove(L, base);
+    if (outer) handler_timed(ctx, what, mono_ns() - start, rc != 0);
     if (rc != 0) {
         const char *msg = lua_tostring(L, -1);
         char line[4096];
@@ -127,6 +169,17 @@ int sluice_lua_call(sluice_lua_loop *ctx, int nargs, int nresults, const char *w
         sluice_lua_log(ctx, SLUICE_LOG_ERROR, line);
     }
     return rc;
+}
+
+void sluice_lua_setint(lua_State *L, const char *field, lua_Integer v)
+{
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, field);
+}
+
+void sluice_lua_append(lua_State *L)
+{
+    lua_rawseti(L, -2, (int)sluice_rawlen(L, -2) + 1);
 }
 
 int sluice_lua_pushref(lua_State *L, int ref)
@@ -246,6 +299,68 @@ static int hostname_lua(lua_State *L)
     return 1;
 }
 
+static int read_proc_number(const char *path, int field, long long *out)
+{
+    FILE *f = fopen(path, "r");
+    int ok = 0;
+    if (!f) return 0;
+    for (int i = 0; i <= field; i++)
+        if (fscanf(f, "%lld", out) != 1) break;
+        else if (i == field) ok = 1;
+    fclose(f);
+    return ok;
+}
+
+/* core.process() → { cpu_seconds, resident_bytes, virtual_bytes, open_fds,
+ * max_fds }: this process now (what Prometheus calls process_*). */
+static int process_lua(lua_State *L)
+{
+    struct rusage ru;
+    struct rlimit rl;
+    long long pages;
+    long page = sysconf(_SC_PAGESIZE);
+    int fds = 0;
+    DIR *d;
+
+    lua_createtable(L, 0, 5);
+    if (getrusage(RUSAGE_SELF, &ru) == 0) {
+        lua_pushnumber(L, (lua_Number)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+                          (lua_Number)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
+        lua_setfield(L, -2, "cpu_seconds");
+    }
+    if (read_proc_number("/proc/self/statm", 0, &pages)) {
+        lua_pushnumber(L, (lua_Number)pages * page);
+        lua_setfield(L, -2, "virtual_bytes");
+    }
+    if (read_proc_number("/proc/self/statm", 1, &pages)) {
+        lua_pushnumber(L, (lua_Number)pages * page);
+        lua_setfield(L, -2, "resident_bytes");
+    }
+    if ((d = opendir("/proc/self/fd"))) {
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (e->d_name[0] != '.') fds++;
+        closedir(d);
+        lua_pushinteger(L, fds - 1);   /* not the one reading the directory */
+        lua_setfield(L, -2, "open_fds");
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        lua_pushnumber(L, (lua_Number)rl.rlim_cur);
+        lua_setfield(L, -2, "max_fds");
+    }
+    return 1;
+}
+
+/* core.time() → wall-clock seconds since the epoch, with fractions (log
+ * timestamps). */
+static int time_lua(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + ts.tv_nsec / 1e9);
+    return 1;
+}
+
 static int error_name(lua_State *L)
 {
     lua_pushstring(L, sluice_error_name((int)luaL_checkinteger(L, 1)));
@@ -258,6 +373,8 @@ int luaopen_sluice_core(lua_State *L)
         { "error_name", error_name },
         { "getpid", getpid_lua },
         { "hostname", hostname_lua },
+        { "process", process_lua },
+        { "time", time_lua },
         { NULL, NULL }
     };
     static const sluice_lua_type *const types[] = {

@@ -323,6 +323,49 @@ static int producer_stats(lua_State *L)
     return 1;
 }
 
+static void push_topic(void *ud, const sluice_topic_counts *t)
+{
+    lua_State *L = ud;
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, t->topic);
+    lua_setfield(L, -2, "topic");
+    sluice_lua_setint(L, "produced", (lua_Integer)t->sent);
+    sluice_lua_setint(L, "delivered", (lua_Integer)t->delivered);
+    sluice_lua_setint(L, "delivery_failed", (lua_Integer)t->failed);
+    lua_createtable(L, (int)t->nerrors, 0);
+    for (size_t i = 0; i < t->nerrors; i++) {
+        lua_createtable(L, 0, 3);
+        lua_pushstring(L, t->errors[i].name);
+        lua_setfield(L, -2, "code");
+        lua_pushboolean(L, t->errors[i].refused);
+        lua_setfield(L, -2, "refused");
+        sluice_lua_setint(L, "count", (lua_Integer)t->errors[i].count);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    lua_setfield(L, -2, "errors");
+    sluice_lua_append(L);
+}
+
+/* producer:topics() → { { topic, produced, delivered, delivery_failed,
+ * errors = { { code, refused, count }, ... } }, ... } */
+static int producer_topics(lua_State *L)
+{
+    lua_producer *p = sluice_lua_handle_check(L, 1, &sluice_lua_producer_type);
+    lua_newtable(L);
+    sluice_producer_topics(p->h.obj, push_topic, L);
+    return 1;
+}
+
+/* producer:statistics() → librdkafka's last statistics (JSON) or nil */
+static int producer_statistics(lua_State *L)
+{
+    lua_producer *p = sluice_lua_handle_check(L, 1, &sluice_lua_producer_type);
+    const char *json = sluice_producer_statistics(p->h.obj);
+    if (json) lua_pushstring(L, json);
+    else lua_pushnil(L);
+    return 1;
+}
+
 /* producer:config(name) → the value librdkafka runs with | nil, err, code */
 static int producer_config(lua_State *L)
 {
@@ -341,7 +384,8 @@ static void producer_free(void *p) { sluice_producer_free(p); }
 
 static const luaL_Reg methods[] = {
     { "send", producer_send }, { "in_flight", producer_in_flight }, { "flush", producer_flush },
-    { "stats", producer_stats }, { "config", producer_config }, { NULL, NULL }
+    { "stats", producer_stats }, { "config", producer_config }, { "topics", producer_topics },
+    { "statistics", producer_statistics }, { NULL, NULL }
 };
 static const luaL_Reg functions[] = { { "producer", producer_new }, { NULL, NULL } };
 

@@ -131,6 +131,32 @@ static int server_conn_count(lua_State *L)
     return 1;
 }
 
+static void push_route(void *ud, const sluice_route_stats *r)
+{
+    lua_State *L = ud;
+    lua_createtable(L, 0, 8);
+    lua_pushstring(L, r->path);
+    lua_setfield(L, -2, "path");
+    sluice_lua_setint(L, "connections", (lua_Integer)r->connections);
+    sluice_lua_setint(L, "opened", (lua_Integer)r->opened);
+    sluice_lua_setint(L, "messages_in", (lua_Integer)r->messages_in);
+    sluice_lua_setint(L, "bytes_in", (lua_Integer)r->bytes_in);
+    sluice_lua_setint(L, "messages_out", (lua_Integer)r->messages_out);
+    sluice_lua_setint(L, "bytes_out", (lua_Integer)r->bytes_out);
+    sluice_lua_setint(L, "queued_bytes", (lua_Integer)r->queued_bytes);
+    sluice_lua_append(L);
+}
+
+/* server:routes() → { { path, connections, opened, messages_in, bytes_in,
+ * messages_out, bytes_out, queued_bytes }, ... } */
+static int server_routes(lua_State *L)
+{
+    sluice_server *s = check_server(L);
+    lua_newtable(L);
+    sluice_server_routes(s, push_route, L);
+    return 1;
+}
+
 static int server_pause_reading(lua_State *L)
 {
     sluice_server_pause_reading(check_server(L), lua_isnoneornil(L, 2) || lua_toboolean(L, 2));
@@ -153,7 +179,7 @@ static int server_close_all(lua_State *L)
 static void server_free(void *s) { sluice_server_free(s); }
 
 static const luaL_Reg methods[] = {
-    { "port", server_port }, { "conn_count", server_conn_count },
+    { "port", server_port }, { "conn_count", server_conn_count }, { "routes", server_routes },
     { "pause_reading", server_pause_reading }, { "stop_listening", server_stop_listening },
     { "close_all", server_close_all }, { NULL, NULL }
 };

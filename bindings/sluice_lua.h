@@ -6,6 +6,7 @@
 #define SLUICE_LUA_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "compat.h"
 #include "sluice/error.h"
@@ -93,6 +94,17 @@ void sluice_lua_handle_class(lua_State *L, const sluice_lua_type *t);
  * which set it on entry (sluice_lua_handle_check). */
 enum { SLUICE_LUA_LOOP_LOG, SLUICE_LUA_LOOP_SIGNAL };   /* its refs */
 
+/* Time spent in handler calls of one kind (the `what` of sluice_lua_call,
+ * a string literal, told apart by address): a histogram in nanoseconds. */
+#define SLUICE_LUA_TIME_BUCKETS 14
+extern const uint64_t sluice_lua_time_bounds_ns[SLUICE_LUA_TIME_BUCKETS];
+typedef struct sluice_lua_handler_time {
+    const char *what;
+    uint64_t count, sum_ns, errors;
+    uint64_t buckets[SLUICE_LUA_TIME_BUCKETS + 1];   /* the last: above every bound */
+} sluice_lua_handler_time;
+#define SLUICE_LUA_HANDLER_KINDS 16
+
 struct sluice_lua_loop {
     sluice_lua_handle h;     /* h.ctx is the loop itself */
     sluice_loop *loop;
@@ -106,6 +118,8 @@ struct sluice_lua_loop {
     int call_depth;          /* nested sluice_lua_call on this loop */
     unsigned long used_instructions;
     uint64_t deadline_ms;
+    sluice_lua_handler_time times[SLUICE_LUA_HANDLER_KINDS];
+    int ntimes;
 };
 
 extern const sluice_lua_type sluice_lua_loop_type;
@@ -135,6 +149,10 @@ void sluice_lua_opt_table(lua_State *L, int idx);
  * handler_errors is incremented, nothing is left on the stack and the
  * result is nonzero. On success nresults are left on the stack. */
 int sluice_lua_call(sluice_lua_loop *ctx, int nargs, int nresults, const char *what);
+/* t[field] = v for the table on top of the stack. */
+void sluice_lua_setint(lua_State *L, const char *field, lua_Integer v);
+/* Append the value on top to the list just below it (pops it). */
+void sluice_lua_append(lua_State *L);
 /* Push the registry value ref onto L; 0 if there is none. */
 int sluice_lua_pushref(lua_State *L, int ref);
 void sluice_lua_unref(lua_State *L, int *ref);

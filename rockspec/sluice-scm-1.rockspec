@@ -66,6 +66,8 @@ build = {
     ["sluice.stream.store"] = "scripts/sluice/stream/store.lua",
     ["sluice.stream.engine"] = "scripts/sluice/stream/engine.lua",
     ["sluice.reload"] = "scripts/sluice/reload.lua",
+    ["sluice.metrics"] = "scripts/sluice/metrics.lua",
+    ["sluice.ops"] = "scripts/sluice/ops.lua",
   },
   install = {
     bin = { sluice = "scripts/bin/sluice" },

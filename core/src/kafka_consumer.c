@@ -426,6 +426,23 @@ int sluice_consumer_store(sluice_consumer *c, const char *topic, int32_t partiti
     return 0;
 }
 
+int sluice_consumer_lag(sluice_consumer *c,
+                        void (*fn)(void *ud, const sluice_partition_lag *l), void *ud) {
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (!c || c->closing || rd_kafka_assignment(c->rk, &parts)) return SLUICE_ESTATE;
+    rd_kafka_position(c->rk, parts);
+    for (int i = 0; i < parts->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        int64_t low, high;
+        if (rd_kafka_get_watermark_offsets(c->rk, tp->topic, tp->partition, &low, &high) || high < 0)
+            high = -1;
+        sluice_partition_lag l = { tp->topic, tp->partition, tp->offset < 0 ? -1 : tp->offset, high };
+        fn(ud, &l);
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    return 0;
+}
+
 unsigned long sluice_consumer_wakeups(const struct sluice_consumer *c) {
     return c ? c->kq.wakeups : 0;
 }

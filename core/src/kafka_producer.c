@@ -6,6 +6,15 @@
 #include "sluice/kafka.h"
 #include "kafka_internal.h"
 
+/* Counters of one topic (sluice_producer_topics); a list in first-use order. */
+struct ptopic {
+    struct ptopic *next;
+    sluice_topic_counts c;
+    sluice_error_count *errors;
+    size_t nerrors;
+    char name[];
+};
+
 struct sluice_producer {
     sluice_kq kq;               /* first: the rd_kafka_t opaque points here */
     rd_kafka_t *rk;
@@ -17,7 +26,64 @@ struct sluice_producer {
     int dispatching;            /* inside producer_serve */
     int free_pending;           /* free was called from a callback */
     size_t reported;            /* on_delivery calls since the last on_delivery_end */
+    struct ptopic *topics, *last_topic;   /* last_topic: the last one looked up */
+    char *statistics;           /* librdkafka's last statistics JSON */
 };
+
+/* The counters of topic, added on first use; NULL if out of memory. */
+static struct ptopic *topic_of(sluice_producer *p, const char *topic) {
+    if (p->last_topic && strcmp(p->last_topic->name, topic) == 0) return p->last_topic;
+    struct ptopic **tail = &p->topics;
+    for (; *tail; tail = &(*tail)->next)
+        if (strcmp((*tail)->name, topic) == 0) return p->last_topic = *tail;
+    size_t len = strlen(topic);
+    struct ptopic *t = calloc(1, sizeof *t + len + 1);
+    if (!t) return NULL;
+    memcpy(t->name, topic, len + 1);
+    t->c.topic = t->name;
+    *tail = t;
+    return p->last_topic = t;
+}
+
+/* Error names are librdkafka's static strings: compared by address. */
+static void count_error(struct ptopic *t, const char *name, int refused) {
+    for (size_t i = 0; i < t->nerrors; i++)
+        if (t->errors[i].name == name && t->errors[i].refused == refused) {
+            t->errors[i].count++;
+            return;
+        }
+    sluice_error_count *grown = realloc(t->errors, (t->nerrors + 1) * sizeof *grown);
+    if (!grown) return;
+    t->errors = grown;
+    t->errors[t->nerrors++] = (sluice_error_count){ name, refused, 1 };
+}
+
+void sluice_producer_topics(const sluice_producer *p,
+                            void (*fn)(void *ud, const sluice_topic_counts *t), void *ud) {
+    for (struct ptopic *t = p ? p->topics : NULL; t; t = t->next) {
+        t->c.errors = t->errors;
+        t->c.nerrors = t->nerrors;
+        fn(ud, &t->c);
+    }
+}
+
+const char *sluice_producer_statistics(const sluice_producer *p) {
+    return p ? p->statistics : NULL;
+}
+
+/* Served on the loop thread by rd_kafka_poll; 0: librdkafka frees json. */
+static int producer_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+    (void)rk;
+    sluice_producer *p = opaque;
+    char *copy = malloc(len + 1);
+    if (copy) {
+        memcpy(copy, json, len);
+        copy[len] = '\0';
+        free(p->statistics);
+        p->statistics = copy;
+    }
+    return 0;
+}
 
 static void producer_destroy(sluice_producer *p);
 
@@ -44,6 +110,15 @@ static void producer_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *op
     d.partition = m->partition;
     d.offset = m->err ? -1 : m->offset;
     d.timestamp_ms = rd_kafka_message_timestamp(m, &tstype);
+    struct ptopic *t = topic_of(p, d.topic);
+    if (t) {
+        if (m->err) {
+            t->c.failed++;
+            count_error(t, d.error_name, 0);
+        } else {
+            t->c.delivered++;
+        }
+    }
     if (p->in_flight > 0) producer_set_in_flight(p, p->in_flight - 1);
     p->reported++;
     if (p->cfg.on_delivery) p->cfg.on_delivery(p->cfg.ud, m->_private, &d);
@@ -146,6 +221,7 @@ int sluice_producer_new(sluice_loop *loop, const sluice_producer_config *cfg,
     rd_kafka_conf_set_opaque(conf, p);
     rd_kafka_conf_set_dr_msg_cb(conf, producer_dr_cb);
     rd_kafka_conf_set_error_cb(conf, producer_error_cb);
+    rd_kafka_conf_set_stats_cb(conf, producer_stats_cb);
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
     if (!p->rk) {   /* conf is still ours on failure */
         rd_kafka_conf_destroy(conf);
@@ -195,12 +271,15 @@ int sluice_producer_send(sluice_producer *p, const sluice_message *m,
         RD_KAFKA_V_OPAQUE(msg_opaque),
         RD_KAFKA_V_HEADERS(headers),
         RD_KAFKA_V_END);
+    struct ptopic *t = topic_of(p, m->topic);
     if (e) {
         /* Headers are only adopted on success. */
         if (headers) rd_kafka_headers_destroy(headers);
+        if (t) count_error(t, sluice_kafka_err_name(e), 1);
         sluice_kafka_errf(err, errlen, "%s: %s", sluice_kafka_err_name(e), rd_kafka_err2str(e));
         return e == RD_KAFKA_RESP_ERR__QUEUE_FULL ? SLUICE_EFULL : SLUICE_EKAFKA;
     }
+    if (t) t->c.sent++;
     producer_set_in_flight(p, p->in_flight + 1);
     return 0;
 }
@@ -264,5 +343,12 @@ static void producer_destroy(sluice_producer *p) {
     }
     rd_kafka_queue_destroy(p->main_queue);
     rd_kafka_destroy(p->rk);
+    while (p->topics) {
+        struct ptopic *t = p->topics;
+        p->topics = t->next;
+        free(t->errors);
+        free(t);
+    }
+    free(p->statistics);
     free(p);
 }

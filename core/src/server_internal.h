@@ -22,6 +22,13 @@ struct wsi_slot {
     int close_when_flushed;     /* the answer is out once lws drained it */
 };
 
+/* A route's counters; a server's routes are a list, in first-use order. */
+struct sluice_route {
+    struct sluice_route *next;
+    sluice_route_stats st;
+    char path[];
+};
+
 struct sluice_server {
     sluice_loop *loop;
     struct lws_vhost *vh;
@@ -41,6 +48,7 @@ struct sluice_server {
     struct wsi_slot *slots;
     sluice_conn *conns;
     size_t nconns;
+    struct sluice_route *routes;
     struct sluice_conn_sink sink;   /* what its connections share */
     int cb_depth;               /* inside this server's lws callback */
     int free_pending;

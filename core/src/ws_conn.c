@@ -225,6 +225,10 @@ static int deliver(sluice_conn *c, const char *data, size_t len, int binary)
 {
     if (c->state != SLUICE_CONN_OPEN || !c->h.message)
         return 0;
+    if (c->route) {
+        c->route->messages_in++;
+        c->route->bytes_in += len;
+    }
     c->busy++;
     c->h.message(c->ud, c, data, len, binary);
     return finish_user_call(c);
@@ -510,6 +514,10 @@ static int enqueue(sluice_conn *c, const void *data, size_t len, int binary,
     if (push_entry(c, p, binary) != SLUICE_OK) {
         sluice_payload_release(p);
         return SLUICE_ENOMEM;
+    }
+    if (c->route) {
+        c->route->messages_out++;
+        c->route->bytes_out += len;
     }
     /* Not empty before: the writeable callback is already asked for. */
     if (was_empty && c->state == SLUICE_CONN_OPEN && c->wsi)

@@ -72,6 +72,7 @@ struct sluice_conn {
     struct lws *wsi;            /* NULL once lws closed it */
     struct sluice_conn_sink *sink;   /* NULL on the client side */
     sluice_conn *prev, *next;   /* in the sink owner's list */
+    sluice_route_stats *route;  /* its route's counters; NULL on the client side */
     sluice_conn_handlers h;
     void *ud;
     void *userdata;

@@ -118,6 +118,38 @@ static int confirm_upgrade(sluice_server *s, struct wsi_slot *slot)
                                                              : "too many connections (max_connections)");
 }
 
+/* The counters of path, added on its first connection (only declared
+ * routes are accepted, so the list stays as short as the app's routes). */
+static sluice_route_stats *route_of(sluice_server *s, const char *path)
+{
+    struct sluice_route **tail = &s->routes;
+    for (; *tail; tail = &(*tail)->next)
+        if (strcmp((*tail)->path, path) == 0)
+            return &(*tail)->st;
+    size_t len = strlen(path);
+    struct sluice_route *r = calloc(1, sizeof *r + len + 1);
+    if (!r)
+        return NULL;
+    memcpy(r->path, path, len + 1);
+    r->st.path = r->path;
+    *tail = r;
+    return &r->st;
+}
+
+void sluice_server_routes(sluice_server *s,
+                          void (*fn)(void *ud, const sluice_route_stats *r), void *ud)
+{
+    if (!s)
+        return;
+    for (struct sluice_route *r = s->routes; r; r = r->next)
+        r->st.queued_bytes = 0;
+    for (sluice_conn *c = s->conns; c; c = c->next)
+        if (c->route)
+            c->route->queued_bytes += c->queued;
+    for (struct sluice_route *r = s->routes; r; r = r->next)
+        fn(ud, &r->st);
+}
+
 static int on_established(sluice_server *s, struct wsi_slot *slot)
 {
     struct lws *wsi = slot->wsi;
@@ -139,6 +171,12 @@ static int on_established(sluice_server *s, struct wsi_slot *slot)
         sluice_conn_destroy(c);
         return -1;
     }
+    if (!(c->route = route_of(s, c->path))) {
+        sluice_conn_destroy(c);
+        return -1;
+    }
+    c->route->connections++;
+    c->route->opened++;
     SLUICE_LIST_PUSH(s->conns, c);
     s->nconns++;
     slot->conn = c;
@@ -151,6 +189,7 @@ static void conn_gone(struct sluice_conn_sink *sink, sluice_conn *c)
     sluice_server *s = (sluice_server *)((char *)sink - offsetof(sluice_server, sink));
     SLUICE_LIST_UNLINK(s->conns, c);
     s->nconns--;
+    c->route->connections--;
 }
 
 /* ---- the lws protocol -------------------------------------------------------- */
@@ -524,6 +563,11 @@ static void server_destroy_now(sluice_server *s)
     lws_vhost_destroy(s->vh);
     free(s->sink.wbuf);
     free(s->static_dir);
+    while (s->routes) {
+        struct sluice_route *r = s->routes;
+        s->routes = r->next;
+        free(r);
+    }
     free(s);
 }
 

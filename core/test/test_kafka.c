@@ -134,6 +134,20 @@ static void test_bad_property(void) {
     CHECK(strstr(err, "group.id") != NULL);
 }
 
+/* What sluice_producer_topics reported. */
+typedef struct topics_seen {
+    int n;
+    sluice_topic_counts last;
+    sluice_error_count error;   /* the first error count */
+} topics_seen;
+
+static void on_topic(void *ud, const sluice_topic_counts *t) {
+    topics_seen *ts = ud;
+    ts->n++;
+    ts->last = *t;
+    if (t->nerrors) ts->error = t->errors[0];
+}
+
 static void test_produce(produce_state *s) {
     char err[256] = "";
     sluice_producer *p = NULL;
@@ -167,6 +181,28 @@ static void test_produce(produce_state *s) {
     int partitions_used = 0;
     for (int i = 0; i < 64; i++) partitions_used += s->last_offset[i] >= 0;
     CHECK_EQ_INT(partitions_used, 4);
+
+    /* Counted per topic; a record over message.max.bytes is refused and
+     * counted by its code. */
+    topics_seen ts;
+    memset(&ts, 0, sizeof ts);
+    sluice_producer_topics(p, on_topic, &ts);
+    CHECK_EQ_INT(ts.n, 1);
+    CHECK(strcmp(ts.last.topic, TOPIC) == 0);
+    CHECK_EQ_INT(ts.last.sent, N_MESSAGES);
+    CHECK_EQ_INT(ts.last.delivered, N_MESSAGES);
+    CHECK_EQ_INT(ts.last.failed, 0);
+    CHECK_EQ_INT(ts.last.nerrors, 0);
+    static char big[2000000];
+    sluice_message m = { .topic = TOPIC, .value = big, .value_len = sizeof big, .partition = -1 };
+    CHECK_EQ_INT(sluice_producer_send(p, &m, NULL, err, sizeof err), SLUICE_EKAFKA);
+    memset(&ts, 0, sizeof ts);
+    sluice_producer_topics(p, on_topic, &ts);
+    CHECK_EQ_INT(ts.last.sent, N_MESSAGES);
+    CHECK_EQ_INT(ts.last.nerrors, 1);
+    CHECK(ts.error.name && strcmp(ts.error.name, "MSG_SIZE_TOO_LARGE") == 0);
+    CHECK_EQ_INT(ts.error.refused, 1);
+    CHECK_EQ_INT(ts.error.count, 1);
 
     /* Idle: no wake-ups at all. */
     unsigned long before = sluice_producer_wakeups(p);
@@ -273,6 +309,14 @@ static sluice_consumer *start_consumer(consume_state *s, int64_t start) {
     return start_consumer_in(s, start, "sluice-test", "range,roundrobin", on_record);
 }
 
+typedef struct lag_seen { int n; int64_t position_sum; } lag_seen;
+
+static void on_lag(void *ud, const sluice_partition_lag *l) {
+    lag_seen *ls = ud;
+    ls->n++;
+    if (l->position > 0) ls->position_sum += l->position;
+}
+
 static void test_consume(void) {
     static consume_state s;
     memset(&s, 0, sizeof s);
@@ -294,6 +338,13 @@ static void test_consume(void) {
     pump_for(1500);
     CHECK_EQ_INT(s.records_while_paused, 0);
     CHECK_EQ_INT(s.records, s.pause_at);
+
+    /* Positions: the next offsets the app gets add up to what it got. */
+    lag_seen ls;
+    memset(&ls, 0, sizeof ls);
+    CHECK_EQ_INT(sluice_consumer_lag(c, on_lag, &ls), 0);
+    CHECK_EQ_INT(ls.n, 4);
+    CHECK_EQ_INT(ls.position_sum, s.pause_at);
 
     /* Idle (paused) consumer: no wake-ups. */
     unsigned long before = sluice_consumer_wakeups(c);

@@ -279,6 +279,29 @@ static void test_echo(sluice_loop *loop, int port, struct server_state *ss)
     free(cs.last);
 }
 
+static void on_route(void *ud, const sluice_route_stats *r)
+{
+    sluice_route_stats *out = ud;
+    if (strcmp(r->path, "/echo") == 0) *out = *r;
+    out[1].opened++;   /* routes seen */
+}
+
+/* test_echo's traffic, as the route's counters saw it. */
+static void test_echo_counted(sluice_server *srv)
+{
+    sluice_route_stats r[2];
+    memset(r, 0, sizeof r);
+    sluice_server_routes(srv, on_route, r);
+    CHECK_EQ_INT(r[1].opened, 1);
+    CHECK_EQ_INT(r[0].connections, 0);
+    CHECK_EQ_INT(r[0].opened, 1);
+    CHECK_EQ_INT(r[0].messages_in, 4);
+    CHECK_EQ_INT(r[0].bytes_in, 5 + 5 + 5 + 300 * 1024);
+    CHECK_EQ_INT(r[0].messages_out, 4);
+    CHECK_EQ_INT(r[0].bytes_out, 5 + 5 + 5 + 300 * 1024);
+    CHECK_EQ_INT(r[0].queued_bytes, 0);
+}
+
 static void test_too_big(sluice_loop *loop, int port, struct server_state *ss)
 {
     struct client_state cs;
@@ -657,6 +680,7 @@ int main(void)
     CHECK(port > 0);
 
     test_echo(loop, port, &ss);
+    test_echo_counted(srv);
     test_too_big(loop, port, &ss);
     test_server_close(loop, port);
     test_invalid_utf8(loop, port);

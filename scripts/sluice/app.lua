@@ -14,6 +14,8 @@ local Consumer = require "sluice.app.consumer"
 local http = require "sluice.app.http"
 local timers = require "sluice.app.timers"
 local check_options = require("sluice.app.options").check
+local metrics = require "sluice.metrics"
+local ops = require "sluice.ops"
 local cjson = require "cjson"
 
 local json = cjson.new()
@@ -78,6 +80,8 @@ function App.new(options, overrides, level)
     conns_by_path = {}, -- path → { [conn] = true }
     consumers = {},
     counters = { consumed = 0 },
+    metrics = running and running.metrics or metrics.registry(),   -- app:metric; survives reloads
+    _metrics_cfg = metrics.config(options.metrics),
     -- hot reload (sluice.reload)
     state = {},         -- survives reloads
     timers = timers.set(),   -- this generation's timers (sluice.app.timers)
@@ -112,6 +116,12 @@ function App:ws(path, handlers)
   return self
 end
 
+-- app:metric(name, { type = "counter"|"gauge"|"histogram", help =, labels =,
+-- buckets = }) → a metric with inc/set/dec/observe, served on /metrics.
+function App:metric(name, spec)
+  return self.metrics:metric(name, spec)
+end
+
 function App:http(method, path, handler)
   util.check(1, "http", method, "string")
   util.check(2, "http", path, "string")
@@ -134,6 +144,7 @@ end
 function App:_log(level, msg)
   if self.loop then self.loop:log(level, msg)
   elseif self.options.log then self.options.log(level, msg)
+  elseif self.overrides.log_format == "json" then ops.json_logger(self.name)(level, msg)
   else io.stderr:write(("sluice %s: %s\n"):format(level, msg)) end
 end
 
@@ -187,7 +198,9 @@ function App:start()
   local o, ov = self.options, self.overrides
   local handler_timeout = o.handler_timeout
   if handler_timeout == nil then handler_timeout = 10 end   -- docs/limits.md
-  local loop, err, code = core.loop { log = o.log, log_level = o.log_level or ov.log_level or "info",
+  local log = o.log
+  if not log and ov.log_format == "json" then log = ops.json_logger(self.name) end
+  local loop, err, code = core.loop { log = log, log_level = o.log_level or ov.log_level or "info",
     handler_timeout = handler_timeout, handler_instructions = o.handler_instructions }
   if not loop then return nil, err, code end
   self.loop = loop
@@ -196,6 +209,7 @@ function App:start()
   -- should be the only thing the user reads.
   local ok
   ok, err, code = self:_start_server()
+  if ok then ok, err, code = self:_start_metrics() end
   if ok then ok, err, code = self:_start_kafka() end
   if not ok then
     self:_teardown()
@@ -265,6 +279,16 @@ function App:_start_server()
   return true
 end
 
+function App:_start_metrics()
+  local ms, err, code = ops.listen(self, parse_listen)
+  if not ms then return nil, "metrics.listen: " .. err, code end
+  if ms ~= true then
+    self.metrics_server = ms
+    self.metrics_port = ms:port()
+  end
+  return true
+end
+
 -- Handlers still run while the app shuts down (a signal closed it): for
 -- them a closed app is an expected failure, not misuse.
 function App:_ensure_started()
@@ -282,9 +306,10 @@ function App:_producer()
   if not ok then return nil, err, code end
   local max_in_flight = self.options.max_in_flight or DEFAULT_MAX_IN_FLIGHT
   local producer
+  local st = self._metrics_cfg and self._metrics_cfg.kafka_statistics
   producer, err, code = core.producer(self.loop, {
-    props = self:_kafka_props(), high_water = max_in_flight,
-    low_water = math.max(1, math.floor(max_in_flight / 2)),
+    props = self:_kafka_props(st and { ["statistics.interval.ms"] = tostring(math.floor(st * 1000)) }),
+    high_water = max_in_flight, low_water = math.max(1, math.floor(max_in_flight / 2)),
   }, {
     -- Backpressure: stop reading WebSockets while Kafka catches up.
     pressure = function(high)
@@ -292,6 +317,11 @@ function App:_producer()
       self.loop:log(high and "warn" or "info", high
         and "Kafka is behind: pausing reads from WebSocket clients"
         or "Kafka caught up: resuming reads from WebSocket clients")
+    end,
+    -- Logged as without a handler; also read by /healthz/ready.
+    error = function(err, fatal)
+      ops.kafka_error(self, err)
+      self.loop:log(fatal and "error" or "warn", "kafka producer: " .. err)
     end,
   })
   if not producer then return nil, err, code end
@@ -515,6 +545,7 @@ function App:_teardown()
   self.consumers = {}
   if self.producer then self.producer:close(); self.producer = nil end
   if self.server then self.server:close(); self.server = nil end
+  if self.metrics_server then self.metrics_server:close(); self.metrics_server = nil end
   if self.broker then self.broker:close(); self.broker = nil end
   if self.loop then self.loop:close(); self.loop = nil end
   self.started = false

@@ -5,10 +5,14 @@ local sluice = require "sluice"
 local M = {}
 
 local USAGE = [[
-usage: sluice run APP.lua [options]
+usage: sluice [--lua NAME] run APP.lua [options]
        sluice --help | --version
 
 Runs APP.lua, a Lua script that returns a sluice app (`return app`).
+
+--lua NAME: run on luajit, lua5.4 or lua5.1 (the build tree's sluice runs on
+LuaJIT when it was built; an installed sluice runs on the Lua it was
+installed for). --version says which.
 
 options for run:
   --listen PORT          listen on PORT (or HOST:PORT) instead of the app's setting
@@ -21,6 +25,8 @@ options for run:
   --embedded-port PORT   stable bootstrap port of the embedded broker (default 9092;
                          0 picks a free one)
   --log-level LEVEL      error, warn, info (default) or debug
+  --log-format FORMAT    text (default) or json: one JSON object per line with
+                         ts, level, msg, app, pid
   --watch                hot reload: reload the app when one of its Lua files
                          (the app file and what it requires from its directory)
                          changes; a file that fails to load changes nothing
@@ -29,6 +35,7 @@ options for run:
 SIGINT/SIGTERM: stop accepting, let Kafka confirm what was accepted, close
 WebSockets with 1001, commit consumer offsets, exit 0. SIGHUP: hot reload.
 GET /_sluice/health: generation, loaded_at, last_reload_error (JSON).
+GET /metrics (Prometheus), /healthz/live, /healthz/ready: docs/operations.md.
 Reference: docs/api.md]]
 
 local function fail(msg)
@@ -74,6 +81,11 @@ local OPTIONS = {
     o.watch_debounce = n
     return true
   end,
+  ["--log-format"] = function(o, v)
+    if v ~= "text" and v ~= "json" then return nil, "--log-format must be text or json" end
+    o.log_format = v
+    return true
+  end,
   ["--log-level"] = function(o, v)
     if v ~= "error" and v ~= "warn" and v ~= "info" and v ~= "debug" then
       return nil, "--log-level must be error, warn, info or debug"
@@ -99,8 +111,37 @@ local function load_app(path)
   return app
 end
 
+-- The name --lua gives to the Lua running this.
+local function running_lua()
+  if jit then return "luajit" end
+  return "lua" .. _VERSION:match("%d+%.%d+")
+end
+
+-- --lua NAME: the build tree's wrapper handles it (and never passes it on);
+-- here it can only confirm the Lua we run on.
+local function take_lua_option(argv)
+  local i = 1
+  while argv[i] do
+    local a = argv[i]
+    local name = a:match("^%-%-lua=(.*)$")
+    if a == "--lua" then name = argv[i + 1] or ""; table.remove(argv, i + 1) end
+    if name then
+      table.remove(argv, i)
+      if name ~= running_lua() then
+        return nil, ("--lua %s: this sluice command runs on %s (install sluice with LuaRocks for %s" ..
+          " to get its command, or run the build tree's build/bin/sluice)"):format(name, running_lua(), name)
+      end
+    else
+      i = i + 1
+    end
+  end
+  return true
+end
+
 function M.main(argv)
   argv = argv or {}
+  local lua_ok, lua_err = take_lua_option(argv)
+  if not lua_ok then return fail(lua_err) end
   local first = argv[1]
   if first == nil or first == "--help" or first == "-h" or first == "help" then
     io.stdout:write(USAGE, "\n")

@@ -23,6 +23,27 @@ describe("the sluice command", function()
     assert.matches("%d+%.%d+%.%d+", out)
   end)
 
+  it("runs on LuaJIT by default from the build tree, --lua chooses, --version says which", function()
+    local dir = H.bin:match("^(.*)/[^/]*$")
+    local function version(cmd)
+      local code, out, err = H.run("timeout 30 " .. cmd)
+      assert.are.equal(0, code, err)
+      return (out:gsub("%s+$", ""))
+    end
+    local default = H.q(dir .. "/sluice")
+    assert.matches("^sluice %d+%.%d+%.%d+ %(Lua 5%.1, LuaJIT 2%.1[^)]*%)$", version(default .. " --version"))
+    assert.matches("^sluice %d+%.%d+%.%d+ %(Lua 5%.4%)$", version(default .. " --lua lua5.4 --version"))
+    assert.matches("^sluice %d+%.%d+%.%d+ %(Lua 5%.1%)$", version(default .. " --version --lua=lua5.1"))
+    assert.matches("LuaJIT", version(H.q(H.bin) .. " --lua luajit --version"))
+    local code, _, err = H.run("timeout 30 " .. default .. " --lua lua5.3 --version")
+    assert.are.equal(1, code)
+    assert.are.equal("sluice: --lua lua5.3: not built here (built: lua5.1 lua5.4 luajit)", one_line(err))
+    -- An installed command (the Lua script itself) runs on one Lua and says so.
+    code, _, err = H.run(("timeout 30 lua5.4 %s --lua luajit --version"):format(H.q(H.root .. "/scripts/bin/sluice")))
+    assert.are.equal(1, code)
+    assert.matches("^sluice: %-%-lua luajit: this sluice command runs on lua5%.4", one_line(err))
+  end)
+
   it("--help prints the usage", function()
     local code, out = sluice "--help"
     assert.are.equal(0, code)

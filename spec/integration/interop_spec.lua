@@ -62,7 +62,8 @@ describe("movies rows read back from Apache Kafka by independent clients", funct
     for i, row in ipairs(sent) do want[i] = row.id end
     assert.are.same(want, acked)
 
-    -- The three readers, two of them consumer group members at once.
+    -- The three readers at once: kafkajs in a consumer group (as the
+    -- tutorial reads), kafka-python and kcat on assigned partitions.
     local js = H.client_bg("kafkajs.js", { "--brokers", kafka, "--topic", TOPIC,
                                            "--consume", tostring(#sent), "--timeout", "120" })
     local code, out, err = H.run(("%s %s --brokers %s --topic %s --consume %d --timeout 120"):format(

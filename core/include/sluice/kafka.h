@@ -77,6 +77,26 @@ size_t sluice_producer_flush(sluice_producer *p, int timeout_ms);
  * SLUICE_EINVAL for an unknown name, SLUICE_ETOOBIG if size is too small. */
 int sluice_producer_conf_get(const sluice_producer *p, const char *name,
                              char *buf, size_t size, char *err, size_t errlen);
+/* What a producer did per topic, since it was created. */
+typedef struct sluice_error_count {
+    const char *name;           /* error code name, e.g. "MSG_TIMED_OUT" */
+    int refused;                /* 1: the send was refused; 0: delivery failed */
+    uint64_t count;
+} sluice_error_count;
+typedef struct sluice_topic_counts {
+    const char *topic;
+    uint64_t sent;              /* accepted by sluice_producer_send */
+    uint64_t delivered;         /* acknowledged by Kafka */
+    uint64_t failed;            /* reported failed */
+    const sluice_error_count *errors;   /* failures and refusals by code */
+    size_t nerrors;
+} sluice_topic_counts;
+/* Calls fn once per topic, in the order topics were first used. */
+void sluice_producer_topics(const sluice_producer *p,
+                            void (*fn)(void *ud, const sluice_topic_counts *t), void *ud);
+/* The last statistics librdkafka emitted (JSON), or NULL: emitted only
+ * with statistics.interval.ms set, every that many ms, on the loop thread. */
+const char *sluice_producer_statistics(const sluice_producer *p);
 /* Messages still in flight are purged and reported failed (PURGE_QUEUE)
  * before this returns. Call sluice_producer_flush first to avoid that.
  * May be called from inside on_delivery: the free (and the purged
@@ -151,6 +171,18 @@ int sluice_consumer_commit(sluice_consumer *c, int sync, char *err, size_t errle
  * SLUICE_ESTATE if the partition is not assigned to this consumer. */
 int sluice_consumer_store(sluice_consumer *c, const char *topic, int32_t partition,
                           int64_t offset, char *err, size_t errlen);
+
+/* Where the consumer stands on each assigned partition: position is the
+ * next offset it hands to the app, high the partition's end as of the last
+ * fetch (librdkafka's cached high watermark; nothing is asked of a broker).
+ * Either is -1 while unknown. Calls fn once per assigned partition. */
+typedef struct sluice_partition_lag {
+    const char *topic;
+    int32_t partition;
+    int64_t position, high;
+} sluice_partition_lag;
+int sluice_consumer_lag(sluice_consumer *c,
+                        void (*fn)(void *ud, const sluice_partition_lag *l), void *ud);
 
 /* Reads partitions of one topic from their start to their end as of the
  * call (the high watermark), without joining a group, calling on_record

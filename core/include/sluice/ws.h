@@ -97,6 +97,19 @@ void sluice_server_close_all(sluice_server *s, int code, const char *reason);
  * handlers are called with 1006 before this returns. */
 void sluice_server_free(sluice_server *s);
 
+/* Traffic of one WebSocket route (a path with an accepted upgrade), counted
+ * since the server started. Messages out are counted when queued. */
+typedef struct sluice_route_stats {
+    const char *path;
+    size_t connections;         /* open now */
+    uint64_t opened;            /* connections accepted, ever */
+    uint64_t messages_in, bytes_in, messages_out, bytes_out;
+    size_t queued_bytes;        /* in its connections' send queues now */
+} sluice_route_stats;
+/* Calls fn once per route, in the order routes were first used. */
+void sluice_server_routes(sluice_server *s,
+                          void (*fn)(void *ud, const sluice_route_stats *r), void *ud);
+
 /* ---- client ------------------------------------------------------------ */
 typedef struct sluice_client_config {
     size_t max_message;      /* 0: 1 MiB */

@@ -79,6 +79,7 @@ end
 function Consumer:take_over(old)
   old = Consumer.current(old)
   self.core, self.assigned, self.rebalances, self._route = old.core, old.assigned, old.rebalances, old._route
+  self.group = old.group
   self.paused, self.closed = old.paused, old.closed
   if self._route then self._route.decl = self.decl end
   old._moved_to = self
@@ -129,6 +130,7 @@ function Consumer.start(app, decl)
   })
   if not c then return nil, err, code end
   decl.consumer.core = c
+  decl.consumer.group = group   -- a label of its metrics
   decl.consumer._route = route
   if decl.consumer.paused then c:pause() end
   app.consumers[#app.consumers + 1] = decl.consumer

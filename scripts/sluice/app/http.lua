@@ -1,6 +1,7 @@
 -- HTTP requests of an app: the request object its handlers get, and how
 -- their (status, body, headers) answer becomes the response.
 local util = require "sluice.util"
+local ops = require "sluice.ops"
 local cjson = require "cjson"
 
 local json = cjson.new()
@@ -53,11 +54,12 @@ function Request:defer()
   return function(status, body, headers) return respond(raw, status, body, headers) end
 end
 
--- Whether app serves method path (its routes, or the health route).
+-- Whether app serves method path (its routes, the health route, or an
+-- operator endpoint).
 function M.matches(app, method, path)
   local routes = app.http_routes
   return routes[method .. " " .. path] ~= nil or routes["* " .. path] ~= nil
-    or (method == "GET" and path == M.HEALTH_PATH)
+    or (method == "GET" and (path == M.HEALTH_PATH or ops.route(app, path) ~= nil))
 end
 
 -- Runs app's handler for the core request raw (a sluice.http.req).
@@ -65,6 +67,12 @@ function M.serve(app, raw)
   local handler = app.http_routes[raw.method .. " " .. raw.path] or app.http_routes["* " .. raw.path]
   if not handler and raw.path == M.HEALTH_PATH then
     handler = function() return 200, app:health() end
+  end
+  -- /metrics, /healthz/live, /healthz/ready (sluice.ops)
+  local op = not handler and ops.route(app, raw.path)
+  if op then
+    local status, body, ctype = op()
+    return raw:respond(status, ctype, body)
   end
   local req = setmetatable({
     _raw = raw, method = raw.method, path = raw.path, query_string = raw.query_string,

@@ -1,5 +1,7 @@
 -- The options of sluice.app{}: their types and values, checked at once
 -- (docs/api.md). level: where errors point, as for error().
+local metrics = require "sluice.metrics"
+
 local M = {}
 
 local LEVELS = { error = true, warn = true, info = true, debug = true }
@@ -11,6 +13,7 @@ local OPTION_TYPES = {
   log = "function", log_level = "string",
   handler_timeout = "idle", handler_instructions = "number",
   handshake_timeout = "idle", max_pending = "number", max_in_flight = "number",
+  metrics = "metrics",
 }
 
 function M.check(options, level)
@@ -22,6 +25,10 @@ function M.check(options, level)
     local ok
     if want == "listen" then ok = v == false or type(v) == "number" or type(v) == "string"
     elseif want == "idle" then ok = v == false or type(v) == "number"
+    elseif want == "metrics" then
+      local _, bad = metrics.config(v)
+      if bad then error(("bad argument #1 to 'app' (%s)"):format(bad), level + 1) end
+      ok = true
     else ok = type(v) == want end
     if not ok then
       error(("bad argument #1 to 'app' (option '%s' must be %s, got %s)")

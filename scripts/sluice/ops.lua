@@ -1,0 +1,95 @@
+-- What an operator reaches in a running app (docs/operations.md): the
+-- metrics endpoint, the health probes (/healthz/live, /healthz/ready), the
+-- metrics port of its own, and JSON log lines.
+local core = require "sluice.core"
+local metrics = require "sluice.metrics"
+local cjson = require "cjson"
+
+local M = {}
+
+M.LIVE_PATH, M.READY_PATH = "/healthz/live", "/healthz/ready"
+local JSON_TYPE = "application/json"
+
+-- Why the app is not ready, as a list of { check, reason } (empty: ready).
+-- Ready: not draining; every consumer holds partitions (its group joined);
+-- Kafka not known down while records wait for it (an error saying all
+-- brokers are down, and no ack since, with records in flight).
+function M.not_ready(app)
+  local why = {}
+  if app.closed or not app.started then why[#why + 1] = { "draining", "the app is shutting down" } end
+  for _, c in ipairs(app.consumers) do
+    if not c.closed and (c.assigned or 0) == 0 then
+      why[#why + 1] = { "consumers", ("consumer of %s holds no partitions yet"):format(table.concat(c.decl.topics, ",")) }
+    end
+  end
+  local down, p = app._kafka_down, app.producer
+  if down and p then
+    local s = p:stats()
+    if s.delivered == down.delivered and s.in_flight > 0 then
+      why[#why + 1] = { "kafka", ("%d records waiting: %s"):format(s.in_flight, down.error) }
+    end
+  end
+  return why
+end
+
+-- Called with each Kafka error of the app's producer.
+function M.kafka_error(app, err)
+  if err:match("^ALL_BROKERS_DOWN") and app.producer then
+    app._kafka_down = { error = err, delivered = app.producer:stats().delivered }
+  end
+end
+
+local function ready(app)
+  local why = M.not_ready(app)
+  if #why == 0 then return 200, cjson.encode { status = "ready" }, JSON_TYPE end
+  local checks = {}
+  for _, w in ipairs(why) do checks[#checks + 1] = { check = w[1], reason = w[2] } end
+  return 503, cjson.encode { status = "not_ready", failing = checks }, JSON_TYPE
+end
+
+-- The operator endpoint at path: a function returning status, body,
+-- content type; nil if there is none. on_own_port: asked by the metrics
+-- listener (else by the app's own port, where the app's routes come first).
+function M.route(app, path, on_own_port)
+  if path == M.LIVE_PATH then
+    -- Answered at all: the loop runs.
+    return function() return 200, cjson.encode { status = "live" }, JSON_TYPE end
+  elseif path == M.READY_PATH then
+    return function() return ready(app) end
+  end
+  local cfg = app._metrics_cfg
+  if cfg and path == cfg.path and (on_own_port or not cfg.listen) then
+    return function() return 200, metrics.exposition(app), metrics.CONTENT_TYPE end
+  end
+end
+
+-- Starts the metrics listener of app when metrics.listen is set: an HTTP
+-- server of its own (no WebSocket) on the app's loop, serving the metrics
+-- and the health probes. Returns the server, true when none is asked for,
+-- or nil, err, code.
+function M.listen(app, parse_listen)
+  local cfg = app._metrics_cfg
+  if not (cfg and cfg.listen) then return true end
+  local host, port = parse_listen(cfg.listen)
+  return core.server(app.loop, { host = host, port = port }, {
+    accept = function() return false end,
+    http_match = function(method, path) return method == "GET" and M.route(app, path, true) ~= nil end,
+    http = function(raw)
+      local status, body, ctype = M.route(app, raw.path, true)()
+      raw:respond(status, ctype, body)
+    end,
+  })
+end
+
+-- A log function writing one JSON object per line to stderr: ts (UTC,
+-- RFC 3339, ms), level, msg, app, pid.
+function M.json_logger(name)
+  local pid = core.getpid()
+  return function(level, msg)
+    local t = core.time()
+    local ts = os.date("!%Y-%m-%dT%H:%M:%S", math.floor(t)) .. (".%03dZ"):format(math.floor((t % 1) * 1000))
+    io.stderr:write(cjson.encode { ts = ts, level = level, msg = msg, app = name, pid = pid }, "\n")
+  end
+end
+
+return M
