@@ -97,7 +97,7 @@ endforeach()
 # each), so they share the two cores well; the tests below drive real load,
 # measure latency or memory, or compile, and take two job slots each, so
 # no two of them ever run at once.
-foreach(t integration.backpressure integration.reload_load integration.stream
+foreach(t integration.backpressure integration.reload_load integration.stream integration.cluster_faults
           integration.faults integration.faults_more integration.shutdown
           bench.smoke browser.movies sanitize.core package.rockspec)
   if(TEST ${t})
