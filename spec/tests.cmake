@@ -86,6 +86,12 @@ else()
   endif()
 endif()
 
+# The three-broker spec starts a cluster and runs six scenarios under load:
+# about 3 minutes alone, more on a busy machine.
+if(TEST integration.cluster_faults)
+  set_tests_properties(integration.cluster_faults PROPERTIES TIMEOUT 600)
+endif()
+
 # Further registrations (browser, benchmarks smoke, packaging…): one file each.
 file(GLOB SLUICE_MORE_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/spec/tests.d/*.cmake)
 foreach(f ${SLUICE_MORE_TESTS})

@@ -44,7 +44,7 @@ describe("faults on a three-broker Apache Kafka cluster", function()
   end
 
   it("SIGKILL of a partition leader at 20,000 rows/s, then its restart: every row acked exactly once", function()
-    local h = stream(gw, { "--connections", "4", "--rows", "120000", "--rate", "20000",
+    local h = stream(gw, { "--connections", "4", "--rows", "80000", "--rate", "20000",
                            "--batch", "20", "--prefix", "K", "--timeout", "150" })
     H.sleep(2)
     local victim = assert(leader(kafka.bootstrap, 0), "no leader for partition 0")
@@ -63,11 +63,11 @@ describe("faults on a three-broker Apache Kafka cluster", function()
     print(("# leader %d SIGKILLed with %d rows delivered; partition 0 led by %s %.1f s later; %d restarted; %d rows acked in %.1f s"):format(
       victim, before, tostring(moved), took, victim, r.acks, r.elapsed_ms / 1000))
     assert(moved, "no new leader for partition 0")
-    all_acked_once(r, "K", 120000)
+    all_acked_once(r, "K", 80000)
   end)
 
   it("a broker frozen (SIGSTOP) for 10 s under load: every row acked exactly once", function()
-    local h = stream(gw, { "--connections", "4", "--rows", "120000", "--rate", "20000",
+    local h = stream(gw, { "--connections", "4", "--rows", "80000", "--rate", "20000",
                            "--batch", "20", "--prefix", "S", "--timeout", "150" })
     H.sleep(2)
     local victim = assert(leader(kafka.bootstrap, 1), "no leader for partition 1")
@@ -76,7 +76,7 @@ describe("faults on a three-broker Apache Kafka cluster", function()
     kafka:signal(victim, "CONT")
     local r = finish(h, 150)
     print(("# broker %d (leader of partition 1) frozen 10 s"):format(victim))
-    all_acked_once(r, "S", 120000)
+    all_acked_once(r, "S", 80000)
   end)
 
   -- Two of three brokers frozen for 12 s (no ISR of two, no controller
