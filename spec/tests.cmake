@@ -89,6 +89,12 @@ else()
   endif()
 endif()
 
+# The three-broker spec starts a cluster and runs six scenarios under load:
+# about 3 minutes alone, more on a busy machine.
+if(TEST integration.cluster_faults)
+  set_tests_properties(integration.cluster_faults PROPERTIES TIMEOUT 600)
+endif()
+
 # Further registrations (browser, benchmarks smoke, packaging…): one file each.
 file(GLOB SLUICE_MORE_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/spec/tests.d/*.cmake)
 foreach(f ${SLUICE_MORE_TESTS})
@@ -100,7 +106,7 @@ endforeach()
 # each), so they share the two cores well; the tests below drive real load,
 # measure latency or memory, or compile, and take two job slots each, so
 # no two of them ever run at once.
-foreach(t integration.backpressure integration.reload_load integration.stream
+foreach(t integration.backpressure integration.reload_load integration.stream integration.cluster_faults
           integration.faults integration.faults_more integration.shutdown
           bench.smoke browser.movies sanitize.core)
   if(TEST ${t})

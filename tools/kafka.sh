@@ -117,10 +117,12 @@ configure() {  # writes DIR/nodeN/server.properties on fresh ports, formats the 
   for n in $(seq 1 "$brokers"); do
     voters+="${voters:+,}$n@127.0.0.1:${ports[$((brokers + n - 1))]}"
   done
-  local cluster_id
-  cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
-  # A leading '-' would be read by the storage tool as an option.
-  cluster_id=${cluster_id/#-/A}
+  # 16 random bytes, base64url (Kafka's form); not starting with '-', which
+  # the format tool's option parser would take for an option.
+  local cluster_id=-
+  while [[ $cluster_id == [-_]* ]]; do
+    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+  done
   bootstrap=""
   for n in $(seq 1 "$brokers"); do
     local nd=$dir/node$n port=${ports[$((n - 1))]} cport=${ports[$((brokers + n - 1))]}

@@ -1,18 +1,21 @@
 'use strict';
 // Connects, optionally subscribes, and prints the messages it receives.
 //   node subscribe.js --url ws://127.0.0.1:P/stats [--subscribe TOPIC]
-//        [--count N] [--timeout S] [--ready-file PATH]
+//        [--count N] [--timeout S] [--ready-file PATH] [--until TEXT] [--no-messages]
 // With --subscribe it sends {"subscribe": TOPIC} and waits for
 // {"subscribed": TOPIC}. --ready-file is created once subscribed (on open
 // without --subscribe). Stops after N messages (default 1) or the timeout.
-// Prints one JSON line: subscribed, messages (strings), close, error.
+// --until TEXT: stop at the first message containing TEXT (result.matched)
+// instead of after N. --no-messages: count them (received) without keeping them.
+// Prints one JSON line: subscribed, messages (strings), received, matched,
+// close, error.
 const fs = require('fs');
 const WebSocket = require('ws');
 const parse = require('./args');
 
-const o = parse(process.argv.slice(2));
+const o = parse(process.argv.slice(2), { flags: ['no-messages'] });
 const count = Number(o.count || 1);
-const result = { subscribed: false, messages: [], close: null };
+const result = { subscribed: false, messages: [], received: 0, close: null };
 let closing = false;
 
 function finish() {
@@ -45,8 +48,11 @@ ws.on('message', (data) => {
     if (!result.subscribed) ready();
     return;
   }
-  result.messages.push(text);
-  if (result.messages.length >= count) closeNow();
+  result.received++;
+  if (!o['no-messages']) result.messages.push(text);
+  if (o.until !== undefined) {
+    if (text.includes(o.until)) { result.matched = text; closeNow(); }
+  } else if (result.received >= count) closeNow();
 });
 ws.on('error', (e) => { result.error = e.message; });
 ws.on('close', (code, reason) => {

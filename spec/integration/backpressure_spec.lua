@@ -147,7 +147,9 @@ return app
     finally(function() if gw then gw:stop() end end)
     local dir = H.tmpdir()
     H.write(dir .. "/app.lua", APP)
-    gw = H.start { app = dir .. "/app.lua", kafka = H.kafka(), env = "BP_TOPIC=" .. H.prefix "backpressure" .. "rows" }
+    local kafka, topic = H.kafka(), H.prefix "backpressure" .. "rows"
+    H.create_topic(kafka, topic, 1)
+    gw = H.start { app = dir .. "/app.lua", kafka = kafka, env = "BP_TOPIC=" .. topic }
 
     -- Ack latency with nothing else going on, for comparison.
     local base = H.client("stream.js", { "--url", gw.url .. "/rows", "--rate", "200", "--marker", "0",

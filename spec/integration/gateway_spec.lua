@@ -14,8 +14,8 @@ describe("movies gateway", function()
   -- own once its consumer group has joined, so /healthz's counts and the
   -- movie-stats subscribers' messages would depend on timing.
   -- The topics exist before the gateway starts, as on a cluster run by
-  -- operators: a consumer of a topic that does not exist yet would only
-  -- see it at its next metadata refresh.
+  -- operators: a consumer of a topic that does not exist yet may only
+  -- see it at a later metadata refresh.
   setup(function()
     kafka = H.kafka()
     H.create_topic(kafka, RESULTS, 4)

@@ -418,6 +418,11 @@ function M.start_kafka(opts)
     M.q(kafka_sh), opts.brokers or 1, M.q(k.dir)))
   if code ~= 0 then error("tools/kafka.sh start failed: " .. tostring(err), 2) end
   k.bootstrap = M.lines(out)[1]
+  -- A watchdog stops the cluster if this busted process dies without
+  -- teardown (e.g. killed by ctest's timeout); it ends with the cluster.
+  os.execute(("sh -c %s >/dev/null 2>&1 &"):format(M.q(
+    ("while kill -0 %d && [ -e %s/bootstrap ]; do sleep 1; done 2>/dev/null; %s stop --dir %s"):format(
+      M.self_pid(), M.q(k.dir), M.q(kafka_sh), M.q(k.dir)))))
   -- (`after` seconds: in the background, later)
   function k.signal(self, node, sig, after)
     local cmd = ("%s signal --dir %s %d %s"):format(M.q(kafka_sh), M.q(self.dir), node, sig)
