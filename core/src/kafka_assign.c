@@ -41,6 +41,13 @@ struct sluice_assigner {
     sluice_loop *loop;
 };
 
+static int assigner_stopping(sluice_assigner *a) {
+    pthread_mutex_lock(&a->mu);
+    int stop = a->stop;
+    pthread_mutex_unlock(&a->mu);
+    return stop;
+}
+
 static void assigner_post(sluice_assigner *a, rd_kafka_topic_partition_list_t *found,
                           const char *error) {
     static const uint64_t one = 1;
@@ -81,8 +88,9 @@ static rd_kafka_resp_err_t assigner_by_time(sluice_assigner *a, rd_kafka_topic_p
     rd_kafka_resp_err_t e = 0;
     for (int i = 0; !e && i < list->cnt; i++) {
         int64_t lo;
-        e = rd_kafka_query_watermark_offsets(a->cfg.rk, list->elems[i].topic, list->elems[i].partition,
-                                             &lo, &high[i], ASSIGNER_REQUEST_MS);
+        e = assigner_stopping(a) ? RD_KAFKA_RESP_ERR__DESTROY
+            : rd_kafka_query_watermark_offsets(a->cfg.rk, list->elems[i].topic, list->elems[i].partition,
+                                               &lo, &high[i], ASSIGNER_REQUEST_MS);
     }
     rd_kafka_topic_partition_list_t *times = e ? NULL : rd_kafka_topic_partition_list_copy(list);
     if (times) {
@@ -159,7 +167,7 @@ static void *assigner_main(void *arg) {
     while (!a->stop) {
         pthread_mutex_unlock(&a->mu);
         int retry = 0;
-        for (size_t t = 0; t < a->ntopics; t++) retry |= assigner_topic(a, t);
+        for (size_t t = 0; t < a->ntopics && !assigner_stopping(a); t++) retry |= assigner_topic(a, t);
         if (!retry) a->failing = 0;
         int wait_ms = retry && a->cfg.refresh_ms > ASSIGNER_RETRY_MS ? ASSIGNER_RETRY_MS : a->cfg.refresh_ms;
         struct timespec until;
