@@ -445,7 +445,7 @@ int sluice_consumer_commit(sluice_consumer *c, int sync, char *err, size_t errle
     if (!c) return SLUICE_EINVAL;
     if (c->closing) return SLUICE_ECLOSED;
     if (c->assigner) {
-        sluice_kafka_errf(err, errlen, "an assign-mode consumer has no group to commit to");
+        sluice_kafka_errf(err, errlen, "a consumer in no group (assign mode) has nothing to commit");
         return SLUICE_ESTATE;
     }
     rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, NULL, sync ? 0 : 1);
