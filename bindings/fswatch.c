@@ -34,8 +34,7 @@ static int fswatch_new(lua_State *L)
     rc = sluice_fswatch_new(h->ctx->loop, debounce, fswatch_changed, h, &fw, err, sizeof err);
     if (rc) return sluice_lua_handle_fail(L, h, rc, err);
     h->obj = fw;
-    lua_pushvalue(L, 3);
-    h->refs[0] = luaL_ref(L, LUA_REGISTRYINDEX);
+    sluice_lua_handle_set(L, h, 0, 3);
     sluice_lua_handle_anchor(L, h);
     return 1;
 }
@@ -66,13 +65,6 @@ static int fswatch_count(lua_State *L)
     return 1;
 }
 
-static int fswatch_is_closed(lua_State *L)
-{
-    sluice_lua_handle *h = sluice_lua_handle_get(L, 1, &sluice_lua_fswatch_type);
-    lua_pushboolean(L, h->state != 0);
-    return 1;
-}
-
 /* core.clock() → seconds on a monotonic clock, as a float (µs resolution). */
 static int clock_lua(lua_State *L)
 {
@@ -86,7 +78,7 @@ static void fswatch_free(void *w) { sluice_fswatch_free(w); }
 
 static const luaL_Reg methods[] = {
     { "add", fswatch_add }, { "add_dir", fswatch_add_dir }, { "count", fswatch_count },
-    { "is_closed", fswatch_is_closed }, { NULL, NULL }
+    { NULL, NULL }
 };
 static const luaL_Reg functions[] = {
     { "fswatch", fswatch_new }, { "clock", clock_lua }, { NULL, NULL }

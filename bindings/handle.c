@@ -43,7 +43,7 @@ void *sluice_lua_handle_get(lua_State *L, int idx, const sluice_lua_type *t)
 void *sluice_lua_handle_check(lua_State *L, int idx, const sluice_lua_type *t)
 {
     sluice_lua_handle *h = luaL_checkudata(L, idx, t->name);
-    if (h->state == 2) luaL_error(L, "attempt to use a closed %s", t->name);
+    if (h->state == SLUICE_LUA_CLOSED) luaL_error(L, "attempt to use a closed %s", t->name);
     if (h->ctx) h->ctx->L = L;
     return h;
 }
@@ -53,15 +53,15 @@ void sluice_lua_handle_release(lua_State *L, sluice_lua_handle *h)
     for (int i = 0; i < SLUICE_LUA_REFS; i++) sluice_lua_unref(L, &h->refs[i]);
     sluice_lua_unref(L, &h->self_ref);
     sluice_lua_unref(L, &h->loop_ref);
-    h->state = 2;
+    h->state = SLUICE_LUA_CLOSED;
 }
 
 /* The object stays usable while its C side closes: callbacks that run
  * then (a revocation, a delivery report, a close handler) may use it. */
 void sluice_lua_handle_close(lua_State *L, sluice_lua_handle *h)
 {
-    if (h->state != 0) return;
-    h->state = 1;
+    if (h->state != SLUICE_LUA_OPEN) return;
+    h->state = SLUICE_LUA_CLOSING;
     if (h->ctx && !h->from_gc) h->ctx->L = L;
     if (h->type->close) h->type->close(L, h);
     else if (h->obj) h->type->free(h->obj);
@@ -85,6 +85,12 @@ void sluice_lua_handle_ref(lua_State *L, sluice_lua_handle *h, int slot, int idx
     h->refs[slot] = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
+void sluice_lua_handle_set(lua_State *L, sluice_lua_handle *h, int slot, int idx)
+{
+    lua_pushvalue(L, idx);
+    h->refs[slot] = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
 int sluice_lua_handle_callback(sluice_lua_handle *h, int slot)
 {
     if (h->from_gc) return 0;
@@ -96,6 +102,14 @@ static int handle_close(lua_State *L)
     const sluice_lua_type *t = lua_touserdata(L, lua_upvalueindex(1));
     sluice_lua_handle_close(L, luaL_checkudata(L, 1, t->name));
     return 0;
+}
+
+static int handle_is_closed(lua_State *L)
+{
+    const sluice_lua_type *t = lua_touserdata(L, lua_upvalueindex(1));
+    sluice_lua_handle *h = luaL_checkudata(L, 1, t->name);
+    lua_pushboolean(L, h->state != SLUICE_LUA_OPEN);
+    return 1;
 }
 
 static int handle_gc(lua_State *L)
@@ -150,6 +164,7 @@ void sluice_lua_handle_class(lua_State *L, const sluice_lua_type *t)
         has_close = !lua_isnil(L, -1);
         lua_pop(L, 1);
         if (!has_close) set_closure(L, t, handle_close, "close");
+        set_closure(L, t, handle_is_closed, "is_closed");
     }
     if (t->fields) {
         lua_pushcclosure(L, field_index, 1);

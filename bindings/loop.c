@@ -143,8 +143,7 @@ static int loop_on_signals(lua_State *L)
     stop_signals(L, ctx);
     if (lua_isnoneornil(L, 2)) { lua_pushboolean(L, 1); return 1; }
     luaL_checktype(L, 2, LUA_TFUNCTION);
-    lua_pushvalue(L, 2);
-    ctx->h.refs[SLUICE_LUA_LOOP_SIGNAL] = luaL_ref(L, LUA_REGISTRYINDEX);
+    sluice_lua_handle_set(L, &ctx->h, SLUICE_LUA_LOOP_SIGNAL, 2);
     rc = sluice_signal_watch_new(ctx->loop, signals, 3, signal_arrived, ctx,
                                  (sluice_signal_watch **)&ctx->signals, err, sizeof err);
     if (rc) stop_signals(L, ctx);
@@ -165,7 +164,7 @@ static void loop_close(lua_State *L, sluice_lua_handle *h)
 static int loop_tostring(lua_State *L)
 {
     sluice_lua_loop *ctx = sluice_lua_handle_get(L, 1, &sluice_lua_loop_type);
-    lua_pushfstring(L, "%s (%s)", SLUICE_LOOP_MT, ctx->h.state == 0 ? "open" : "closed");
+    lua_pushfstring(L, "%s (%s)", SLUICE_LOOP_MT, ctx->h.state == SLUICE_LUA_OPEN ? "open" : "closed");
     return 1;
 }
 

@@ -39,6 +39,8 @@ typedef struct sluice_lua_type {
 
 #define SLUICE_LUA_REFS 6
 
+enum { SLUICE_LUA_OPEN, SLUICE_LUA_CLOSING, SLUICE_LUA_CLOSED };   /* handle states */
+
 struct sluice_lua_handle {
     const sluice_lua_type *type;
     void *obj;                   /* the C object; NULL once closed */
@@ -46,7 +48,7 @@ struct sluice_lua_handle {
     int loop_ref;                /* keeps that loop alive until closed */
     int self_ref;                /* anchors the userdata while open */
     int refs[SLUICE_LUA_REFS];   /* its callbacks, released on close */
-    unsigned char state;         /* 0 open, 1 closing, 2 closed */
+    unsigned char state;         /* SLUICE_LUA_OPEN, _CLOSING, _CLOSED */
     unsigned char from_gc;       /* being collected: call no Lua */
 };
 
@@ -74,11 +76,14 @@ int sluice_lua_handle_fail(lua_State *L, sluice_lua_handle *h, int code, const c
  * absent; raises if required, or if not a function). */
 void sluice_lua_handle_ref(lua_State *L, sluice_lua_handle *h, int slot, int idx,
                            const char *field, int required);
+/* refs[slot] = a ref to the value at idx. */
+void sluice_lua_handle_set(lua_State *L, sluice_lua_handle *h, int slot, int idx);
 /* Push callback refs[slot] on the loop's thread; 0 (nothing pushed) if
  * there is none or the handle is being collected. */
 int sluice_lua_handle_callback(sluice_lua_handle *h, int slot);
 /* Register the metatable (methods, meta and the shared close/__close/
- * __gc) and add t->functions to the module table on top of the stack. */
+ * __gc; closable types also get close and is_closed methods) and add
+ * t->functions to the module table on top of the stack. */
 void sluice_lua_handle_class(lua_State *L, const sluice_lua_type *t);
 
 /* ---- the loop (loop.c) ---------------------------------------------------

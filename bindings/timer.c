@@ -20,8 +20,7 @@ static int timer_new(lua_State *L)
     h = sluice_lua_handle_new(L, &sluice_lua_timer_type, sizeof *h, 1);
     h->obj = sluice_timer_new(h->ctx->loop, timer_fired, h);
     if (h->obj == NULL) return sluice_lua_handle_fail(L, h, SLUICE_ENOMEM, "cannot create timer");
-    lua_pushvalue(L, 2);
-    h->refs[0] = luaL_ref(L, LUA_REGISTRYINDEX);
+    sluice_lua_handle_set(L, h, 0, 2);
     sluice_lua_handle_anchor(L, h);
     return 1;
 }
@@ -46,17 +45,10 @@ static int timer_stop(lua_State *L)
     return 1;
 }
 
-static int timer_is_closed(lua_State *L)
-{
-    sluice_lua_handle *h = sluice_lua_handle_get(L, 1, &sluice_lua_timer_type);
-    lua_pushboolean(L, h->state != 0);
-    return 1;
-}
-
 static void timer_free(void *t) { sluice_timer_free(t); }
 
 static const luaL_Reg methods[] = {
-    { "start", timer_start }, { "stop", timer_stop }, { "is_closed", timer_is_closed },
+    { "start", timer_start }, { "stop", timer_stop },
     { NULL, NULL }
 };
 static const luaL_Reg functions[] = { { "timer", timer_new }, { NULL, NULL } };

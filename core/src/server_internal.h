@@ -5,6 +5,7 @@
 #define SLUICE_SERVER_INTERNAL_H
 
 #include "ws_internal.h"
+#include "http_status.h"
 
 /* Per accepted socket: lws's opaque user pointer, stable across the
  * HTTP → WebSocket upgrade, and the server's handle to close it. */

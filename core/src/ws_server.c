@@ -3,7 +3,6 @@
  * an lws vhost that has no listener of its own, and the WebSocket upgrade.
  * The HTTP requests themselves are http.c's. */
 #include "server_internal.h"
-#include "http_status.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -113,7 +112,7 @@ static int confirm_upgrade(sluice_server *s, struct wsi_slot *slot)
     }
     if (!status)
         return 0;
-    /* Answered; then closed like every HTTP answer (see send_status). */
+    /* Answered; then closed like every HTTP answer (see send_status in http.c). */
     return sluice_http_error(slot->wsi, status, NULL, NULL,
                              status == HTTP_STATUS_NOT_FOUND ? "no WebSocket route at this path"
                                                              : "too many connections (max_connections)");
@@ -220,7 +219,7 @@ static int slot_callback(sluice_server *s, struct wsi_slot *slot,
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return sluice_http_on_writeable(slot);
     case LWS_CALLBACK_HTTP_FILE_COMPLETION:
-        return -1;          /* the file is sent; closed (see send_status) */
+        return -1;          /* the file is sent; closed (see send_status in http.c) */
     case LWS_CALLBACK_CLOSED_HTTP:
         sluice_http_detach(slot);
         return 0;

@@ -5,10 +5,15 @@
 -- up in the declaration tables at each event, so replacing those tables
 -- (hot reload) changes behaviour between two events while connections,
 -- in-flight produces and consumer positions stay with the runtime.
--- sluice/reload.lua loads new code into a candidate app (declarations
--- only); App:_adopt swaps them in (docs/reload.md).
+-- sluice.reload loads new code into a candidate app (declarations only)
+-- and swaps them in (docs/reload.md); an app loaded from a file holds its
+-- reloader (app._reloader), which the methods below go through.
 local core = require "sluice.core"
 local util = require "sluice.util"
+local Consumer = require "sluice.app.consumer"
+local http = require "sluice.app.http"
+local timers = require "sluice.app.timers"
+local check_options = require("sluice.app.options").check
 local cjson = require "cjson"
 
 local json = cjson.new()
@@ -16,10 +21,6 @@ json.encode_sparse_array(true)
 
 local App = {}
 App.__index = App
-local TimerProxy
-
--- Served by every app (unless it declares the route itself): app:health().
-local HEALTH_PATH = "/_sluice/health"
 
 -- New code being loaded by a reload must not start anything (it may
 -- still be rejected): raised at the user's line, the first frame outside
@@ -36,48 +37,11 @@ local function candidate_io_error()
     "reload loads the new code (call them from handlers or timers)", level)
 end
 
-local LEVELS = { error = true, warn = true, info = true, debug = true }
-
-local OPTION_TYPES = {
-  name = "string", listen = "listen", static = "string", kafka = "table",
-  embedded = "table", max_message = "number", max_body = "number",
-  idle_timeout = "idle", send_queue = "number", max_connections = "number",
-  log = "function", log_level = "string",
-  handler_timeout = "idle", handler_instructions = "number",
-  handshake_timeout = "idle", max_pending = "number", max_in_flight = "number",
-}
-
 -- Records in flight to Kafka above which the gateway stops reading
 -- WebSockets (it resumes at half). Ingest measured ~1.3-1.4x faster than
 -- with 50,000 (less CPU per row: fewer rows in flight to touch), and it
 -- still allows 500,000 rows/s at 20 ms produce latency. docs/reliability.md.
 local DEFAULT_MAX_IN_FLIGHT = 10000
-
-local function check_options(options, level)
-  for k, v in pairs(options) do
-    local want = OPTION_TYPES[k]
-    if not want then
-      error(("bad argument #1 to 'app' (unknown option '%s')"):format(tostring(k)), level + 1)
-    end
-    local ok
-    if want == "listen" then ok = v == false or type(v) == "number" or type(v) == "string"
-    elseif want == "idle" then ok = v == false or type(v) == "number"
-    else ok = type(v) == want end
-    if not ok then
-      error(("bad argument #1 to 'app' (option '%s' must be %s, got %s)")
-        :format(k, want == "listen" and "a port, \"host:port\" or false"
-                   or want == "idle" and "a number of seconds or false" or want,
-                type(v)), level + 1)
-    end
-  end
-  if options.log_level and not LEVELS[options.log_level] then
-    error("bad argument #1 to 'app' (log_level must be error, warn, info or debug)", level + 1)
-  end
-  local m = options.max_in_flight
-  if m ~= nil and (m < 1 or m ~= math.floor(m)) then
-    error("bad argument #1 to 'app' (max_in_flight must be a whole number of records, at least 1)", level + 1)
-  end
-end
 
 -- The directory of the file that called sluice.app, for relative paths.
 -- Unknown when that file tail-called it (`return sluice.app{...}`): its
@@ -91,10 +55,9 @@ local function caller_dir(level)
 end
 
 -- options: see docs/api.md. overrides: the command line's. level: for errors.
--- running: set while a hot reload loads new code (sluice/reload.lua): the
--- new app is then a candidate that only collects declarations, sharing
--- the running app's state, until it is adopted.
-function App.new(options, overrides, level, running)
+-- While a hot reload loads new code, sluice.reload makes the new app a
+-- candidate: it only collects declarations until it is adopted.
+function App.new(options, overrides, level)
   options = options or {}
   if type(options) ~= "table" then
     error(("bad argument #1 to 'app' (table expected, got %s)"):format(type(options)), level + 1)
@@ -115,14 +78,12 @@ function App.new(options, overrides, level, running)
     conns_by_path = {}, -- path → { [conn] = true }
     consumers = {},
     counters = { consumed = 0 },
-    -- hot reload (sluice/reload.lua)
-    state = running and running.state or {},   -- survives reloads
-    timers = setmetatable({}, { __mode = "k" }), -- this generation's timers
+    -- hot reload (sluice.reload)
+    state = {},         -- survives reloads
+    timers = timers.set(),   -- this generation's timers (sluice.app.timers)
     generation = 1,
     loaded_at = os.time(),
     reload_stats = { reloads = 0, failures = 0 },
-    _candidate = running and true or nil,
-    _timer_decls = running and {} or nil,
     _where = {},        -- "ws /path" → "file:line" of the declaration
     _retired_routes = {}, -- routes the last reload removed (their close handlers)
   }, App)
@@ -212,74 +173,9 @@ function App:_server_handlers()
       local r = routes_owner.routes[path] or routes_owner._retired_routes[path]
       if r and r.close then r.close(conn, code, reason) end
     end,
-    http_match = function(method, path)
-      local routes = routes_owner.http_routes
-      return routes[method .. " " .. path] ~= nil or routes["* " .. path] ~= nil
-        or (method == "GET" and path == HEALTH_PATH)
-    end,
-    http = function(req) return routes_owner:_serve_http(req) end,
+    http_match = function(method, path) return http.matches(routes_owner, method, path) end,
+    http = function(req) return http.serve(routes_owner, req) end,
   }
-end
-
-local function encode_body(body, headers)
-  local ctype
-  if type(body) == "table" then
-    return json.encode(body), "application/json"
-  elseif body == nil then
-    return "", nil
-  end
-  return tostring(body), ctype
-end
-
-local function split_headers(headers)
-  -- content-type travels separately; the rest as a name → value table.
-  if not headers then return nil, nil end
-  local rest, ctype = {}, nil
-  for k, v in pairs(headers) do
-    if type(k) == "string" and k:lower() == "content-type" then ctype = tostring(v)
-    else rest[k] = tostring(v) end
-  end
-  return ctype, rest
-end
-
-local function respond(raw, status, body, headers)
-  local text, default_ctype = encode_body(body)
-  local ctype, rest = split_headers(headers)
-  return raw:respond(status or 200, ctype or default_ctype or "text/plain; charset=utf-8", text, rest)
-end
-
-local Request = {}
-Request.__index = Request
-
-function Request:json()
-  local ok, value = pcall(json.decode, self.body)
-  if not ok then
-    local msg = tostring(value):gsub("^.-:%d+: ", "")
-    return nil, "BAD_JSON: " .. msg, "BAD_JSON"
-  end
-  return value
-end
-
-function Request:defer()
-  self._deferred = true
-  local raw = self._raw
-  return function(status, body, headers) return respond(raw, status, body, headers) end
-end
-
-function App:_serve_http(raw)
-  local handler = self.http_routes[raw.method .. " " .. raw.path] or self.http_routes["* " .. raw.path]
-  if not handler and raw.path == HEALTH_PATH then
-    handler = function() return 200, self:health() end
-  end
-  local req = setmetatable({
-    _raw = raw, method = raw.method, path = raw.path, query_string = raw.query_string,
-    query = util.decode_query(raw.query_string), headers = raw.headers, body = raw.body,
-    peer = raw.peer,
-  }, Request)
-  local status, body, headers = handler(req)
-  if req._deferred then return end
-  if status == nil and body == nil then status = 204 end
-  respond(raw, status, body, headers)
 end
 
 -- Start listening and connect to Kafka. Returns self, or nil, err, code
@@ -310,7 +206,7 @@ function App:start()
   self.started = true
   for _, decl in ipairs(self.consumer_decls) do
     if not decl.consumer.closed then
-      local started, cerr = self:_start_consumer(decl)
+      local started, cerr = Consumer.start(self, decl)
       if not started then self:_log("error", ("consumer of %s: %s"):format(table.concat(decl.topics, ","), cerr)) end
     end
   end
@@ -442,57 +338,6 @@ function App:produce(topic, record, on_delivery, context)
   return producer:send(topic, key, value, headers, partition, timestamp, on_delivery, context)
 end
 
-local Consumer = {}
-Consumer.__index = Consumer
-
--- After a reload the new code's consumer object takes over the running
--- Kafka consumer; the old code's object forwards to it.
-local function current_consumer(self)
-  while self._moved_to do self = self._moved_to end
-  return self
-end
-function Consumer:_live()
-  if self.closed then error("attempt to use a closed sluice.consumer", 3) end
-  return self.core
-end
-function Consumer:pause()
-  self = current_consumer(self)
-  self.paused = true
-  local c = self:_live()
-  if c then return c:pause() end
-  return true
-end
-function Consumer:resume()
-  self = current_consumer(self)
-  self.paused = false
-  local c = self:_live()
-  if c then return c:resume() end
-  return true
-end
-function Consumer:commit()
-  self = current_consumer(self)
-  local c = self:_live()
-  if not c then return nil, "STATE: consumer not started", "STATE" end
-  return c:commit()
-end
--- With options.manual: the record at offset (and all before it) is done;
--- committed with the next commit. Used by sluice.stream.
-function Consumer:store(topic, partition, offset)
-  self = current_consumer(self)
-  local c = self:_live()
-  if not c then return nil, "STATE: consumer not started", "STATE" end
-  return c:store(topic, partition, offset)
-end
-function Consumer:close(timeout_ms)
-  self = current_consumer(self)
-  if self.closed then return end
-  self.closed = true
-  if self.core then self.core:close(timeout_ms) end
-  self.core = nil
-end
-
-local FROM = { earliest = "earliest", latest = "latest", committed = false }
-
 function App:consume(topics, options, handler)
   if type(options) == "function" and handler == nil then options, handler = {}, options end
   if type(topics) == "string" then topics = { topics } end
@@ -505,7 +350,7 @@ function App:consume(topics, options, handler)
   end
   if #topics == 0 then util.argerror(1, "consume", "no topics given") end
   local from = options.from
-  if from ~= nil and type(from) ~= "number" and FROM[from] == nil then
+  if from ~= nil and type(from) ~= "number" and Consumer.FROM[from] == nil then
     util.argerror(2, "consume", "from must be \"earliest\", \"latest\", \"committed\" or an offset")
   end
   if options.rebalance ~= nil and type(options.rebalance) ~= "function" then
@@ -515,65 +360,13 @@ function App:consume(topics, options, handler)
     util.argerror(2, "consume", "batch must be a boolean")
   end
   local decl = { topics = topics, options = options, handler = handler }
-  decl.consumer = setmetatable({ decl = decl }, Consumer)
+  decl.consumer = Consumer.new(decl)
   self.consumer_decls[#self.consumer_decls + 1] = decl
   if self.started then
-    local ok, err, code = self:_start_consumer(decl)
+    local ok, err, code = Consumer.start(self, decl)
     if not ok then return nil, err, code end
   end
   return decl.consumer
-end
-
-function App:_start_consumer(decl)
-  local options = decl.options
-  local group = options.group or self.name
-  local from = options.from
-  if options.broadcast then
-    -- A group of its own: every instance sees every record.
-    group = ("%s.broadcast.%s.%d.%d"):format(group, core.hostname(), core.getpid(), #self.consumers + 1)
-    if from == nil then from = "latest" end
-  end
-  local extra = util.copy(options.kafka)
-  extra["group.id"] = group
-  if type(from) == "string" and FROM[from] then extra["auto.offset.reset"] = FROM[from] end
-  -- The embedded broker creates topics on first use; let consumers ask.
-  if self.broker and extra["allow.auto.create.topics"] == nil then extra["allow.auto.create.topics"] = "true" end
-  local counters = self.counters
-  -- Handlers are reached through `route`, which a reload re-points at the
-  -- new code's declaration: the Kafka consumer itself is kept.
-  local route = { decl = decl }
-  local c, err, code = core.consumer(self.loop, {
-    props = self:_kafka_props(extra), topics = decl.topics,
-    start = type(from) == "number" and from or nil,
-    manual = options.manual and true or nil,   -- offsets via consumer:store (sluice.stream)
-    batch = options.batch or nil,              -- handler(list of records), once per batch
-  }, {
-    -- A reload may switch `batch` while the consumer keeps its mode.
-    record = options.batch and function(recs)
-      counters.consumed = counters.consumed + #recs
-      local d = route.decl
-      if d.options.batch then return d.handler(recs) end
-      for i = 1, #recs do d.handler(recs[i]) end
-    end or function(rec)
-      counters.consumed = counters.consumed + 1
-      local d = route.decl
-      if d.options.batch then return d.handler({ rec }) end
-      return d.handler(rec)
-    end,
-    rebalance = function(event, parts)
-      local d = route.decl
-      d.consumer.assigned = (d.consumer.assigned or 0) + (event == "assigned" and #parts or -#parts)
-      d.consumer.rebalances = (d.consumer.rebalances or 0) + 1
-      if d.options.rebalance then return d.options.rebalance(event, parts) end
-    end,
-  })
-  if not c then return nil, err, code end
-  decl.consumer.core = c
-  decl.consumer._route = route
-  if decl.consumer.paused then c:pause() end
-  self.consumers[#self.consumers + 1] = decl.consumer
-  if self.started then self:_guard_collection() end
-  return true
 end
 
 -- ---- WebSocket helpers, timers, clients ----------------------------------
@@ -591,49 +384,15 @@ function App:broadcast(path, data, binary)
   return core.broadcast(set, data, binary) or 0
 end
 
--- What app:timer returns while a reload loads new code: behaves like a
--- timer once the new code is adopted (and its real timer started).
-TimerProxy = {}
-TimerProxy.__index = TimerProxy
-local function live_proxy(self)
-  if self.decl.closed and not self.core then error("attempt to use a closed sluice.timer", 3) end
-end
-function TimerProxy:start(ms, repeat_ms)
-  live_proxy(self)
-  if self.core then self.core:start(ms, repeat_ms) return self end
-  self.decl.ms, self.decl.repeat_ms, self.decl.stopped = ms, repeat_ms or 0, nil
-  return self
-end
-function TimerProxy:stop()
-  live_proxy(self)
-  if self.core then self.core:stop() else self.decl.stopped = true end
-  return self
-end
-function TimerProxy:close()
-  if self.core then self.core:close() end
-  self.decl.closed = true
-end
-function TimerProxy:is_closed()
-  if self.core then return self.core:is_closed() end
-  return self.decl.closed == true
-end
-
 function App:timer(ms, fn, repeat_ms)
   util.check(1, "timer", ms, "number")
   util.check(2, "timer", fn, "function")
   util.check(3, "timer", repeat_ms, "number", true)
-  if self._candidate then
-    -- New code being loaded: declared now, started when it is adopted.
-    local decl = { ms = ms, fn = fn, repeat_ms = repeat_ms or 0 }
-    decl.proxy = setmetatable({ decl = decl }, TimerProxy)
-    self._timer_decls[#self._timer_decls + 1] = decl
-    return decl.proxy
-  end
+  -- New code being loaded: declared now, started when it is adopted.
+  if self._candidate then return timers.declare(self._timer_decls, ms, fn, repeat_ms) end
   local ok, err, code = self:_ensure_started()
   if not ok then return nil, err, code end
-  local t = core.timer(self.loop, fn)
-  self.timers[t] = true     -- cancelled when a reload replaces this code
-  return t:start(ms, repeat_ms or 0)
+  return timers.start(self, ms, fn, repeat_ms)
 end
 
 function App:connect(url, handlers)
@@ -666,7 +425,7 @@ function App:run()
   if not ok then return nil, err, code end
   self.loop:on_signals(function(sig)
     if sig == "HUP" then
-      if self._reload_ctx then self:reload(nil, "SIGHUP")
+      if self._reloader then self:reload(nil, "SIGHUP")
       else self.loop:log("info", "SIGHUP: this app was not loaded from a file; nothing to reload") end
     else
       self.loop:log("info", ("SIG%s: shutting down"):format(sig))
@@ -745,7 +504,7 @@ end
 -- Free runtime objects in dependency order. Safe on a partial start.
 local CONSUMER_CLOSE_MS, CONSUMER_CLOSE_MIN_MS = 5000, 500
 function App:_teardown()
-  if self._fswatch then self._fswatch:close(); self._fswatch = nil end
+  if self._reloader then self._reloader:unwatch() end
   for t in pairs(self.timers) do t:close() end
   -- Commit and leave the groups within one budget: with the brokers gone
   -- each close would otherwise wait its own timeout (docs/reliability.md).
@@ -761,7 +520,7 @@ function App:_teardown()
   self.started = false
 end
 
--- ---- hot reload (the loading side is sluice/reload.lua) ----------------
+-- ---- hot reload (sluice.reload does it) ---------------------------------
 
 local function iso_time(t)
   return os.date("!%Y-%m-%dT%H:%M:%SZ", t)
@@ -782,8 +541,8 @@ function App:health()
       ok = last.ok, at = iso_time(last.at), files = last.files,
       load_ms = last.load_ms, swap_ms = last.swap_ms, error = last.error,
     } or json.null,
-    watching = self._fswatch and self._fswatch:count() or 0,
-    files = self._reload_ctx and self._reload_ctx.list or {},
+    watching = self._reloader and self._reloader:watching() or 0,
+    files = self._reloader and self._reloader:files() or {},
     connections = self.server and self.server:conn_count() or 0,
   }
 end
@@ -796,156 +555,22 @@ function App:on_reload(fn)
   return self
 end
 
+local NOT_LOADED = "STATE: this app was not loaded from a file (use `sluice run` or sluice.load)"
+
 -- Load the app's files again and, if the new code is sound, swap it in.
 -- Returns the new generation, or nil, "RELOAD: file:line: message", "RELOAD".
 function App:reload(files, reason)
   util.check(1, "reload", files, "table", true)
-  return require("sluice.reload").reload(self, files, reason or "app:reload()")
+  if not self._reloader then return nil, NOT_LOADED, "STATE" end
+  return self._reloader:reload(files, reason or "app:reload()")
 end
 
 -- Watch every Lua file the app loaded from its directory tree; reload
 -- when one changes. opts.debounce: quiet time in ms (default 100).
 function App:watch(opts)
   util.check(1, "watch", opts, "table", true)
-  return require("sluice.reload").watch(self, opts or {})
-end
-
-local HANDLER_KEYS = { open = true, message = true, close = true }
-
--- Checks a candidate's declarations; returns nil or "where: problem".
-function App:_validate(cand)
-  for path, h in pairs(cand.routes) do
-    local at = cand._where["ws " .. path] or "?"
-    if type(h) ~= "table" then
-      return ("%s: ws route %s: handlers must be a table, got %s"):format(at, path, type(h))
-    end
-    for k, v in pairs(h) do
-      if HANDLER_KEYS[k] and type(v) ~= "function" then
-        return ("%s: ws route %s: handler '%s' must be a function, got %s"):format(at, path, tostring(k), type(v))
-      end
-    end
-  end
-  for key, h in pairs(cand.http_routes) do
-    if type(h) ~= "function" then
-      return ("%s: http route %s: handler must be a function, got %s")
-        :format(cand._where["http " .. key] or "?", key, type(h))
-    end
-  end
-  for _, d in ipairs(cand.consumer_decls) do
-    if type(d.handler) ~= "function" then
-      return ("consumer of %s: handler must be a function"):format(table.concat(d.topics, ","))
-    end
-  end
-  return nil
-end
-
-local function consumer_key(app, decl)
-  local topics = {}
-  for i, t in ipairs(decl.topics) do topics[i] = t end
-  table.sort(topics)
-  local o = decl.options
-  return ("%s|%s|%s"):format(table.concat(topics, ","), o.group or app.name, o.broadcast and "b" or "")
-end
-
--- After adoption the candidate object is what the new code calls `app`:
--- every access goes to the running app, methods get it as self.
-local function make_facade(obj, running)
-  for k in pairs(obj) do obj[k] = nil end
-  local bound = {}
-  setmetatable(obj, {
-    __index = function(_, k)
-      local v = running[k]
-      if type(v) == "function" and App[k] == v then
-        local f = bound[k]
-        if not f then
-          f = function(self, ...)
-            if self == obj then self = running end
-            return v(self, ...)
-          end
-          bound[k] = f
-        end
-        return f
-      end
-      return v
-    end,
-    __newindex = running,
-    __tostring = function() return tostring(running) end,
-  })
-end
-
--- The swap: one synchronous step on the loop thread, so no event is
--- handled between the old code's last and the new code's first.
-function App:_adopt(cand, new_state)
-  local old_routes = self.routes
-  self.routes, self.http_routes, self._where = cand.routes, cand.http_routes, cand._where
-  if new_state ~= nil then self.state = new_state end
-
-  -- Consumers: same topics + group → keep the Kafka consumer (no
-  -- rebalance, no re-read), re-point it at the new handler.
-  local old_by_key = {}
-  for _, d in ipairs(self.consumer_decls) do
-    local k = consumer_key(self, d)
-    old_by_key[k] = old_by_key[k] or {}
-    table.insert(old_by_key[k], d)
-  end
-  local fresh = {}
-  for _, nd in ipairs(cand.consumer_decls) do
-    local list = old_by_key[consumer_key(self, nd)]
-    local od = list and table.remove(list, 1)
-    if od then
-      local oc, nc = current_consumer(od.consumer), nd.consumer
-      nc.core, nc.assigned, nc.rebalances, nc._route = oc.core, oc.assigned, oc.rebalances, oc._route
-      nc.paused, nc.closed = oc.paused, oc.closed
-      if nc._route then nc._route.decl = nd end
-      oc._moved_to = nc
-      for i, c in ipairs(self.consumers) do if c == oc then self.consumers[i] = nc end end
-    else
-      fresh[#fresh + 1] = nd
-    end
-  end
-  for _, list in pairs(old_by_key) do
-    for _, od in ipairs(list) do
-      local oc = current_consumer(od.consumer)
-      oc:close()
-      for i = #self.consumers, 1, -1 do
-        if self.consumers[i] == oc then table.remove(self.consumers, i) end
-      end
-    end
-  end
-  self.consumer_decls = cand.consumer_decls
-  for _, nd in ipairs(fresh) do
-    if self.started then
-      local ok, err = self:_start_consumer(nd)
-      if not ok then self:_log("error", ("consumer of %s: %s"):format(table.concat(nd.topics, ","), err)) end
-    end
-  end
-
-  -- Timers: the old code's stop, the new code's start.
-  for t in pairs(self.timers) do t:close() end
-  self.timers = setmetatable({}, { __mode = "k" })
-  for _, td in ipairs(cand._timer_decls) do
-    if not td.closed then
-      local t = core.timer(self.loop, td.fn)
-      td.proxy.core = t
-      self.timers[t] = true
-      if not td.stopped then t:start(td.ms, td.repeat_ms) end
-    end
-  end
-
-  -- Routes the new code no longer serves: close their connections.
-  self._retired_routes = {}
-  for path, handlers in pairs(old_routes) do
-    if self.routes[path] == nil then
-      self._retired_routes[path] = handlers
-      for conn in pairs(self.conns_by_path[path] or {}) do
-        conn:close(4001, "route removed")
-      end
-    end
-  end
-
-  self.generation = self.generation + 1
-  self.loaded_at = os.time()
-  make_facade(cand, self)
+  if not self._reloader then return nil, NOT_LOADED, "STATE" end
+  return self._reloader:watch(opts or {})
 end
 
 -- Close on collection, on every Lua. A started app is kept alive by the

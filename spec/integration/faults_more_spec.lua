@@ -1,12 +1,5 @@
--- Broker faults under load, part 2 (split for time; part 1: faults_spec.lua). A separate fault broker process (three
--- embedded brokers, bench/soak/broker.lua) is broken from outside while the
--- gateway (a real `sluice run` of bench/soak/rows.lua: the movies row
--- protocol, nothing else; reaching it with --kafka) streams
--- rows from node `ws` clients; kcat reads what Kafka holds afterwards.
--- What must hold (docs/reliability.md): every acked row is in Kafka exactly
--- once, every other row was reported failed to its client, no client is
--- disconnected because of the broker, and a consumer group resumes from
--- its committed offsets without skipping or re-delivering.
+-- Broker faults under load: added round-trip time, consumer groups and
+-- leader moves (the set-up, and what must hold: faults_support.lua).
 local H = require "integration.helper"
 local json = H.json
 

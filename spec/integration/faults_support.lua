@@ -1,5 +1,16 @@
--- Shared by faults_spec.lua and faults_more_spec.lua: run node stream
--- clients against a gateway, and account for every row with kcat.
+-- Shared by faults_spec.lua and faults_more_spec.lua (broker faults under
+-- load, in two files so that ctest runs them side by side): node stream
+-- clients against a gateway, and the accounting of every row with kcat.
+--
+-- A separate fault broker process (three embedded brokers,
+-- bench/soak/broker.lua) is broken from outside while the gateway (a real
+-- `sluice run` of bench/soak/rows.lua: the movies row protocol, nothing
+-- else; reaching it with --kafka) streams rows from node `ws` clients;
+-- kcat reads what Kafka holds afterwards. What must hold
+-- (docs/reliability.md): every acked row is in Kafka exactly once, every
+-- other row was reported failed to its client, no client is disconnected
+-- because of the broker, and a consumer group resumes from its committed
+-- offsets without skipping or re-delivering.
 local H = require "integration.helper"
 local json = H.json
 -- busted gives spec files luassert as `assert`; a required module asks for it.

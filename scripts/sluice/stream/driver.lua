@@ -8,7 +8,8 @@
 --   d:pipe("clicks", "page-1", '{"user":"a"}', 1000)
 --   d:advance(60000)
 --   for _, r in ipairs(d:read("clicks-per-minute")) do print(r.key, r.value) end
-local stream = require "sluice.stream"
+local engine = require "sluice.stream.engine"
+local serde = require "sluice.stream.serde"
 
 local Driver = {}
 Driver.__index = Driver
@@ -29,7 +30,7 @@ function M.new(topo, options)
     topo = topo, clock = options.time or 0, outputs = {}, written = {}, offsets = {},
     pending = {}, logs = {}, log_fn = options.log, errors = {},
   }, Driver)
-  self.engine = stream._engine(topo, self)
+  self.engine = engine.new(topo, self)
   return self
 end
 
@@ -96,7 +97,7 @@ function Driver:pipe(topic, key, value, timestamp, partition)
     rec = { key = key, value = value, timestamp = timestamp, partition = partition }
   end
   local v = rec.value
-  if type(v) == "table" then v = stream.json.encode(v) end
+  if type(v) == "table" then v = serde.json.encode(v) end
   if rec.key ~= nil then rec.key = tostring(rec.key) end
   self:produce(topic, rec.key, v, rec.partition, rec.timestamp or self.clock)
   self.outputs[topic][#self.outputs[topic]] = nil   -- an input, not an output
@@ -125,7 +126,7 @@ function Driver:read(topic, options)
   self.outputs[topic] = {}
   if options and options.json then
     for _, r in ipairs(out) do
-      if r.value ~= nil then r.value = stream.json.decode(r.value) end
+      if r.value ~= nil then r.value = serde.json.decode(r.value) end
     end
   end
   return out
@@ -161,7 +162,7 @@ function Driver:written_to(topic) return self.written[topic] or {} end
 -- everything written to the changelogs (and table topics) so far, as
 -- on a partition assignment. Outputs not yet read are kept.
 function Driver:restart()
-  local engine = stream._engine(self.topo, self)
+  local engine = engine.new(self.topo, self)
   for _, task in pairs(self.engine.tasks) do
     local fresh = engine:task(next(self.topo.sources) and self:_topic_of(task) or "", task.partition, true)
     for _, def in ipairs(engine.sub_stores[fresh.sub] or {}) do

@@ -10,7 +10,7 @@
 -- epoch and of all earlier ones was acknowledged. A crash replays at most
 -- the records after the last committed epoch.
 local core = require "sluice.core"
-local stream = require "sluice.stream"
+local engine = require "sluice.stream.engine"
 
 local DEBUG = os.getenv("SLUICE_STREAM_DEBUG")
 local M = {}
@@ -135,7 +135,7 @@ end
 
 function Runner:_start()
   if self.engine then return end
-  self.engine = stream._engine(self.topo, self)
+  self.engine = engine.new(self.topo, self)
   local opts = self.topo.options
   self.commit_ms, self.punctuate_ms = opts.commit_ms or 100, opts.punctuate_ms or 1000
   self.has_windows = false

@@ -1,0 +1,139 @@
+-- The object app:consume returns, and the Kafka consumer it starts.
+--
+-- Handlers are reached through the consumer's `route`, which a reload
+-- re-points at the new code's declaration: the Kafka consumer itself (its
+-- group membership and positions) is kept.
+local core = require "sluice.core"
+local util = require "sluice.util"
+
+local Consumer = {}
+Consumer.__index = Consumer
+
+-- app:consume's `from`: the auto.offset.reset it sets (false: none).
+Consumer.FROM = { earliest = "earliest", latest = "latest", committed = false }
+
+function Consumer.new(decl)
+  return setmetatable({ decl = decl }, Consumer)
+end
+
+-- After a reload the new code's consumer object takes over the running
+-- Kafka consumer; the old code's object forwards to it.
+function Consumer.current(self)
+  while self._moved_to do self = self._moved_to end
+  return self
+end
+
+-- What identifies a Kafka consumer across reloads: topics, group, broadcast.
+function Consumer.key(app, decl)
+  local topics = {}
+  for i, t in ipairs(decl.topics) do topics[i] = t end
+  table.sort(topics)
+  local o = decl.options
+  return ("%s|%s|%s"):format(table.concat(topics, ","), o.group or app.name, o.broadcast and "b" or "")
+end
+
+function Consumer:_live()
+  if self.closed then error("attempt to use a closed sluice.consumer", 3) end
+  return self.core
+end
+-- pause/resume are remembered while not started (and across reloads).
+-- _live raises at the caller's line: each method calls it directly.
+function Consumer:pause()
+  self = Consumer.current(self)
+  self.paused = true
+  local c = self:_live()
+  if c then return c:pause() end
+  return true
+end
+function Consumer:resume()
+  self = Consumer.current(self)
+  self.paused = false
+  local c = self:_live()
+  if c then return c:resume() end
+  return true
+end
+function Consumer:commit()
+  self = Consumer.current(self)
+  local c = self:_live()
+  if not c then return nil, "STATE: consumer not started", "STATE" end
+  return c:commit()
+end
+-- With options.manual: the record at offset (and all before it) is done;
+-- committed with the next commit. Used by sluice.stream.
+function Consumer:store(topic, partition, offset)
+  self = Consumer.current(self)
+  local c = self:_live()
+  if not c then return nil, "STATE: consumer not started", "STATE" end
+  return c:store(topic, partition, offset)
+end
+function Consumer:close(timeout_ms)
+  self = Consumer.current(self)
+  if self.closed then return end
+  self.closed = true
+  if self.core then self.core:close(timeout_ms) end
+  self.core = nil
+end
+
+-- This (new code's) object takes over the running Kafka consumer of old,
+-- which then forwards to it; handlers now come from decl.
+function Consumer:take_over(old)
+  old = Consumer.current(old)
+  self.core, self.assigned, self.rebalances, self._route = old.core, old.assigned, old.rebalances, old._route
+  self.paused, self.closed = old.paused, old.closed
+  if self._route then self._route.decl = self.decl end
+  old._moved_to = self
+  return old
+end
+
+-- Starts the Kafka consumer of decl on the app's loop. true, or nil, err, code.
+function Consumer.start(app, decl)
+  local options = decl.options
+  local group = options.group or app.name
+  local from = options.from
+  if options.broadcast then
+    -- A group of its own: every instance sees every record.
+    group = ("%s.broadcast.%s.%d.%d"):format(group, core.hostname(), core.getpid(), #app.consumers + 1)
+    if from == nil then from = "latest" end
+  end
+  local extra = util.copy(options.kafka)
+  extra["group.id"] = group
+  if type(from) == "string" and Consumer.FROM[from] then extra["auto.offset.reset"] = Consumer.FROM[from] end
+  -- The embedded broker creates topics on first use; let consumers ask.
+  if app.broker and extra["allow.auto.create.topics"] == nil then extra["allow.auto.create.topics"] = "true" end
+  local counters = app.counters
+  local route = { decl = decl }
+  local c, err, code = core.consumer(app.loop, {
+    props = app:_kafka_props(extra), topics = decl.topics,
+    start = type(from) == "number" and from or nil,
+    manual = options.manual and true or nil,   -- offsets via consumer:store (sluice.stream)
+    batch = options.batch or nil,              -- handler(list of records), once per batch
+  }, {
+    -- A reload may switch `batch` while the consumer keeps its mode.
+    record = options.batch and function(recs)
+      counters.consumed = counters.consumed + #recs
+      local d = route.decl
+      if d.options.batch then return d.handler(recs) end
+      for i = 1, #recs do d.handler(recs[i]) end
+    end or function(rec)
+      counters.consumed = counters.consumed + 1
+      local d = route.decl
+      if d.options.batch then return d.handler({ rec }) end
+      return d.handler(rec)
+    end,
+    rebalance = function(event, parts)
+      local d = route.decl
+      d.consumer.assigned = (d.consumer.assigned or 0) + (event == "assigned" and #parts or -#parts)
+      d.consumer.rebalances = (d.consumer.rebalances or 0) + 1
+      if d.options.rebalance then return d.options.rebalance(event, parts) end
+    end,
+  })
+  if not c then return nil, err, code end
+  decl.consumer.core = c
+  decl.consumer._route = route
+  if decl.consumer.paused then c:pause() end
+  app.consumers[#app.consumers + 1] = decl.consumer
+  if app.started then app:_guard_collection() end
+  return true
+end
+
+return Consumer

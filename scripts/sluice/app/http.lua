@@ -1,0 +1,80 @@
+-- HTTP requests of an app: the request object its handlers get, and how
+-- their (status, body, headers) answer becomes the response.
+local util = require "sluice.util"
+local cjson = require "cjson"
+
+local json = cjson.new()
+json.encode_sparse_array(true)
+
+local M = {}
+
+-- Served by every app (unless it declares the route itself): app:health().
+M.HEALTH_PATH = "/_sluice/health"
+
+-- The body as text, and the content type it implies (a table: JSON).
+local function encode_body(body)
+  if type(body) == "table" then return json.encode(body), "application/json" end
+  if body == nil then return "", nil end
+  return tostring(body), nil
+end
+
+local function split_headers(headers)
+  -- content-type travels separately; the rest as a name → value table.
+  if not headers then return nil, nil end
+  local rest, ctype = {}, nil
+  for k, v in pairs(headers) do
+    if type(k) == "string" and k:lower() == "content-type" then ctype = tostring(v)
+    else rest[k] = tostring(v) end
+  end
+  return ctype, rest
+end
+
+local function respond(raw, status, body, headers)
+  local text, default_ctype = encode_body(body)
+  local ctype, rest = split_headers(headers)
+  return raw:respond(status or 200, ctype or default_ctype or "text/plain; charset=utf-8", text, rest)
+end
+
+local Request = {}
+Request.__index = Request
+
+function Request:json()
+  local ok, value = pcall(json.decode, self.body)
+  if not ok then
+    local msg = tostring(value):gsub("^.-:%d+: ", "")
+    return nil, "BAD_JSON: " .. msg, "BAD_JSON"
+  end
+  return value
+end
+
+function Request:defer()
+  self._deferred = true
+  local raw = self._raw
+  return function(status, body, headers) return respond(raw, status, body, headers) end
+end
+
+-- Whether app serves method path (its routes, or the health route).
+function M.matches(app, method, path)
+  local routes = app.http_routes
+  return routes[method .. " " .. path] ~= nil or routes["* " .. path] ~= nil
+    or (method == "GET" and path == M.HEALTH_PATH)
+end
+
+-- Runs app's handler for the core request raw (a sluice.http.req).
+function M.serve(app, raw)
+  local handler = app.http_routes[raw.method .. " " .. raw.path] or app.http_routes["* " .. raw.path]
+  if not handler and raw.path == M.HEALTH_PATH then
+    handler = function() return 200, app:health() end
+  end
+  local req = setmetatable({
+    _raw = raw, method = raw.method, path = raw.path, query_string = raw.query_string,
+    query = util.decode_query(raw.query_string), headers = raw.headers, body = raw.body,
+    peer = raw.peer,
+  }, Request)
+  local status, body, headers = handler(req)
+  if req._deferred then return end
+  if status == nil and body == nil then status = 204 end
+  respond(raw, status, body, headers)
+end
+
+return M

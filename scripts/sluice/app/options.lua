@@ -1,0 +1,42 @@
+-- The options of sluice.app{}: their types and values, checked at once
+-- (docs/api.md). level: where errors point, as for error().
+local M = {}
+
+local LEVELS = { error = true, warn = true, info = true, debug = true }
+
+local OPTION_TYPES = {
+  name = "string", listen = "listen", static = "string", kafka = "table",
+  embedded = "table", max_message = "number", max_body = "number",
+  idle_timeout = "idle", send_queue = "number", max_connections = "number",
+  log = "function", log_level = "string",
+  handler_timeout = "idle", handler_instructions = "number",
+  handshake_timeout = "idle", max_pending = "number", max_in_flight = "number",
+}
+
+function M.check(options, level)
+  for k, v in pairs(options) do
+    local want = OPTION_TYPES[k]
+    if not want then
+      error(("bad argument #1 to 'app' (unknown option '%s')"):format(tostring(k)), level + 1)
+    end
+    local ok
+    if want == "listen" then ok = v == false or type(v) == "number" or type(v) == "string"
+    elseif want == "idle" then ok = v == false or type(v) == "number"
+    else ok = type(v) == want end
+    if not ok then
+      error(("bad argument #1 to 'app' (option '%s' must be %s, got %s)")
+        :format(k, want == "listen" and "a port, \"host:port\" or false"
+                   or want == "idle" and "a number of seconds or false" or want,
+                type(v)), level + 1)
+    end
+  end
+  if options.log_level and not LEVELS[options.log_level] then
+    error("bad argument #1 to 'app' (log_level must be error, warn, info or debug)", level + 1)
+  end
+  local m = options.max_in_flight
+  if m ~= nil and (m < 1 or m ~= math.floor(m)) then
+    error("bad argument #1 to 'app' (max_in_flight must be a whole number of records, at least 1)", level + 1)
+  end
+end
+
+return M
