@@ -119,6 +119,8 @@ configure() {  # writes DIR/nodeN/server.properties on fresh ports, formats the 
   done
   local cluster_id
   cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+  # A leading '-' would be read by the storage tool as an option.
+  cluster_id=${cluster_id/#-/A}
   bootstrap=""
   for n in $(seq 1 "$brokers"); do
     local nd=$dir/node$n port=${ports[$((n - 1))]} cport=${ports[$((brokers + n - 1))]}

@@ -42,6 +42,10 @@ def main():
             settle = time.time() + 1
     consumer.close()
     sys.stdout.write(json.dumps({"records": records, "group": group}) + "\n")
+    if len(records) < a.consume:
+        sys.stderr.write("kafka-python: %d of %d records within %g s (group %s, assignment %s)\n"
+                         % (len(records), a.consume, a.timeout, group, consumer.assignment()))
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -11,15 +11,12 @@
 //     {produced: N, partitions: {p: count}}
 //   node kafkajs.js --brokers B --topic T --create P [--replicas R] [--compact]
 //     creates the topic (comma-separated: topics) with P partitions
-//     (admin API), compacted with --compact; prints {created: true}
-//   node kafkajs.js --brokers B --topic T --grow P
-//     raises the topic's partition count to P (admin API); prints {grown: P}
-//   node kafkajs.js --brokers B --groups
-//     lists the cluster's consumer groups (admin API); prints {groups: [ids]}
+//     (admin API), compacted with --compact, and waits (--timeout S,
+//     default 60) until every partition has a leader; prints {created: bool}
 const { Kafka, logLevel } = require('kafkajs');
 const parse = require('./args');
 
-const o = parse(process.argv.slice(2), { flags: ['compact', 'groups'] });
+const o = parse(process.argv.slice(2), { flags: ['compact'] });
 const kafka = new Kafka({
   clientId: 'sluice-spec-kafkajs',
   brokers: o.brokers.split(','),
@@ -78,50 +75,38 @@ async function consume() {
 async function create() {
   const admin = kafka.admin();
   await admin.connect();
-  // Leaders are awaited below: kafkajs' own wait (waitForLeaders) gives up
-  // when a KRaft broker answers "unknown topic" before the new topic's
-  // metadata has reached it.
+  const topics = o.topic.split(',');
+  const partitions = Number(o.create);
   const created = await admin.createTopics({
     waitForLeaders: false,
-    topics: o.topic.split(',').map((topic) => ({
+    topics: topics.map((topic) => ({
       topic,
-      numPartitions: Number(o.create),
+      numPartitions: partitions,
       replicationFactor: Number(o.replicas || 1),
       configEntries: o.compact ? [{ name: 'cleanup.policy', value: 'compact' }] : [],
     })),
   });
-  const topics = o.topic.split(',');
-  const deadline = Date.now() + 30000;
+  // Every partition led before we return: a loaded broker takes its time,
+  // and metadata asked meanwhile says "does not host this topic-partition".
+  const deadline = Date.now() + Number(o.timeout || 60) * 1000;
   for (;;) {
-    const meta = await admin.fetchTopicMetadata({ topics }).catch(() => null);
-    const led = meta && meta.topics.every((t) => t.partitions.length === Number(o.create)
-      && t.partitions.every((p) => p.leader >= 0));
-    if (led) break;
-    if (Date.now() > deadline) throw new Error(`no leaders for ${o.topic} after 30 s`);
-    await new Promise((r) => setTimeout(r, 100));
+    let ready = false;
+    try {
+      const md = await admin.fetchTopicMetadata({ topics });
+      ready = md.topics.every((t) => t.partitions.length === partitions &&
+                                     t.partitions.every((p) => p.leader >= 0));
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+    }
+    if (ready) break;
+    if (Date.now() > deadline) throw new Error(`${topics}: partitions without a leader after ${o.timeout || 60} s`);
+    await new Promise((r) => setTimeout(r, 200));
   }
   await admin.disconnect();
   done({ created });
 }
 
-async function grow() {
-  const admin = kafka.admin();
-  await admin.connect();
-  await admin.createPartitions({ topicPartitions: [{ topic: o.topic, count: Number(o.grow) }] });
-  await admin.disconnect();
-  done({ grown: Number(o.grow) });
-}
-
-async function groups() {
-  const admin = kafka.admin();
-  await admin.connect();
-  const listed = await admin.listGroups();
-  await admin.disconnect();
-  done({ groups: listed.groups.map((g) => g.groupId) });
-}
-
-const mode = o.create !== undefined ? create : o.grow !== undefined ? grow
-  : o.groups !== undefined ? groups : o.produce !== undefined ? produce : consume;
+const mode = o.create !== undefined ? create : o.produce !== undefined ? produce : consume;
 mode().catch((e) => {
   done({ error: `${e.name}: ${e.message}` }, 1);
 });

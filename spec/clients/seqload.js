@@ -2,12 +2,15 @@
 // Sustained, paced load with sequence numbers, for the hot reload spec.
 //   node seqload.js --url ws://127.0.0.1:P/seq [--connections 4] [--rate 20000]
 //        [--batch 100] [--duration 12] [--keys 8] [--window 50] [--timeout 90]
+//        [--stop-file PATH]
 // Every message is "<msgid>\n<key> <seq>\n<key> <seq>..." (batch rows);
 // msgid is "<conn>-<n>", keys are "c<conn>k<j>" and each key's seq counts
 // 1, 2, 3... (one sender per key). The gateway answers each message with
 // {"ack": msgid, "marker": M, "rows": N} once Kafka stored all its rows.
 // The offered rate is `rate` rows/s in total for `duration` seconds, with at
-// most `window` unacknowledged messages per connection.
+// most `window` unacknowledged messages per connection. With --stop-file,
+// sending goes on past `duration` until that file exists (the spec says
+// when it is done, however long a loaded machine made it take).
 // Prints one JSON line: sent_msgs, sent_rows, acks, acked_rows, duplicates,
 // unexpected, missing, error_count, errors, closes, markers (in ack order,
 // each with its count), keys (key -> last seq sent), send_ms, elapsed_ms,
@@ -16,6 +19,7 @@
 // message with no rows, "<conn>-drain\n", which the gateway acks at once,
 // and closes at that ack: whatever the gateway sent before it (a duplicate
 // ack too) has been counted by then.
+const fs = require('fs');
 const WebSocket = require('ws');
 const parse = require('./args');
 
@@ -28,6 +32,7 @@ const durationMs = Number(o.duration || 12) * 1000;
 const nkeys = Number(o.keys || 8);
 const windowMsgs = Number(o.window || 50);
 const timeoutMs = Number(o.timeout || 90) * 1000;
+const stopFile = o['stop-file'];
 
 const result = { sent_msgs: 0, sent_rows: 0, acks: 0, acked_rows: 0, duplicates: 0,
                  unexpected: 0, missing: 0, error_count: 0, errors: [], closes: [],
@@ -126,7 +131,7 @@ function pace() {
   const t = setInterval(() => {
     const now = Date.now();
     const elapsed = now - start;
-    if (elapsed >= durationMs) {
+    if (elapsed >= durationMs && (!stopFile || fs.existsSync(stopFile))) {
       clearInterval(t);
       sendEnd = now;
       for (const st of conns) { st.done = true; maybeClose(st); }

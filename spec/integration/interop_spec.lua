@@ -64,12 +64,12 @@ describe("movies rows read back from Apache Kafka by independent clients", funct
 
     -- The three readers, two of them consumer group members at once.
     local js = H.client_bg("kafkajs.js", { "--brokers", kafka, "--topic", TOPIC,
-                                           "--consume", tostring(#sent), "--timeout", "60" })
-    local code, out, err = H.run(("%s %s --brokers %s --topic %s --consume %d --timeout 60"):format(
+                                           "--consume", tostring(#sent), "--timeout", "120" })
+    local code, out, err = H.run(("%s %s --brokers %s --topic %s --consume %d --timeout 120"):format(
       H.q(PYTHON), H.q(H.clients .. "/kafka_python.py"), H.q(kafka), H.q(TOPIC), #sent))
     assert(code == 0, "kafka-python failed: " .. tostring(err))
     local py = json.decode(H.lines(out)[#H.lines(out)]).records
-    local jsr = js:result(90)
+    local jsr = js:result(150)
     assert.is_nil(jsr.error)
     assert.is_true(jsr.joined)
     local kc = H.kcat_consume(kafka, TOPIC, #sent, 30)

@@ -19,7 +19,9 @@ local sluice = require "sluice"
 local handler = require "handler"
 local app = sluice.app { name = "reload-load" }
 app:ws("/seq", handler.routes(app))
-app:http("GET", "/healthz", function() return 200, { status = "ok" } end)
+app:http("GET", "/healthz", function()
+  return 200, { status = "ok", marker = handler.marker, handled = handler.handled }
+end)
 return app
 ]]
 
@@ -27,10 +29,11 @@ return app
 -- the message once Kafka has all of its rows.
 local function good(marker)
   return ([[
-local M = { marker = %q, topic = %q }
+local M = { marker = %q, topic = %q, handled = 0 }
 function M.routes(app)
   return {
     message = function(conn, data)
+      M.handled = M.handled + 1
       local id, body = data:match("^([^\n]*)\n(.*)$")
       local rows = {}
       for key, seq in body:gmatch("(%%S+) (%%d+)") do rows[#rows + 1] = { key, seq } end
@@ -82,10 +85,18 @@ describe("hot reload under sustained load", function()
     H.create_topic(kafka, TOPIC, 4)
     gw = H.start { app = dir .. "/app.lua", kafka = kafka, args = { "--watch", "--watch-debounce", "50" } }
 
+    -- The load goes on until the rewrites are done (the stop file).
+    local stop = dir .. "/stop"
     local client = H.client_bg("seqload.js", { "--url", gw.url .. "/seq", "--connections", "4",
-      "--rate", "22000", "--batch", "100", "--duration", "13", "--keys", "8", "--window", "50",
-      "--timeout", "120" })
-    H.sleep(1)
+      "--rate", "22000", "--batch", "100", "--duration", "5", "--keys", "8", "--window", "50",
+      "--timeout", "180", "--stop-file", stop })
+    local function serving(marker)
+      return H.wait_for(30, function()
+        local status, body = H.http_json(gw.port, "/healthz")
+        return status == 200 and body.marker == marker and body.handled > 0
+      end, 0.02)
+    end
+    assert(serving "v1", "v1 handled no message; stderr:\n" .. gw:stderr())
 
     local broken_at = { [3] = 1, [7] = 2, [11] = 3, [15] = 4, [18] = 5 }
     local good_markers, broken_markers = { "v1" }, {}
@@ -119,11 +130,13 @@ describe("hot reload under sustained load", function()
         assert.matches("%.lua:%d+:", h.last_reload_error)
       else
         assert.are.equal("ok", h.status)
+        -- Each good version handles messages before the next rewrite.
+        assert(serving(marker), marker .. " handled no message; stderr:\n" .. gw:stderr())
       end
-      H.sleep(0.4)
     end
+    H.write(stop, "")
 
-    local r = client:result(120)
+    local r = client:result(180)
     print(("\n  seqload: %d rows in %d messages, %d rows/s acknowledged over %.1f s of sending"):format(
       r.sent_rows, r.sent_msgs, r.rows_per_s, r.send_ms / 1000))
     assert.is_nil(r.timed_out)

@@ -35,6 +35,17 @@ local function health(gw)
   return body
 end
 
+-- A probe that sends `text` on `path` and stays connected for `wait` s;
+-- returns once its first reply has arrived (the message was handled by
+-- the code running now, however slow the machine).
+local function answered_probe(url, text, wait)
+  local log = os.tmpname()
+  local probe = H.client_bg("probe.js", { "--url", url, "--text", text, "--wait", tostring(wait), "--log", log })
+  assert(H.wait_for(20, function() return (H.read(log) or "") ~= "" end, 0.05), "no reply to " .. text)
+  os.remove(log)
+  return probe
+end
+
 local function wait_generation(gw, gen, failures)
   local h = H.wait_for(10, function()
     local status, body = H.http_json(gw.port, "/_sluice/health")
@@ -78,8 +89,7 @@ describe("sluice run --watch", function()
   end)
 
   it("reloads on a save by temp file + rename; a connection stays open with its table", function()
-    local probe = H.client_bg("probe.js", { "--url", gw.url .. "/echo", "--text", "a", "--wait", "6" })
-    H.sleep(1)
+    local probe = answered_probe(gw.url .. "/echo", "a", 10)
     local tmp = dir .. "/.app.lua.swp"
     H.write(tmp, app_text "v2")
     assert(os.rename(tmp, dir .. "/app.lua"))
@@ -138,8 +148,7 @@ describe("sluice run --watch", function()
 
   it("closes connections on a route the new code dropped with 4001 \"route removed\"", function()
     local before = health(gw)
-    local probe = H.client_bg("probe.js", { "--url", gw.url .. "/old", "--text", "x", "--wait", "8" })
-    H.sleep(1)
+    local probe = answered_probe(gw.url .. "/old", "x", 20)
     H.write(dir .. "/app.lua", app_text("v9", "/new"))
     wait_generation(gw, before.generation + 1)
     local r = probe:result(15)
