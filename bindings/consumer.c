@@ -1,6 +1,7 @@
 /* sluice.consumer: a Kafka group consumer calling a Lua function per
  * record, or (batch = true) once per batch with a list of records. The
- * offsets are stored when the function returns. */
+ * offsets are stored when the function returns. assign = true: no group,
+ * every partition of the topics (see sluice_consumer_config.assign). */
 #include <limits.h>
 #include <stdint.h>
 #include <string.h>
@@ -116,8 +117,44 @@ static void on_error(void *ud, const char *name, const char *text, int fatal)
     sluice_lua_kafka_error(ud, ERROR, "consumer", name, text, fatal);
 }
 
+/* offsets = { [topic] = { [partition] = offset, ... }, ... } at idx, as a
+ * list in a userdata (anchored on the stack); strings anchored by the table. */
+static sluice_partition *read_offsets(lua_State *L, int idx, size_t *n)
+{
+    sluice_partition *list;
+    size_t count = 0, at = 0;
+    *n = 0;
+    if (lua_isnil(L, idx)) return NULL;
+    luaL_argcheck(L, lua_istable(L, idx), 2, "'offsets' must be a table of topic = { [partition] = offset }");
+    for (int pass = 0; pass < 2; pass++) {
+        list = pass ? lua_newuserdata(L, (count ? count : 1) * sizeof *list) : NULL;
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            if (lua_type(L, -2) != LUA_TSTRING || !lua_istable(L, -1))
+                luaL_argerror(L, 2, "'offsets' must be a table of topic = { [partition] = offset }");
+            lua_pushnil(L);
+            while (lua_next(L, -2)) {
+                lua_Number p = lua_type(L, -2) == LUA_TNUMBER ? lua_tonumber(L, -2) : -1;
+                lua_Number o = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : -1;
+                if (!(p >= 0 && p <= INT32_MAX && p == (lua_Integer)p && o >= 0 && o == (lua_Integer)o))
+                    luaL_argerror(L, 2, "'offsets': partitions and offsets must be integers >= 0");
+                if (pass) {
+                    list[at].topic = lua_tostring(L, -4);
+                    list[at].partition = (int32_t)p;
+                    list[at++].offset = (int64_t)o;
+                } else count++;
+                lua_pop(L, 1);
+            }
+            lua_pop(L, 1);
+        }
+    }
+    *n = count;
+    return list;
+}
+
 /* core.consumer(loop, { props = {...}, topics = {...}, start = n,
- *                       manual = bool, batch = bool },
+ *                       manual = bool, batch = bool, assign = bool,
+ *                       start_time = ms, offsets = {...}, refresh = ms },
  *               { record = fn(rec) (batch: fn(list)), rebalance = fn(event, parts),
  *                 error = fn }) */
 static int consumer_new(lua_State *L)
@@ -134,8 +171,14 @@ static int consumer_new(lua_State *L)
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
     memset(&cfg, 0, sizeof cfg);
-    cfg.start = (int64_t)sluice_lua_opt_int(L, 2, "start", SLUICE_FROM_COMMITTED,
+    cfg.assign = sluice_lua_opt_flag(L, 2, "assign", 0);
+    cfg.start = (int64_t)sluice_lua_opt_int(L, 2, "start",
+                                            cfg.assign ? SLUICE_FROM_LATEST : SLUICE_FROM_COMMITTED,
                                             SLUICE_FROM_EARLIEST, (lua_Integer)9007199254740992LL);
+    cfg.start_time_ms = (int64_t)sluice_lua_opt_int(L, 2, "start_time", -1, 0,
+                                                    (lua_Integer)9007199254740992LL);
+    if (cfg.start_time_ms >= 0) cfg.start = SLUICE_FROM_TIME;
+    cfg.refresh_ms = (int)sluice_lua_opt_int(L, 2, "refresh", 0, 1, INT_MAX);
     cfg.manual_store = sluice_lua_opt_flag(L, 2, "manual", 0);
     if (sluice_lua_opt_flag(L, 2, "batch", 0)) cfg.on_records = on_records;
     lua_getfield(L, 2, "props");                       /* 4 */
@@ -153,6 +196,8 @@ static int consumer_new(lua_State *L)
     }
     topics[ntopics] = NULL;
     cfg.topics = topics;
+    lua_getfield(L, 2, "offsets");                     /* 8 */
+    cfg.start_offsets = read_offsets(L, 8, &cfg.start_offsets_n);   /* 9 if any */
 
     c = sluice_lua_handle_new(L, &sluice_lua_consumer_type, sizeof *c, 1);
     c->close_timeout_ms = -1;

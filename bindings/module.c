@@ -361,6 +361,15 @@ static int time_lua(lua_State *L)
     return 1;
 }
 
+/* core.time_ms(): wall clock, ms since the epoch (Kafka's timestamps). */
+static int time_ms(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    return 1;
+}
+
 static int error_name(lua_State *L)
 {
     lua_pushstring(L, sluice_error_name((int)luaL_checkinteger(L, 1)));
@@ -375,6 +384,7 @@ int luaopen_sluice_core(lua_State *L)
         { "hostname", hostname_lua },
         { "process", process_lua },
         { "time", time_lua },
+        { "time_ms", time_ms },
         { NULL, NULL }
     };
     static const sluice_lua_type *const types[] = {

@@ -34,7 +34,7 @@ build = {
         "core/src/ws_conn.c", "core/src/ws_server.c", "core/src/ws_client.c",
         "core/src/http.c", "core/src/request_head.c",
         "core/src/kafka_queue.c", "core/src/kafka_producer.c",
-        "core/src/kafka_consumer.c", "core/src/kafka_read.c", "core/src/broker.c",
+        "core/src/kafka_consumer.c", "core/src/kafka_assign.c", "core/src/kafka_read.c", "core/src/broker.c",
         "core/src/fswatch.c", "core/src/schema.c", "core/src/json.c",
         "core/src/http_status.c",
         -- bindings

@@ -27,6 +27,7 @@ struct sluice_consumer {
     sluice_record *records;
     size_t batch_n;
     sluice_timer *keepalive;    /* polls an idle consumer: see consumer_keepalive */
+    sluice_assigner *assigner;  /* assign mode: finds partitions and their starts */
 };
 
 static void consumer_flush_batch(sluice_consumer *c);
@@ -100,6 +101,43 @@ static void consumer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
     } else if (assign_err) {
         consumer_report(c, assign_err, rd_kafka_err2str(assign_err), 0);
     }
+}
+
+/* Assign mode: partitions found by the assigner join the assignment. */
+static void consumer_destroy(sluice_consumer *c);
+
+static void consumer_on_found(void *ud, rd_kafka_topic_partition_list_t *parts,
+                              const char *error) {
+    sluice_consumer *c = ud;
+    if (c->closing) return;
+    c->dispatching = 1;
+    if (error) consumer_report(c, RD_KAFKA_RESP_ERR__FAIL, error, 0);
+    if (parts->cnt && !c->free_pending) consumer_tell_rebalance(c, 1, parts);
+    c->dispatching = 0;
+    if (c->free_pending) {   /* closed from a callback: see consumer_serve */
+        c->cfg.on_rebalance = NULL;
+        c->cfg.on_error = NULL;
+        consumer_destroy(c);
+        return;
+    }
+    if (!parts->cnt) return;
+    rd_kafka_error_t *e = rd_kafka_incremental_assign(c->rk, parts);
+    if (e) {
+        consumer_report(c, rd_kafka_error_code(e), rd_kafka_error_string(e), 0);
+        rd_kafka_error_destroy(e);
+    } else if (c->paused) {
+        rd_kafka_pause_partitions(c->rk, parts);
+    }
+}
+
+static int consumer_assign_start(sluice_consumer *c, char *err, size_t errlen) {
+    sluice_assigner_config acfg = {
+        .rk = c->rk, .topics = c->cfg.topics, .start = c->cfg.start,
+        .start_time_ms = c->cfg.start_time_ms, .offsets = c->cfg.start_offsets,
+        .offsets_n = c->cfg.start_offsets_n, .refresh_ms = c->cfg.refresh_ms,
+        .on_found = consumer_on_found, .ud = c,
+    };
+    return sluice_assigner_start(c->kq.loop, &acfg, &c->assigner, err, errlen);
 }
 
 static int consumer_collect_headers(sluice_consumer *c, const rd_kafka_message_t *m,
@@ -272,19 +310,20 @@ static uint64_t consumer_keepalive_ms(const sluice_consumer_config *cfg) {
 
 static int consumer_conf(const sluice_consumer_config *cfg, rd_kafka_conf_t *conf,
                          char *err, size_t errlen) {
-    char why[512];
     static const char *const defaults[] = {
         "enable.auto.commit", "true",
         "enable.auto.offset.store", "false",
         NULL
     };
-    for (size_t i = 0; defaults[i]; i += 2)
-        if (rd_kafka_conf_set(conf, defaults[i], defaults[i + 1], why, sizeof why) != RD_KAFKA_CONF_OK) {
-            sluice_kafka_errf(err, errlen, "%s", why);
-            return SLUICE_EINVAL;
-        }
-    int rc = sluice_kafka_conf_log(conf, err, errlen);
+    /* librdkafka polls a consumer only with a group.id; an assign-only
+     * consumer never joins it and commits nothing, so nothing is created. */
+    static const char *const assign_mode[] = {
+        "group.id", "sluice.assign", "enable.auto.commit", "false", NULL
+    };
+    int rc = sluice_kafka_conf_apply(conf, defaults, err, errlen);
+    if (!rc) rc = sluice_kafka_conf_log(conf, err, errlen);
     if (!rc) rc = sluice_kafka_conf_apply(conf, cfg->props, err, errlen);
+    if (!rc && cfg->assign) rc = sluice_kafka_conf_apply(conf, assign_mode, err, errlen);
     return rc;
 }
 
@@ -311,7 +350,14 @@ int sluice_consumer_new(sluice_loop *loop, const sluice_consumer_config *cfg,
         sluice_kafka_errf(err, errlen, "consumer: loop, config and at least one topic are required");
         return SLUICE_EINVAL;
     }
-    if (!sluice_kafka_prop(cfg->props, "group.id")) {
+    if (cfg->assign ? (cfg->start == SLUICE_FROM_COMMITTED || cfg->start < SLUICE_FROM_TIME)
+                    : cfg->start == SLUICE_FROM_TIME) {
+        sluice_kafka_errf(err, errlen, cfg->assign
+                          ? "consumer: assign mode has no committed offsets to start from"
+                          : "consumer: a start time needs assign mode");
+        return SLUICE_EINVAL;
+    }
+    if (!cfg->assign && !sluice_kafka_prop(cfg->props, "group.id")) {
         sluice_kafka_errf(err, errlen, "consumer: group.id is required");
         return SLUICE_EINVAL;
     }
@@ -341,7 +387,7 @@ int sluice_consumer_new(sluice_loop *loop, const sluice_consumer_config *cfg,
         return rc;
     }
     rd_kafka_conf_set_opaque(conf, c);
-    rd_kafka_conf_set_rebalance_cb(conf, consumer_rebalance_cb);
+    if (!cfg->assign) rd_kafka_conf_set_rebalance_cb(conf, consumer_rebalance_cb);
     rd_kafka_conf_set_error_cb(conf, consumer_error_cb);
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
     if (!c->rk) {
@@ -357,13 +403,16 @@ int sluice_consumer_new(sluice_loop *loop, const sluice_consumer_config *cfg,
     sluice_kafka_log_to_main_queue(c->rk);
     c->queue = rd_kafka_queue_get_consumer(c->rk);
     rc = sluice_kq_open(&c->kq, loop, c->queue, consumer_serve, c, err, errlen);
-    if (!rc) rc = consumer_subscribe(c, err, errlen);
-    if (!rc) {
+    if (!rc && cfg->assign) rc = consumer_assign_start(c, err, errlen);
+    else if (!rc) rc = consumer_subscribe(c, err, errlen);
+    /* An assign-only consumer is in no group: nothing to keep alive. */
+    if (!rc && !cfg->assign) {
         c->keepalive = sluice_timer_new(loop, consumer_keepalive, c);
         if (!c->keepalive) rc = SLUICE_ENOMEM;
         else sluice_timer_start(c->keepalive, consumer_keepalive_ms(cfg), consumer_keepalive_ms(cfg));
     }
     if (rc) {
+        sluice_assigner_stop(c->assigner);
         sluice_kq_close(&c->kq);
         rd_kafka_queue_destroy(c->queue);
         rd_kafka_consumer_close(c->rk);
@@ -395,6 +444,10 @@ int sluice_consumer_pause(sluice_consumer *c, int paused) {
 int sluice_consumer_commit(sluice_consumer *c, int sync, char *err, size_t errlen) {
     if (!c) return SLUICE_EINVAL;
     if (c->closing) return SLUICE_ECLOSED;
+    if (c->assigner) {
+        sluice_kafka_errf(err, errlen, "a consumer in no group (assign mode) has nothing to commit");
+        return SLUICE_ESTATE;
+    }
     rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, NULL, sync ? 0 : 1);
     /* Nothing stored since the last commit is not a failure. */
     if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET) {
@@ -518,9 +571,23 @@ static void *consumer_reap(void *arg) {
     return NULL;
 }
 
+/* Assign mode: the thread ends, then the owner sees the assignment go. */
+static void consumer_unassign(sluice_consumer *c) {
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    sluice_assigner_stop(c->assigner);
+    c->assigner = NULL;
+    if (rd_kafka_assignment(c->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
+    if (parts->cnt) {
+        consumer_tell_rebalance(c, 0, parts);
+        rd_kafka_assign(c->rk, NULL);
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
 static void consumer_destroy(sluice_consumer *c) {
     sluice_timer_free(c->keepalive);
     c->keepalive = NULL;
+    if (c->assigner) consumer_unassign(c);
     sluice_kq_close(&c->kq);
     /* The revoke reaches on_rebalance from inside this call. */
     int closed = consumer_close_group(c);

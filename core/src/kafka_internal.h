@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <librdkafka/rdkafka.h>
 #include "sluice/loop.h"
+#include "sluice/kafka.h"
 
 /* Events drained per wake-up before the loop gets to serve others. */
 #define SLUICE_KQ_BUDGET 1000
@@ -50,6 +51,29 @@ void sluice_kafka_log_to_main_queue(rd_kafka_t *rk);
 /* Copies src into dst[dstlen] (always terminated). */
 void sluice_kafka_errf(char *dst, size_t dstlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Assign mode of the consumer (kafka_assign.c): a thread finds the topics'
+ * partitions and their start offsets (blocking requests, off the loop
+ * thread) and hands each partition to on_found once, on the loop thread. */
+typedef struct sluice_assigner sluice_assigner;
+typedef struct sluice_assigner_config {
+    rd_kafka_t *rk;
+    const char *const *topics;             /* copied */
+    int64_t start;                         /* as sluice_consumer_config.start */
+    int64_t start_time_ms;                 /* SLUICE_FROM_TIME */
+    const sluice_partition *offsets;       /* copied */
+    size_t offsets_n;
+    int refresh_ms;                        /* 0: SLUICE_CONSUMER_REFRESH_MS */
+    /* parts (maybe empty): new partitions, offsets where to start; error:
+     * a request failed (it is retried) or NULL. Valid during the call only;
+     * the owner may stop the assigner from inside it. */
+    void (*on_found)(void *ud, rd_kafka_topic_partition_list_t *parts, const char *error);
+    void *ud;
+} sluice_assigner_config;
+int sluice_assigner_start(sluice_loop *loop, const sluice_assigner_config *cfg,
+                          sluice_assigner **out, char *err, size_t errlen);
+/* Ends the thread (waits for its request in flight, ASSIGNER_REQUEST_MS at most). */
+void sluice_assigner_stop(sluice_assigner *a);
 
 /* Watch callbacks so far for a producer/consumer: lets tests check that an
  * idle handle causes no wake-ups. */

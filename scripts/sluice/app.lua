@@ -204,6 +204,8 @@ function App:start()
     handler_timeout = handler_timeout, handler_instructions = o.handler_instructions }
   if not loop then return nil, err, code end
   self.loop = loop
+  -- "As of the app's start" for broadcast consumers: before the port answers.
+  self.started_ms = core.time_ms()
 
   -- The server first: a port in use is the likeliest failure, and it
   -- should be the only thing the user reads.
@@ -379,10 +381,8 @@ function App:consume(topics, options, handler)
     if type(t) ~= "string" then util.argerror(1, "consume", ("topic #%d must be a string"):format(i)) end
   end
   if #topics == 0 then util.argerror(1, "consume", "no topics given") end
-  local from = options.from
-  if from ~= nil and type(from) ~= "number" and Consumer.FROM[from] == nil then
-    util.argerror(2, "consume", "from must be \"earliest\", \"latest\", \"committed\" or an offset")
-  end
+  local bad_from = Consumer.from_error(options)
+  if bad_from then util.argerror(2, "consume", bad_from) end
   if options.rebalance ~= nil and type(options.rebalance) ~= "function" then
     util.argerror(2, "consume", "rebalance must be a function")
   end

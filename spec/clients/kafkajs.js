@@ -13,10 +13,14 @@
 //     creates the topic (comma-separated: topics) with P partitions
 //     (admin API), compacted with --compact, and waits (--timeout S,
 //     default 60) until every partition has a leader; prints {created: bool}
+//   node kafkajs.js --brokers B --topic T --grow P
+//     raises the topic's partition count to P (admin API); prints {grown: P}
+//   node kafkajs.js --brokers B --groups
+//     lists the cluster's consumer groups (admin API); prints {groups: [ids]}
 const { Kafka, logLevel } = require('kafkajs');
 const parse = require('./args');
 
-const o = parse(process.argv.slice(2), { flags: ['compact'] });
+const o = parse(process.argv.slice(2), { flags: ['compact', 'groups'] });
 const kafka = new Kafka({
   clientId: 'sluice-spec-kafkajs',
   brokers: o.brokers.split(','),
@@ -106,7 +110,24 @@ async function create() {
   done({ created });
 }
 
-const mode = o.create !== undefined ? create : o.produce !== undefined ? produce : consume;
+async function grow() {
+  const admin = kafka.admin();
+  await admin.connect();
+  await admin.createPartitions({ topicPartitions: [{ topic: o.topic, count: Number(o.grow) }] });
+  await admin.disconnect();
+  done({ grown: Number(o.grow) });
+}
+
+async function groups() {
+  const admin = kafka.admin();
+  await admin.connect();
+  const listed = await admin.listGroups();
+  await admin.disconnect();
+  done({ groups: listed.groups.map((g) => g.groupId) });
+}
+
+const mode = o.create !== undefined ? create : o.grow !== undefined ? grow
+  : o.groups !== undefined ? groups : o.produce !== undefined ? produce : consume;
 mode().catch((e) => {
   done({ error: `${e.name}: ${e.message}` }, 1);
 });

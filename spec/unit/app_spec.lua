@@ -561,6 +561,43 @@ describe("sluice.app: Kafka on the embedded broker", function()
     consumer:close()
   end)
 
+  -- Broadcast consumers join no group (docs/api.md). In the app's own
+  -- embedded broker everything was written after the app started, so the
+  -- default start ("end" as of the app's start) is all of it.
+  it("starts a broadcast consumer where the app says, on every partition, in no group", function()
+    for p = 0, 3 do
+      for i = 1, 2 do assert.is_true(app:produce("unit-bcast", { value = p .. "." .. i, partition = p })) end
+    end
+    wait(app, function() return app:stats().in_flight == 0 end, "records stored", 20)
+    local got = { default = {}, offsets = {} }
+    local function keep(list) return function(rec) list[#list + 1] = rec.value end end
+    local events = {}
+    local default = app:consume("unit-bcast", { broadcast = true, rebalance = function(event, parts)
+      events[#events + 1] = event .. ":" .. #parts
+    end }, keep(got.default))
+    local offsets = app:consume("unit-bcast", { broadcast = true,
+      from = { offsets = { ["unit-bcast"] = { [2] = 1 } } } }, keep(got.offsets))
+    -- Then one more record on each partition: once those arrived, nothing
+    -- older can still come.
+    wait(app, function() return default.assigned == 4 and offsets.assigned == 4 end, "assignments", 30)
+    for p = 0, 3 do assert.is_true(app:produce("unit-bcast", { value = p .. ".3", partition = p })) end
+    wait(app, function() return #got.default == 12 and #got.offsets == 11 end, "broadcast records", 30)
+    local all = { "0.1", "0.2", "0.3", "1.1", "1.2", "1.3", "2.1", "2.2", "2.3", "3.1", "3.2", "3.3" }
+    table.sort(got.default)
+    assert.same(all, got.default)
+    -- partition 2 from offset 1; the partitions not named as "end" (here:
+    -- the embedded broker's beginning)
+    table.sort(got.offsets)
+    table.remove(all, 7)
+    assert.same(all, got.offsets)
+    assert.same({ "assigned:4" }, events)
+    assert.same({ nil, "STATE: a consumer in no group (assign mode) has nothing to commit", "STATE" },
+      { default:commit() })
+    default:close()
+    assert.same({ "assigned:4", "revoked:4" }, events)
+    offsets:close()
+  end)
+
   it("produces a plain string as the value, with no key", function()
     assert.is_true(app:produce("unit-plain", "just a value"))
     local got
@@ -649,6 +686,13 @@ describe("sluice.app: misuse and expected failures", function()
       function() app:consume("t", {}) end)
     raises("bad argument #2 to 'consume' (batch must be a boolean)",
       function() app:consume("t", { batch = 1 }, function() end) end)
+    raises("bad argument #2 to 'consume' (from must be \"end\", \"beginning\", \"latest\", an offset, " ..
+      "{ time = ms } or { offsets = { [topic] = { [partition] = offset } } } for a broadcast consumer)",
+      function() app:consume("t", { broadcast = true, from = "committed" }, function() end) end)
+    raises("for a broadcast consumer", function()
+      app:consume("t", { broadcast = true, from = { time = "noon" } }, function() end) end)
+    raises("bad argument #2 to 'consume' (from must be \"earliest\", \"latest\", \"committed\" or an offset)",
+      function() app:consume("t", { from = "end" }, function() end) end)
     raises("bad argument #3 to 'produce' (function expected, got string)",
       function() app:produce("t", "v", "not a function") end)
     app:close()

@@ -51,7 +51,21 @@ describe("sluice.core", function()
       { "'port' must be an integer from -1 to 65535, got 70000",
         function() return core.broker(loop, { port = 70000 }) end },
       { "'handler_timeout' must be a number from 0 to", function() return core.loop { handler_timeout = -1 } end },
+      { "'start_time' must be an integer from 0 to", function() return core.consumer(loop,
+          { topics = { "t" }, assign = true, start_time = -5 }, { record = print }) end },
+      { "'refresh' must be an integer from 1 to", function() return core.consumer(loop,
+          { topics = { "t" }, assign = true, refresh = 0 }, { record = print }) end },
+      { "'offsets': partitions and offsets must be integers >= 0", function() return core.consumer(loop,
+          { topics = { "t" }, assign = true, offsets = { t = { [0] = -1 } } }, { record = print }) end },
+      { "'offsets' must be a table of topic = { [partition] = offset }", function() return core.consumer(loop,
+          { topics = { "t" }, assign = true, offsets = { 3 } }, { record = print }) end },
     }
     for _, c in ipairs(cases) do raises(c[1], c[2]) end
+  end)
+
+  it("refuses a start time for a group consumer", function()
+    local props = { ["bootstrap.servers"] = "127.0.0.1:1", ["group.id"] = "g" }
+    assert.same({ nil, "INVAL: consumer: a start time needs assign mode", "INVAL" },
+      { core.consumer(loop, { props = props, topics = { "t" }, start_time = 5 }, { record = print }) })
   end)
 end)

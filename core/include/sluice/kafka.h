@@ -125,7 +125,11 @@ typedef struct sluice_partition {
 enum sluice_offset_start {
     SLUICE_FROM_COMMITTED = -1000,  /* committed offset, else auto.offset.reset */
     SLUICE_FROM_EARLIEST = -2,      /* same values as RD_KAFKA_OFFSET_* */
-    SLUICE_FROM_LATEST = -1
+    SLUICE_FROM_LATEST = -1,
+    /* Assign mode only: the first record stamped at or after start_time_ms
+     * (Kafka's offsets for times); where there is none yet, the end as of
+     * the lookup, so nothing written after start_time_ms is missed. */
+    SLUICE_FROM_TIME = -1001
 };
 
 typedef struct sluice_consumer_config {
@@ -155,15 +159,31 @@ typedef struct sluice_consumer_config {
      * returns, the offsets of the whole batch are stored (unless
      * manual_store). The array is only valid during the call. */
     void (*on_records)(void *ud, sluice_consumer *c, const sluice_record *records, size_t n);
+    /* 1: assign mode, no group: every partition of the topics is assigned
+     * to this consumer directly (nothing joined, nothing committed, nothing
+     * left on the cluster; group.id is not needed). The partitions are
+     * found on a thread of the core's (metadata, offsets for the start),
+     * so the loop never blocks; on_rebalance(assigned) reports each one
+     * with its start offset before any of its records. Partitions that
+     * exist when the consumer starts begin at `start` (or start_offsets);
+     * a partition or topic that appears later (checked every refresh_ms)
+     * is read from its beginning: it was written after the start. */
+    int assign;
+    int64_t start_time_ms;                  /* wall clock, for SLUICE_FROM_TIME */
+    const sluice_partition *start_offsets;  /* assign mode: per-partition starts, override `start` */
+    size_t start_offsets_n;
+    int refresh_ms;                         /* assign mode: 0: SLUICE_CONSUMER_REFRESH_MS */
 } sluice_consumer_config;
 #define SLUICE_CONSUMER_BATCH 1000
+#define SLUICE_CONSUMER_REFRESH_MS 5000
 
 int sluice_consumer_new(sluice_loop *loop, const sluice_consumer_config *cfg,
                         sluice_consumer **out, char *err, size_t errlen);
 /* Pause or resume fetching on every assigned partition (and on partitions
  * assigned later while paused). */
 int sluice_consumer_pause(sluice_consumer *c, int paused);
-/* Commit stored offsets now (async unless sync). */
+/* Commit stored offsets now (async unless sync). SLUICE_ESTATE in assign
+ * mode (no group to commit to). */
 int sluice_consumer_commit(sluice_consumer *c, int sync, char *err, size_t errlen);
 /* Manual offsets (manual_store): the record at `offset` of
  * topic/partition and every earlier one are processed; the next commit
@@ -195,7 +215,8 @@ int sluice_kafka_read_partitions(const char *const *props, const char *topic,
                                  void (*on_record)(void *ud, const sluice_record *r),
                                  void *ud, int timeout_ms, char *err, size_t errlen);
 
-/* Commit stored offsets, leave the group, free. Blocks until the group
+/* Commit stored offsets, leave the group, free (assign mode: on_rebalance
+ * sees the whole assignment revoked, then the consumer is freed). Blocks until the group
  * is left, at most timeout_ms (-1: SLUICE_CONSUMER_CLOSE_MS); past it the
  * consumer is dropped without committing (a warning is logged; the
  * records since the last auto-commit are consumed again), so a close with

@@ -12,6 +12,42 @@ Consumer.__index = Consumer
 -- app:consume's `from`: the auto.offset.reset it sets (false: none).
 Consumer.FROM = { earliest = "earliest", latest = "latest", committed = false }
 
+-- A broadcast consumer's `from` (docs/api.md): a name (its core start), an
+-- offset, or a table with `time` (ms since the epoch) and/or `offsets`.
+local BROADCAST_FROM = { ["end"] = true, beginning = -2, earliest = -2, latest = -1 }
+
+-- What is wrong with options.from (a message for app:consume), or nil.
+function Consumer.from_error(options)
+  local from = options.from
+  if options.broadcast then
+    local t = type(from) == "table" and from
+    if from == nil or BROADCAST_FROM[from] or (type(from) == "number" and from >= 0 and from % 1 == 0)
+      or (t and (t.time == nil or (type(t.time) == "number" and t.time >= 0))
+            and (t.offsets == nil or type(t.offsets) == "table")) then
+      return nil
+    end
+    return "from must be \"end\", \"beginning\", \"latest\", an offset, " ..
+      "{ time = ms } or { offsets = { [topic] = { [partition] = offset } } } for a broadcast consumer"
+  elseif from ~= nil and type(from) ~= "number" and Consumer.FROM[from] == nil then
+    return "from must be \"earliest\", \"latest\", \"committed\" or an offset"
+  end
+end
+
+-- Where a broadcast consumer starts, as core.consumer fields. "end" is the
+-- end as of the app's start: the first records stamped at or after it
+-- (Kafka's offsets for times); in the app's own embedded broker that is
+-- everything in it, since it started with the app.
+local function broadcast_start(app, from)
+  local t = type(from) == "table" and from or {}
+  local fields = { assign = true, offsets = t.offsets }
+  if t.time then fields.start_time = math.floor(t.time)
+  elseif type(from) == "number" then fields.start = from
+  elseif type(from) == "string" and from ~= "end" then fields.start = BROADCAST_FROM[from]
+  elseif app.broker then fields.start = BROADCAST_FROM.beginning
+  else fields.start_time = app.started_ms end
+  return fields
+end
+
 function Consumer.new(decl)
   return setmetatable({ decl = decl }, Consumer)
 end
@@ -89,26 +125,25 @@ end
 -- Starts the Kafka consumer of decl on the app's loop. true, or nil, err, code.
 function Consumer.start(app, decl)
   local options = decl.options
-  local group = options.group or app.name
   local from = options.from
-  if options.broadcast then
-    -- A group of its own: every instance sees every record.
-    group = ("%s.broadcast.%s.%d.%d"):format(group, core.hostname(), core.getpid(), #app.consumers + 1)
-    if from == nil then from = "latest" end
-  end
   local extra = util.copy(options.kafka)
-  extra["group.id"] = group
-  if type(from) == "string" and Consumer.FROM[from] then extra["auto.offset.reset"] = Consumer.FROM[from] end
+  -- Broadcast: no group; each instance assigns itself every partition.
+  local fields = options.broadcast and broadcast_start(app, from)
+    or { start = type(from) == "number" and from or nil }
+  if options.broadcast then
+    fields.refresh = tonumber(extra["topic.metadata.refresh.interval.ms"])
+  else
+    extra["group.id"] = options.group or app.name
+    if type(from) == "string" and Consumer.FROM[from] then extra["auto.offset.reset"] = Consumer.FROM[from] end
+  end
   -- The embedded broker creates topics on first use; let consumers ask.
   if app.broker and extra["allow.auto.create.topics"] == nil then extra["allow.auto.create.topics"] = "true" end
   local counters = app.counters
   local route = { decl = decl }
-  local c, err, code = core.consumer(app.loop, {
-    props = app:_kafka_props(extra), topics = decl.topics,
-    start = type(from) == "number" and from or nil,
-    manual = options.manual and true or nil,   -- offsets via consumer:store (sluice.stream)
-    batch = options.batch or nil,              -- handler(list of records), once per batch
-  }, {
+  fields.props, fields.topics = app:_kafka_props(extra), decl.topics
+  fields.manual = options.manual and true or nil   -- offsets via consumer:store (sluice.stream)
+  fields.batch = options.batch or nil              -- handler(list of records), once per batch
+  local c, err, code = core.consumer(app.loop, fields, {
     -- A reload may switch `batch` while the consumer keeps its mode.
     record = options.batch and function(recs)
       counters.consumed = counters.consumed + #recs
