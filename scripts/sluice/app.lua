@@ -80,7 +80,7 @@ function App.new(options, overrides, level)
     conns_by_path = {}, -- path → { [conn] = true }
     consumers = {},
     counters = { consumed = 0 },
-    metrics = running and running.metrics or metrics.registry(),   -- app:metric; survives reloads
+    metrics = metrics.registry(),   -- app:metric (a reload keeps the running app's)
     _metrics_cfg = metrics.config(options.metrics),
     -- hot reload (sluice.reload)
     state = {},         -- survives reloads

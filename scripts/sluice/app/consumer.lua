@@ -165,7 +165,7 @@ function Consumer.start(app, decl)
   })
   if not c then return nil, err, code end
   decl.consumer.core = c
-  decl.consumer.group = group   -- a label of its metrics
+  decl.consumer.group = extra["group.id"]   -- a label of its metrics (none: broadcast)
   decl.consumer._route = route
   if decl.consumer.paused then c:pause() end
   app.consumers[#app.consumers + 1] = decl.consumer
