@@ -782,16 +782,20 @@ describe("sluice.app: misuse and expected failures", function()
     local a = support.app { listen = false }
     assert(a:start())
     local seen, dup = {}, 0
-    for i = 1, 50 do
+    local function produce(i)
       assert(a:produce("t", { value = tostring(i) }, function(err)
         assert.is_nil(err)
         if seen[i] then dup = dup + 1 end
         seen[i] = true
-        if i == 1 then a.producer:flush(5000) end   -- reports arrive inside this callback
+        if i == 1 then   -- a new report arrives inside this callback
+          produce(51)
+          a.producer:flush(5000)
+        end
       end))
     end
+    for i = 1, 50 do produce(i) end
     local n = 0
-    support.wait(a, function() n = 0; for _ in pairs(seen) do n = n + 1 end; return n == 50 end, "50 reports")
+    support.wait(a, function() n = 0; for _ in pairs(seen) do n = n + 1 end; return n == 51 end, "51 reports")
     support.settle(a, 0.3)
     a:close()
     assert.equal(0, dup)
