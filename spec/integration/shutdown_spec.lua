@@ -126,7 +126,8 @@ describe("SIGTERM under load", function()
     local ok, err = pcall(function()
       H.sleep(0.5)
       gw:signal "TERM"
-      assert(H.wait_for(20, function() return gw:stderr():match("draining: ") end), "no drain:\n" .. gw:stderr())
+      assert(H.wait_for(20, function() return gw:stderr():match("draining: ") end),
+        ("no drain (exit status %s):\n%s"):format(tostring(gw:exit_code()), gw:stderr()))
       local c, cerr = socket.connect("127.0.0.1", gw.port)
       if c then c:close() end
       assert.are.equal("connection refused", cerr)
