@@ -513,10 +513,10 @@ function App:close(timeout_ms)
     self.server:stop_listening()
     self.server:pause_reading(true)
   end
+  local s = self.producer and self.producer:stats() or { in_flight = 0, produced = 0 }
+  loop:log("info", ("draining: no new connections or messages; %d of the %d records accepted await Kafka's answer")
+    :format(s.in_flight, s.produced))
   if self.producer then
-    local s = self.producer:stats()
-    loop:log("info", ("draining: no new connections or messages; %d of the %d records accepted await Kafka's answer")
-      :format(s.in_flight, s.produced))
     local left = self.producer:flush(timeout_ms)
     if left > 0 then
       loop:log("warn", ("%d records still unconfirmed after %d ms; reported as failed"):format(left, timeout_ms))
