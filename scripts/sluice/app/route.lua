@@ -32,7 +32,8 @@ local function refuse_default(app, decl)
       reason = err
     end
     local n = conn:next_row()
-    conn:send(cjson.encode({ error = reason, id = n }))
+    if not n then return end   -- closed meanwhile
+    conn:send(('{"error":%s,"id":%d}'):format(cjson.encode(reason), n))
     if decl.dlq then
       local ok, err = app:produce(decl.dlq, { value = data, headers = { error = reason } })
       if not ok then app:_log("warn", ("dead-letter produce to %s refused: %s"):format(decl.dlq, err)) end
