@@ -13,6 +13,7 @@ local util = require "sluice.util"
 local Consumer = require "sluice.app.consumer"
 local http = require "sluice.app.http"
 local timers = require "sluice.app.timers"
+local route = require "sluice.app.route"
 local check_options = require("sluice.app.options").check
 local metrics = require "sluice.metrics"
 local ops = require "sluice.ops"
@@ -72,7 +73,8 @@ function App.new(options, overrides, level)
     base_dir = caller_dir(level + 1) or overrides.app_dir or ".",
     name = options.name or "sluice",
     -- declarations
-    routes = {},        -- path → { open, message, close }
+    routes = {},        -- path → { open, message, close, route }
+    _declared = {},     -- path → its compiled route declaration (sluice.app.route)
     http_routes = {},   -- "METHOD path" → handler
     consumer_decls = {},
     -- runtime
@@ -111,8 +113,14 @@ function App:ws(path, handlers)
       util.argerror(2, "ws", ("handler '%s' must be a function, got %s"):format(k, type(handlers[k])))
     end
   end
+  if handlers.route ~= nil then
+    self._declared[path] = route.compile(self, handlers.route, handlers.message ~= nil, 2)
+  else
+    self._declared[path] = nil
+  end
   self.routes[path] = handlers
   self._where["ws " .. path] = where(2)
+  if self.started and not self._candidate then route.declare_all(self) end
   return self
 end
 
@@ -173,9 +181,13 @@ function App:_server_handlers()
       local r = routes_owner.routes[path]
       if r and r.open then r.open(conn) end
     end,
+    -- Only what a declared route did not take reaches this.
     message = function(conn, data, binary)
-      local r = routes_owner.routes[conn.path]
-      if r and r.message then r.message(conn, data, binary) end
+      local path = conn.path
+      local r = routes_owner.routes[path]
+      if r and r.message then return r.message(conn, data, binary) end
+      local d = routes_owner._declared[path]
+      if d and d.refuse then d.refuse(conn, data, binary) end
     end,
     close = function(conn, code, reason)
       local path = conn.path
@@ -221,6 +233,7 @@ function App:start()
   -- Said once everything is up, so a failure is never read after it.
   if self._listening then self.loop:log("info", self._listening) end
   self.started = true
+  if next(self._declared) then route.declare_all(self) end
   for _, decl in ipairs(self.consumer_decls) do
     if not decl.consumer.closed then
       local started, cerr = Consumer.start(self, decl)
@@ -332,6 +345,7 @@ function App:_producer()
   if not producer then return nil, err, code end
   self.producer = producer
   self:_guard_collection()
+  if next(self._declared) then route.declare_all(self) end
   return producer
 end
 
