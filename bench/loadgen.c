@@ -251,8 +251,13 @@ static void on_text(conn *c, const char *p, size_t n) {
     if (opt.mode == M_RECV) {
         if (n >= 6 && memmem(p, n < 24 ? n : 24, "subscribed", 10)) return;
         /* A server's application-level ping (Centrifugo's JSON protocol:
-         * an empty object) is answered in kind. */
-        if (n == 2 && p[0] == '{' && p[1] == '}') { queue_text(c, "{}"); flush_out(c); return; }
+         * an empty object, alone or as one line of a frame of several) is
+         * answered in kind. */
+        if ((n == 2 && p[0] == '{' && p[1] == '}') || (n > 2 && (!memcmp(p, "{}\n", 3) ||
+            !memcmp(p + n - 3, "\n{}", 3) || memmem(p, n, "\n{}\n", 4)))) {
+            queue_text(c, "{}");
+            flush_out(c);
+        }
         /* Each "t" is one record: a frame may carry several (Centrifugo
          * sends newline-separated pushes in one frame). */
         const char *q = memmem(p, n, "\"t\":", 4);

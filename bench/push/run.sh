@@ -12,9 +12,11 @@
 # --quick      200 clients, 100 and 1,000 records/s, 1 s each (~1 minute)
 # --build DIR  build tree (default build-bench, configured Release if absent)
 # --out DIR    results (default bench/results/push): push.jsonl, push.md, logs/
-# --impls LIST floor,sluice-luajit,sluice-lua5.4,centrifugo (default: all)
+# --impls LIST floor,sluice-luajit,sluice-lua5.4,centrifugo,
+#              sluice-luajit-batched (default: all; the last is sluice with
+#              fetches batched for throughput, first client count only)
 # --clients L  WebSocket clients per case (default "1000 10000")
-# --rates L    records/s produced (default "100 1000 10000"); each case
+# --rates L    records/s produced (default "100 200 1000 10000"); each case
 #              produces for --seconds (default 3) but at most 2,000,000
 #              deliveries' worth of records (rate x seconds x clients), so
 #              that the cases this machine cannot keep up with stay short.
@@ -28,9 +30,13 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=$ROOT/build-bench
 OUT=
-IMPLS="floor sluice-luajit sluice-lua5.4 centrifugo"
+IMPLS="floor sluice-luajit sluice-lua5.4 centrifugo sluice-luajit-batched"
+# The throughput choice (docs/operations.md): fetches wait up to 50 ms for
+# up to 1 MB, so each wake-up brings more records and each client gets them
+# in fewer writes. Measured with the first client count only.
+BATCHED="-X fetch.wait.max.ms=50 -X fetch.min.bytes=1048576"
 CLIENTS="1000 10000"
-RATES="100 1000 10000"
+RATES="100 200 1000 10000"
 SECS=3
 BURST=1000
 MAX_DELIVERIES=2000000
@@ -128,8 +134,10 @@ gateway_case() {   # IMPL CLIENTS RATE RECORDS
   local pcmd=("$B/sluice-kprod" --kafka "$KAFKA" --topic "$topic" --rows "$records" --rate "$rate" --warmup 1)
   case $impl in
     sluice-*)
-      SLUICE_PUSH_TOPIC=$topic "$BUILD/bin/$impl" run bench/apps/push.lua --listen "$port" --kafka "$KAFKA" \
-        --log-level warn >"$log.gateway.log" 2>&1 &
+      local bin=$impl extra=()
+      [ "$impl" = sluice-luajit-batched ] && { bin=sluice-luajit; read -ra extra <<<"$BATCHED"; }
+      SLUICE_PUSH_TOPIC=$topic "$BUILD/bin/$bin" run bench/apps/push.lua --listen "$port" --kafka "$KAFKA" \
+        --log-level error "${extra[@]}" >"$log.gateway.log" 2>&1 &
       pid=$!
       for i in $(seq 1 300); do http_get "$port" /bench/ready | grep -q '"assigned":4' && break; sleep 0.1; done
       url=ws://127.0.0.1:$port/push
@@ -153,7 +161,7 @@ JSON
   "$B/sluice-loadgen" --url "$url" --mode recv --conns "$clients" --expect "$records" --timeout 90 \
     "${hello[@]}" >"$log.json" 2>"$log.loadgen.log" &
   local lg=$!
-  for i in $(seq 1 900); do grep -q "connections open" "$log.loadgen.log" && break; sleep 0.1; done
+  for i in $(seq 1 900); do grep -qs "connections open" "$log.loadgen.log" && break; sleep 0.1; done
   sleep 1
   rss1=$(rss_kb "$pid")
   c0=$(cpu_ticks "$pid")
@@ -195,6 +203,7 @@ for rate in $RATES; do
   for clients in $CLIENTS; do
     for impl in $IMPLS; do
       [ "$impl" = floor ] && continue
+      [ "$impl" = sluice-luajit-batched ] && [ "$clients" != "${CLIENTS%% *}" ] && continue
       note "$impl, $clients clients, $rate records/s"
       gateway_case "$impl" "$clients" "$rate" "$(records_for "$rate" "$clients")"
     done
