@@ -11,6 +11,7 @@
 local core = require "sluice.core"
 local util = require "sluice.util"
 local Consumer = require "sluice.app.consumer"
+local Feed = require "sluice.app.feed"
 local http = require "sluice.app.http"
 local timers = require "sluice.app.timers"
 local check_options = require("sluice.app.options").check
@@ -180,6 +181,7 @@ function App:_server_handlers()
       local path = conn.path
       local set = by_path[path]
       if set then set[conn] = nil end
+      routes_owner:unsubscribe(conn)
       -- A route removed by a reload still hears about its connections.
       local r = routes_owner.routes[path] or routes_owner._retired_routes[path]
       if r and r.close then r.close(conn, code, reason) end
@@ -225,6 +227,10 @@ function App:start()
       local started, cerr = Consumer.start(self, decl)
       if not started then self:_log("error", ("consumer of %s: %s"):format(table.concat(decl.topics, ","), cerr)) end
     end
+  end
+  for topic in pairs(self._feed_decls or {}) do
+    local started, ferr = self:_feed(topic)
+    if not started then self:_log("error", ("feed of %s: %s"):format(topic, ferr)) end
   end
   self:_guard_collection()
   return self
@@ -399,6 +405,77 @@ function App:consume(topics, options, handler)
   return decl.consumer
 end
 
+-- ---- subscriptions (sluice.app.feed; docs/api.md) ------------------------
+
+-- app:subscribe(conn, topic [, { since =, positions =, format =, recovered = }])
+-- → true, or nil, err, code. Every record of topic from now on (or after
+-- the position `since`, read back from Kafka first) goes to conn.
+function App:subscribe(conn, topic, opts)
+  if type(conn) ~= "userdata" and type(conn) ~= "table" then util.check(1, "subscribe", conn, "userdata") end
+  util.check(2, "subscribe", topic, "string")
+  util.check(3, "subscribe", opts, "table", true)
+  opts = opts or {}
+  if opts.since ~= nil and type(opts.since) ~= "string" then
+    util.argerror(3, "subscribe", "since must be a position string")
+  end
+  for _, k in ipairs({ "format", "recovered" }) do
+    if opts[k] ~= nil and type(opts[k]) ~= "function" then
+      util.argerror(3, "subscribe", k .. " must be a function")
+    end
+  end
+  local ok, err, code = self:_ensure_started()
+  if not ok then return nil, err, code end
+  local feed
+  feed, err, code = self:_feed(topic, true)
+  if not feed then return nil, err, code end
+  return feed:subscribe(conn, opts)
+end
+
+-- The running feed of topic, started if need be (now: from the end as of
+-- now, else as of the app's start).
+function App:_feed(topic, now)
+  self.feeds = self.feeds or {}
+  local feed = self.feeds[topic]
+  if feed then return feed end
+  feed = Feed.new(self, topic)
+  local ok, err, code = feed:start(now)
+  if not ok then return nil, err, code end
+  self.feeds[topic] = feed
+  self:_guard_collection()
+  return feed
+end
+
+-- app:feed(topic): subscriptions to topic are served from the app's start
+-- (its consumer starts with the app, from the end as of then) rather than
+-- from the first app:subscribe.
+function App:feed(topic)
+  util.check(1, "feed", topic, "string")
+  self._feed_decls = self._feed_decls or {}
+  self._feed_decls[topic] = true
+  if self.started then
+    local ok, err, code = self:_feed(topic, true)
+    if not ok then return nil, err, code end
+  end
+  return self
+end
+
+-- app:unsubscribe(conn [, topic]): from topic, or from every topic.
+-- true if it was subscribed.
+function App:unsubscribe(conn, topic)
+  local any = false
+  for t, feed in pairs(self.feeds or {}) do
+    if topic == nil or t == topic then any = feed:unsubscribe(conn) or any end
+  end
+  return any
+end
+
+-- app:position(topic) → the position of the live stream of topic now (the
+-- one a record pushed now would carry), or nil if nobody subscribed to it.
+function App:position(topic)
+  local feed = self.feeds and self.feeds[topic]
+  return feed and feed.ready and feed:position() or nil
+end
+
 -- ---- WebSocket helpers, timers, clients ----------------------------------
 
 -- path: a route, or a table of connections ({[conn] = true} or {[id] = conn}).
@@ -483,6 +560,10 @@ function App:stats()
     s.assigned = s.assigned + (c.assigned or 0)
     s.rebalances = s.rebalances + (c.rebalances or 0)
   end
+  for _, feed in pairs(self.feeds or {}) do
+    s.assigned = s.assigned + #feed.parts
+    s.rebalances = s.rebalances + (feed.rebalances or 0)
+  end
   if self.producer then
     for k, v in pairs(self.producer:stats()) do s[k] = v end
   end
@@ -543,6 +624,8 @@ function App:_teardown()
     c:close(deadline and math.floor(math.max(CONSUMER_CLOSE_MIN_MS, deadline - self.loop:now())))
   end
   self.consumers = {}
+  for _, feed in pairs(self.feeds or {}) do feed:close() end
+  self.feeds = nil
   if self.producer then self.producer:close(); self.producer = nil end
   if self.server then self.server:close(); self.server = nil end
   if self.metrics_server then self.metrics_server:close(); self.metrics_server = nil end

@@ -47,9 +47,6 @@ local app = sluice.app {
   log    = log,
 }
 
--- Connections subscribed to movie-stats, by conn.id.
-local subscribers = {}
-
 local function send_error(conn, text, id)
   conn:send(rows.object("error", text, "id", id))
 end
@@ -95,8 +92,27 @@ local function handle_row(conn, row, raw)
   store(conn, id, row.actorId, rows.encode(row))
 end
 
-local function subscribe(conn)
-  subscribers[conn.id] = conn
+-- A movie-stats record with its position (docs/api.md, appendix): the
+-- stats value as it is when it is JSON, else as a JSON string.
+local function with_position(rec, position)
+  local v = rec.value
+  if not v:find("^%s*[{%[]") then v = rows.object("v", v):sub(6, -2) end
+  return ('{"stats":%s,"position":"%s","partition":%d,"offset":%d}'):format(v, position, rec.partition, rec.offset)
+end
+
+-- Subscribes conn to movie-stats: from now on, or (since) after the
+-- position a client saw last. The reply comes once it is known whether the
+-- position could be resumed from, before any record.
+local function subscribe(conn, since, positions)
+  if since == nil and not positions then return app:subscribe(conn, STATS) end
+  local ok, err = app:subscribe(conn, STATS, {
+    since = since, format = with_position,
+    recovered = since and function(recovered, why)
+      conn:send(rows.object("subscribed", STATS_NAME, "recovered", recovered, "reason", why))
+    end,
+  })
+  if not ok then return nil, err end
+  return ok, since ~= nil
 end
 
 local function on_message(conn, data, is_binary)
@@ -120,7 +136,13 @@ local function on_message(conn, data, is_binary)
     if value.subscribe ~= STATS_NAME then
       return send_error(conn, "unknown subscription: only " .. STATS_NAME .. " is offered")
     end
-    subscribe(conn)
+    local since, positions = value.since, value.positions == true
+    if since ~= nil and type(since) ~= "string" then
+      return send_error(conn, "invalid position: since must be a string")
+    end
+    local ok, replied = subscribe(conn, since, positions)
+    if not ok then return send_error(conn, "invalid position: " .. replied:gsub("^INVALID: ", "")) end
+    if replied then return end   -- {"subscribed":…,"recovered":…} comes once known
     return conn:send(rows.object("subscribed", STATS_NAME))
   end
 
@@ -135,23 +157,21 @@ local function on_open(conn)
   conn.data.seq = 0                       -- rows received on this connection
 end
 
-local function on_close(conn)
-  subscribers[conn.id] = nil
+local function on_close()
+  -- (the app drops a closed connection's subscriptions by itself)
 end
+
+-- Every gateway instance pushes every stats record written after it
+-- started (a consumer in no group: app:feed, app:subscribe).
+app:feed(STATS)
 
 local stream = { open = on_open, message = on_message, close = on_close }
 app:ws("/", stream)
 app:ws("/stream", stream)
 app:ws("/stats", {                        -- the same, subscribed from the start
-  open = function(conn) on_open(conn); subscribe(conn) end,
+  open = function(conn) on_open(conn); subscribe(conn) end,   -- values unchanged, from now on
   message = on_message, close = on_close,
 })
-
--- Every gateway instance sees every stats record (broadcast = true).
-app:consume(STATS, { broadcast = true }, function(rec)
-  if rec.value == nil then return end
-  app:broadcast(subscribers, rec.value)    -- one copy shared by all queues
-end)
 
 -- The page's form: rows of the data set for the given actor and/or movie
 -- names (comma-separated lists). 400 with {"error": …} for a bad query.
