@@ -61,7 +61,7 @@ static void server_http_request(void *ud, sluice_http_req *r)
 static void server_http_abort(void *ud, sluice_http_req *r)
 {
     sluice_lua_handle *h = ud;
-    sluice_lua_http_forget(r, h->from_gc ? NULL : h->ctx->L);
+    sluice_lua_http_aborted(r, h->ctx, h->from_gc);
 }
 
 /* core.server(loop, options, handlers) → server | nil, err, code

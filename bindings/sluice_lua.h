@@ -204,5 +204,6 @@ void sluice_lua_conn_refs(lua_State *L, sluice_lua_handle *o, int idx);
 struct sluice_http_req;
 void sluice_lua_http_wrap(lua_State *L, struct sluice_http_req *r);
 void sluice_lua_http_forget(struct sluice_http_req *r, lua_State *L);
+void sluice_lua_http_aborted(struct sluice_http_req *r, sluice_lua_loop *ctx, int from_gc);
 
 #endif

@@ -377,6 +377,10 @@ static void catchup_on_ready(sluice_watch *w, void *ud) {
     if (c->freed) catchup_destroy(c);
 }
 
+static void catchup_log_drop(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    (void)rk; (void)level; (void)fac; (void)buf;
+}
+
 static int shared_new(catchup_shared **out, const sluice_catchup_config *cfg, char *err, size_t errlen) {
     catchup_shared *s = calloc(1, sizeof *s);
     if (!s) return SLUICE_ENOMEM;
@@ -402,6 +406,9 @@ static int shared_new(catchup_shared **out, const sluice_catchup_config *cfg, ch
         "group.id", "sluice.catchup", "enable.auto.commit", "false",
         "enable.partition.eof", "true", "auto.offset.reset", "error", NULL
     };
+    /* No loop to log through from this thread: failures reach the owner
+     * as items (on_start, on_error); librdkafka retries the rest. */
+    rd_kafka_conf_set_log_cb(conf, catchup_log_drop);
     int rc = sluice_kafka_conf_apply(conf, cfg->props, err, errlen);
     if (!rc) rc = sluice_kafka_conf_apply(conf, fixed, err, errlen);
     if (!rc) {

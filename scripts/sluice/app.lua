@@ -459,6 +459,70 @@ function App:feed(topic)
   return self
 end
 
+-- An app:sse stream: what app:subscribe sends to (conn-like: send, close).
+local Stream = {}
+Stream.__index = Stream
+function Stream:send(data) return self._raw:write(data) end
+function Stream:close()
+  self.closed = true
+  self._app:unsubscribe(self)
+  return self._raw:finish()
+end
+
+-- app:sse(path, handler [, { retry = ms }]): GET path answers a
+-- text/event-stream; handler(stream, req) subscribes the stream
+-- (app:subscribe) — each event's id is its position, and a browser that
+-- reconnects sends the last one back (Last-Event-ID): stream.last_event_id,
+-- to pass as `since`. retry: the reconnect delay the browser is told.
+function App:sse(path, handler, opts)
+  util.check(1, "sse", path, "string")
+  util.check(2, "sse", handler, "function")
+  util.check(3, "sse", opts, "table", true)
+  local retry = opts and opts.retry
+  if retry ~= nil and (type(retry) ~= "number" or retry < 0) then
+    util.argerror(3, "sse", "retry must be a number of milliseconds")
+  end
+  local first = retry and ("retry: %d\n\n"):format(retry) or ": sluice\n\n"
+  local app = self
+  return self:http("GET", path, function(req)
+    local raw = req._raw
+    req:defer()
+    local last = req.headers["last-event-id"]
+    if last == "" then last = nil end
+    local stream = setmetatable({ _raw = raw, _app = app, sse = true, path = req.path, query = req.query,
+      headers = req.headers, last_event_id = last or req.query.lastEventId }, Stream)
+    local ok, err = raw:stream("text/event-stream; charset=utf-8",
+      { ["cache-control"] = "no-store", ["x-accel-buffering"] = "no" },
+      function()
+        stream.closed = true
+        app._sse_streams[stream] = nil
+        app:unsubscribe(stream)
+      end)
+    if not ok then return nil, err end
+    -- something first: the head and a first byte go out at once
+    raw:write(first)
+    app:_sse_keepalive(stream)
+    handler(stream, req)
+  end)
+end
+
+-- Every SSE_KEEPALIVE_S a comment goes to each stream: proxies keep it
+-- open, and a client that left is noticed (docs/api.md).
+local SSE_KEEPALIVE_S = 15
+function App:_sse_keepalive(stream)
+  self._sse_streams = self._sse_streams or setmetatable({}, { __mode = "k" })
+  self._sse_streams[stream] = true
+  if self._sse_timer then return end
+  local streams = self._sse_streams
+  -- the app's own timer, not the code's: a reload keeps it
+  self._sse_timer = core.timer(self.loop, function()
+    for s in pairs(streams) do
+      if not s:send(":\n\n") then streams[s] = nil end
+    end
+  end)
+  self._sse_timer:start(SSE_KEEPALIVE_S * 1000, SSE_KEEPALIVE_S * 1000)
+end
+
 -- app:unsubscribe(conn [, topic]): from topic, or from every topic.
 -- true if it was subscribed.
 function App:unsubscribe(conn, topic)
@@ -617,6 +681,7 @@ local CONSUMER_CLOSE_MS, CONSUMER_CLOSE_MIN_MS = 5000, 500
 function App:_teardown()
   if self._reloader then self._reloader:unwatch() end
   for t in pairs(self.timers) do t:close() end
+  if self._sse_timer then self._sse_timer:close(); self._sse_timer = nil end
   -- Commit and leave the groups within one budget: with the brokers gone
   -- each close would otherwise wait its own timeout (docs/reliability.md).
   local deadline = self.loop and self.loop:now() + CONSUMER_CLOSE_MS

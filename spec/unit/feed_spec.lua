@@ -149,3 +149,68 @@ describe("app:subscribe", function()
     assert.are.equal(0, feed.running)
   end)
 end)
+
+describe("app:sse", function()
+  local app
+  local socket = require "socket"
+  local TOPIC = "sse-unit"
+
+  setup(function()
+    app = support.app { name = "unit-sse" }
+    app:sse("/events", function(stream)
+      assert(app:subscribe(stream, TOPIC, { since = stream.last_event_id }))
+    end, { retry = 250 })
+    assert(app:start())
+  end)
+  teardown(function() app:close() end)
+
+  -- GET /events (with Last-Event-ID); reads until `until_text` is in what
+  -- came. Returns the response text so far, and the socket.
+  local function events(last_id, until_text)
+    local tcp = assert(socket.tcp())
+    assert(tcp:connect("127.0.0.1", app.port))
+    tcp:settimeout(0)
+    tcp:send("GET /events HTTP/1.1\r\nHost: x\r\n" ..
+      (last_id and ("Last-Event-ID: " .. last_id .. "\r\n") or "") .. "\r\n")
+    local buf = ""
+    wait(app, function()
+      local data, _, partial = tcp:receive(8192)
+      buf = buf .. (data or partial or "")
+      return buf:find(until_text, 1, true)
+    end, "SSE text " .. until_text)
+    return buf, tcp
+  end
+
+  it("streams records as events whose id is the position, and resumes from Last-Event-ID", function()
+    local text, tcp = events(nil, "retry: 250\n\n")
+    assert.matches("^HTTP/1.1 200 OK\r\n", text)
+    assert.matches("\r\ncontent%-type: text/event%-stream; charset=utf%-8\r\n", text:lower())
+    assert.is_nil(text:lower():find("content-length", 1, true))
+    wait(app, function() return app:position(TOPIC) end, "the feed")
+    for i = 1, 3 do assert(app:produce(TOPIC, { key = "k", value = "line " .. i .. "\nsecond" })) end
+    local more = ""
+    wait(app, function()
+      local data, _, partial = tcp:receive(8192)
+      more = more .. (data or partial or "")
+      return select(2, more:gsub("\n\n", "")) >= 3
+    end, "3 events")
+    local ids = {}
+    for id, n in more:gmatch("id: ([^\n]+)\ndata: line (%d)\ndata: second\n\n") do ids[tonumber(n)] = id end
+    assert.are.equal(3, #ids)
+    assert.are.equal(app:position(TOPIC), ids[3])
+    tcp:close()
+    assert(app:produce(TOPIC, { key = "k", value = "probe" }))
+    wait(app, function() return next(app.feeds[TOPIC].subs) == nil end,
+      "the stream's subscription to go with it", 3)
+
+    -- back with the first event's id: events 2 and 3 and the probe, told it recovered
+    local again, tcp2 = events(ids[1], "data: probe\n\n")
+    local want = 'retry: 250\n\nevent: recovered\ndata: {"recovered":true}\n\n' ..
+      "id: " .. ids[2] .. "\ndata: line 2\ndata: second\n\n" ..
+      "id: " .. ids[3] .. "\ndata: line 3\ndata: second\n\n" ..
+      "id: " .. app:position(TOPIC) .. "\ndata: probe\n\n"
+    assert.are.equal(want, again:sub(-#want))
+    assert.are.equal("\r\n\r\n", again:sub(-#want - 4, -#want - 1))
+    tcp2:close()
+  end)
+end)

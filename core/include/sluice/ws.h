@@ -171,6 +171,19 @@ int sluice_http_respond(sluice_http_req *r, int status, const char *content_type
                         const void *body, size_t len,
                         const char *const *extra_headers);
 
+/* A streamed answer (e.g. text/event-stream): 200 with these headers and
+ * no Content-Length; the body is what stream_write queues, sent as it
+ * comes, until stream_close or the client leaves (then http_abort is
+ * called and r is freed). stream_write: SLUICE_ECLOSED once it is over;
+ * SLUICE_EFULL when the unsent bytes would pass send_queue_max (the
+ * stream is then ended). */
+int sluice_http_stream_open(sluice_http_req *r, const char *content_type,
+                            const char *const *extra_headers);
+int sluice_http_stream_write(sluice_http_req *r, const void *data, size_t len);
+/* Ends the body once what is queued is sent; r is freed then (http_abort
+ * is called). */
+int sluice_http_stream_close(sluice_http_req *r);
+
 #ifdef __cplusplus
 }
 #endif

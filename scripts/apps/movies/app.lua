@@ -182,6 +182,17 @@ app:http("GET", "/api/fetch", function(req)
   return 200, catalog.encode(result), headers
 end)
 
+-- The same subscription over Server-Sent Events, for clients that cannot
+-- hold a WebSocket: each event's id is its position; a reconnecting
+-- EventSource sends it back (Last-Event-ID) and misses nothing.
+app:sse("/events", function(stream)
+  local ok, err = app:subscribe(stream, STATS, { since = stream.last_event_id })
+  if not ok then
+    stream:send("event: error\ndata: " .. rows.object("error", "invalid position: " .. err:gsub("^INVALID: ", "")) .. "\n\n")
+    stream:close()
+  end
+end, { retry = 1000 })
+
 app:http("GET", "/healthz", function()
   local s = app:stats()
   return 200, {

@@ -33,6 +33,14 @@ function Feed.envelope(rec, position)
                        position = position, value = rec.value })
 end
 
+-- The default format for Server-Sent Events (app:sse): the position as
+-- the event's id, so that the browser's reconnect sends it back as
+-- Last-Event-ID; the value's lines as data lines.
+function Feed.sse_event(rec, position)
+  local data = rec.value:gsub("\r\n?", "\n"):gsub("\n", "\ndata: ")
+  return "id: " .. position .. "\ndata: " .. data .. "\n\n"
+end
+
 -- ---- positions -------------------------------------------------------------
 
 local function encode(parts, nexts, stamps)
@@ -68,6 +76,7 @@ function Feed.new(app, topic)
     nexts = {},          -- partition → the next offset the live stream delivers
     stamps = {},         -- partition → timestamp of the record before it (-1: none seen)
     groups = {},         -- format (function or RAW) → { [conn] = true }: live subscribers
+    sse_groups = {},     -- the same for app:sse streams (sent one by one)
     subs = {},           -- conn → its subscription
     catching = {},       -- subscriptions catching up (or waiting to)
     waiting = {},        -- queue of subscriptions waiting for a catch-up slot
@@ -103,6 +112,12 @@ function Feed:_record(rec)
       if next(set) then
         local data = render(key, rec, pos)
         if data then core.broadcast(set, data) end
+      end
+    end
+    for key, set in pairs(self.sse_groups) do
+      local data = next(set) and render(key, rec, pos)
+      if data then
+        for stream in pairs(set) do stream:send(data) end
       end
     end
   end
@@ -148,8 +163,9 @@ end
 -- ---- subscribers ---------------------------------------------------------
 
 local function join_live(self, sub)
-  local set = self.groups[sub.key]
-  if not set then set = {}; self.groups[sub.key] = set end
+  local groups = sub.conn.sse and self.sse_groups or self.groups
+  local set = groups[sub.key]
+  if not set then set = {}; groups[sub.key] = set end
   set[sub.conn] = true
   sub.state = "live"
 end
@@ -269,8 +285,15 @@ function Feed:subscribe(conn, opts)
     if not since then return nil, "INVALID: " .. why, "INVALID" end
   end
   self:unsubscribe(conn)
-  local key = opts.format or ((opts.positions or since) and Feed.envelope) or RAW
-  local sub = { conn = conn, feed = self, key = key, since = since, on_recovered = opts.recovered,
+  local key = opts.format or (conn.sse and Feed.sse_event) or ((opts.positions or since) and Feed.envelope) or RAW
+  local on_recovered = opts.recovered
+  if conn.sse and not on_recovered then
+    -- an event of its own, which EventSource's onmessage does not see
+    on_recovered = function(ok, why)
+      conn:send(("event: recovered\ndata: %s\n\n"):format(json.encode({ recovered = ok, reason = why })))
+    end
+  end
+  local sub = { conn = conn, feed = self, key = key, since = since, on_recovered = on_recovered,
                 nexts = {}, stamps = {}, live = {} }
   self.subs[conn] = sub
   if not since then
@@ -288,7 +311,7 @@ function Feed:unsubscribe(conn)
   local sub = self.subs[conn]
   if not sub then return false end
   self.subs[conn] = nil
-  local set = self.groups[sub.key]
+  local set = (conn.sse and self.sse_groups or self.groups)[sub.key]
   if set then set[conn] = nil end
   finish_catchup(self, sub)
   for i, w in ipairs(self.waiting) do
@@ -306,7 +329,7 @@ end
 
 function Feed:close()
   for _, sub in pairs(self.subs) do finish_catchup(self, sub) end
-  self.subs, self.groups, self.waiting = {}, {}, {}
+  self.subs, self.groups, self.sse_groups, self.waiting = {}, {}, {}, {}
   if self.core then self.core:close(); self.core = nil end
 end
 
