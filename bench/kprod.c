@@ -4,7 +4,7 @@
  * --stamp each value carries "t": CLOCK_MONOTONIC ns at produce time,
  * which the load generator's recv mode turns into a fan-out latency.
  *
- *   sluice-kprod --kafka BOOTSTRAP --topic T --rows N [--rate R] [--stamp]
+ *   sluice-kprod --kafka BOOTSTRAP --topic T --rows N [--rate R] [--stamp|--stats]
  * Prints one JSON line once every row is acknowledged. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,7 +37,7 @@ int main(int argc, char **argv) {
     const char *kafka = NULL, *topic = "bench";
     unsigned long long rows = 100000;
     double rate = 0;
-    int stamp = 0;
+    int stamp = 0, stats = 0;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : "";
         if (!strcmp(argv[i], "--kafka")) kafka = argv[++i];
@@ -45,9 +45,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--rows")) { rows = strtoull(v, NULL, 10); i++; }
         else if (!strcmp(argv[i], "--rate")) { rate = atof(v); i++; }
         else if (!strcmp(argv[i], "--stamp")) stamp = 1;
+        else if (!strcmp(argv[i], "--stats")) stamp = stats = 1;   /* stamped, shaped like a movie-stats window (~450 bytes) */
         else { fprintf(stderr, "kprod: unknown option %s\n", argv[i]); return 2; }
     }
-    if (!kafka) { fprintf(stderr, "usage: sluice-kprod --kafka BOOTSTRAP --topic T --rows N [--rate R] [--stamp]\n"); return 2; }
+    if (!kafka) { fprintf(stderr, "usage: sluice-kprod --kafka BOOTSTRAP --topic T --rows N [--rate R] [--stamp|--stats]\n"); return 2; }
     char err[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     const char *props[] = { "bootstrap.servers", kafka, "acks", "all", "enable.idempotence", "true",
@@ -58,14 +59,22 @@ int main(int argc, char **argv) {
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
     if (!rk) { fprintf(stderr, "kprod: %s\n", err); return 1; }
 
-    char value[256], key[16];
+    char value[1024], key[16];
     double t0 = now_s();
     for (unsigned long long i = 1; i <= rows; i++) {
         if (rate > 0) {
             double due = t0 + (double)(i - 1) / rate;
             while (now_s() < due) { rd_kafka_poll(rk, 0); usleep(200); }
         }
-        int n = stamp
+        int n = stats
+            ? snprintf(value, sizeof value, "{\"t\":%llu,\"seq\":%llu,\"type\":\"top\",\"window\":{\"start\":%llu,"
+                       "\"end\":%llu},\"actors\":[{\"actorId\":\"nm0000093\",\"actorName\":\"Brad Pitt\",\"minutes\":%llu,"
+                       "\"movies\":15},{\"actorId\":\"nm0000233\",\"actorName\":\"Quentin Tarantino\",\"minutes\":1302,"
+                       "\"movies\":9},{\"actorId\":\"nm0000168\",\"actorName\":\"Samuel L. Jackson\",\"minutes\":1181,"
+                       "\"movies\":8},{\"actorId\":\"nm0000235\",\"actorName\":\"Uma Thurman\",\"minutes\":744,"
+                       "\"movies\":5},{\"actorId\":\"nm0000246\",\"actorName\":\"Bruce Willis\",\"minutes\":651,"
+                       "\"movies\":5}]}", now_ns(), i, 1764745200000ULL + i * 60000, 1764745260000ULL + i * 60000, 2000 + i % 100)
+            : stamp
             ? snprintf(value, sizeof value, "{\"t\":%llu,\"seq\":%llu,\"movieId\":\"tt0133093\",\"views\":%llu}",
                        now_ns(), i, i)
             : snprintf(value, sizeof value,

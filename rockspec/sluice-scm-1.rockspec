@@ -48,7 +48,7 @@ build = {
       incdirs = { "core/include", "core/src", "bindings",
                   "$(LIBWEBSOCKETS_INCDIR)", "$(RDKAFKA_INCDIR)" },
       libdirs = { "$(LIBWEBSOCKETS_LIBDIR)", "$(RDKAFKA_LIBDIR)" },
-      libraries = { "websockets", "rdkafka", "pthread", "m" },
+      libraries = { "websockets", "rdkafka", "z", "pthread", "m" },
     },
     ["sluice"] = "scripts/sluice/init.lua",
     ["sluice.app"] = "scripts/sluice/app.lua",

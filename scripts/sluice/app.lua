@@ -276,6 +276,7 @@ function App:_start_server()
     max_body = o.max_body, idle_timeout = idle, send_queue = o.send_queue,
     max_connections = o.max_connections,
     handshake_timeout = o.handshake_timeout, max_pending = o.max_pending,
+    deflate = o.deflate or nil,
   }, self:_server_handlers())
   if not server then
     if code == "ADDRINUSE" then err = err .. " (choose another with --listen PORT or listen = PORT)" end

@@ -396,8 +396,16 @@ test('after its gateway restarts, an EventSource (Last-Event-ID) and the live pa
     es.addEventListener('recovered', (e) => window.sse.recovered.push(JSON.parse(e.data)));
   });
   await page.waitForSelector('#live-conn[data-state="open"]', { timeout: 15000 });
+  // Chromium offers permessage-deflate and the movies app takes it
+  assert.equal(await page.evaluate(() => new Promise((resolve) => {
+    const ws = new WebSocket(location.origin.replace('http', 'ws') + '/stream');
+    ws.onopen = () => { resolve(ws.extensions); ws.close(); };
+    ws.onerror = () => resolve('error');
+  })), 'permessage-deflate');
   await waitFor('the EventSource to open', () => page.evaluate(() => window.sse.opened === 1), 15000, 100);
-  const write = (from, to) => { for (let n = from; n <= to; n++) kcatProduce(kafka.bootstrap, 'movie-stats', JSON.stringify({ n })); };
+  // (records over 64 bytes: compressed on the page's WebSocket)
+  const note = 'a movie-stats record long enough to be worth compressing';
+  const write = (from, to) => { for (let n = from; n <= to; n++) kcatProduce(kafka.bootstrap, 'movie-stats', JSON.stringify({ n, note })); };
   const seen = () => page.evaluate(() => window.sse.events.map(([, n]) => n));
   const panel = () => page.$$eval('#live-last li', (lis) => lis.map((li) => li.textContent));
   write(1, 3);

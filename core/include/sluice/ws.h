@@ -78,7 +78,13 @@ typedef struct sluice_server_config {
                                 request head yet; beyond it new sockets get
                                 503 and are closed. 0: 1024; <0: unlimited */
     const char *static_dir;  /* NULL: no static files */
+    /* 1: offer permessage-deflate (RFC 7692). Messages to a connection that
+     * negotiated it are compressed (those of SLUICE_DEFLATE_MIN bytes and
+     * more), each on its own (no context kept), so a broadcast's payload
+     * is compressed once for all its connections. */
+    int deflate;
 } sluice_server_config;
+#define SLUICE_DEFLATE_MIN 64
 
 int sluice_server_new(sluice_loop *loop, const sluice_server_config *cfg,
                       const sluice_server_handlers *h, void *ud,

@@ -45,6 +45,7 @@ local app = sluice.app {
   listen = 8080,
   static = "public",           -- the browser page
   log    = log,
+  deflate = true,              -- permessage-deflate for clients that offer it
 }
 
 local function send_error(conn, text, id)
