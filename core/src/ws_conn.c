@@ -311,6 +311,8 @@ int sluice_conn_on_open(sluice_conn *c)
     return 0;
 }
 
+static void begin_close(sluice_conn *c, int code, const char *reason, int grace);
+
 /* Returns -1 if c was freed meanwhile. */
 static int deliver(sluice_conn *c, const char *data, size_t len, int binary)
 {
@@ -335,8 +337,23 @@ int sluice_conn_on_receive(sluice_conn *c, const void *in, size_t len)
         c->rx_binary = lws_frame_is_binary(wsi);
         c->rx_len = 0;
     }
+    if (c->too_big) {
+        /* the rest of a message already refused */
+        c->too_big = !final;
+        return 0;
+    }
     if (c->rx_len + len > c->max_message) {
         static const char why[] = "message too big";
+        if (c->coalesce) {
+            /* Our close frame after what is queued (on_writeable). lws
+             * does not act on -1 while it inflates a permessage-deflate
+             * message, so the closing is ours on the server side. */
+            begin_close(c, SLUICE_CLOSE_TOO_BIG, why, 1);
+            c->rx_len = 0;
+            c->rx_in_message = 0;
+            c->too_big = !final;
+            return 0;
+        }
         c->state = SLUICE_CONN_CLOSING;
         c->close_code = SLUICE_CLOSE_TOO_BIG;
         snprintf(c->close_reason, sizeof c->close_reason, "%s", why);

@@ -102,6 +102,7 @@ struct sluice_conn {
     char *rx;
     size_t rx_len, rx_cap;
     int rx_binary, rx_in_message;
+    int too_big;                /* inside a message refused as too big */
     /* send queue: a ring of tx_cap entries (a power of two), tx_count of
      * them from tx_first (queue_head/ring_at in ws_conn.c).
      * No allocation per message queued, only per payload. */
