@@ -214,3 +214,20 @@ describe("app:sse", function()
     tcp2:close()
   end)
 end)
+
+describe("app:feed", function()
+  it("starts a topic's feed with the app, and readiness waits for its partitions", function()
+    local ops = require "sluice.ops"
+    local app = support.app { name = "unit-feed-decl" }
+    app:feed("feed-decl")
+    assert(app:start())
+    local feed = app.feeds["feed-decl"]
+    assert.is_table(feed)
+    -- (partitions reach the app on the loop thread: not before it runs)
+    assert.are.same({ { "consumers", "subscriptions to feed-decl: no partitions yet" } }, ops.not_ready(app))
+    wait(app, function() return feed.ready end, "the feed's partitions")
+    assert.are.same({}, ops.not_ready(app))
+    assert.are.equal(4, app:stats().assigned)
+    app:close()
+  end)
+end)
