@@ -11,7 +11,7 @@
  * acknowledgement: the producer id and connections are in place before
  * the first stamped record (they are not counted as deliveries).
  *
- *   sluice-kprod --kafka BOOTSTRAP --topic T --rows N [--rate R] [--stamp]
+ *   sluice-kprod --kafka BOOTSTRAP --topic T --rows N [--rate R] [--stamp|--stats]
  *                [--centrifugo CHANNEL] [--warmup N]
  * Prints one JSON line once every row is acknowledged. */
 #include <stdio.h>
@@ -45,7 +45,7 @@ int main(int argc, char **argv) {
     const char *kafka = NULL, *topic = "bench";
     unsigned long long rows = 100000;
     double rate = 0;
-    int stamp = 0;
+    int stamp = 0, stats = 0;
     const char *channel = NULL;
     unsigned long long warmup = 0;
     for (int i = 1; i < argc; i++) {
@@ -57,9 +57,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--stamp")) stamp = 1;
         else if (!strcmp(argv[i], "--centrifugo")) { channel = argv[++i]; stamp = 1; }
         else if (!strcmp(argv[i], "--warmup")) { warmup = strtoull(v, NULL, 10); i++; }
+        else if (!strcmp(argv[i], "--stats")) stamp = stats = 1;   /* stamped, shaped like a movie-stats window (~450 bytes) */
         else { fprintf(stderr, "kprod: unknown option %s\n", argv[i]); return 2; }
     }
-    if (!kafka) { fprintf(stderr, "usage: sluice-kprod --kafka BOOTSTRAP --topic T --rows N [--rate R] [--stamp]\n"); return 2; }
+    if (!kafka) { fprintf(stderr, "usage: sluice-kprod --kafka BOOTSTRAP --topic T --rows N [--rate R] [--stamp|--stats]\n"); return 2; }
     char err[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     const char *props[] = { "bootstrap.servers", kafka, "acks", "all", "enable.idempotence", "true",
@@ -70,7 +71,7 @@ int main(int argc, char **argv) {
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
     if (!rk) { fprintf(stderr, "kprod: %s\n", err); return 1; }
 
-    char value[384], key[16];
+    char value[1024], key[16];
     for (unsigned long long i = 1; i <= warmup; i++) {
         static const char w[] = "{\"warmup\":true}";
         rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
@@ -89,6 +90,14 @@ int main(int argc, char **argv) {
         int n = channel
             ? snprintf(value, sizeof value, "{\"method\":\"publish\",\"payload\":{\"channel\":\"%s\",\"data\":"
                        "{\"t\":%llu,\"seq\":%llu,\"movieId\":\"tt0133093\",\"views\":%llu}}}", channel, now_ns(), i, i)
+            : stats
+            ? snprintf(value, sizeof value, "{\"t\":%llu,\"seq\":%llu,\"type\":\"top\",\"window\":{\"start\":%llu,"
+                       "\"end\":%llu},\"actors\":[{\"actorId\":\"nm0000093\",\"actorName\":\"Brad Pitt\",\"minutes\":%llu,"
+                       "\"movies\":15},{\"actorId\":\"nm0000233\",\"actorName\":\"Quentin Tarantino\",\"minutes\":1302,"
+                       "\"movies\":9},{\"actorId\":\"nm0000168\",\"actorName\":\"Samuel L. Jackson\",\"minutes\":1181,"
+                       "\"movies\":8},{\"actorId\":\"nm0000235\",\"actorName\":\"Uma Thurman\",\"minutes\":744,"
+                       "\"movies\":5},{\"actorId\":\"nm0000246\",\"actorName\":\"Bruce Willis\",\"minutes\":651,"
+                       "\"movies\":5}]}", now_ns(), i, 1764745200000ULL + i * 60000, 1764745260000ULL + i * 60000, 2000 + i % 100)
             : stamp
             ? snprintf(value, sizeof value, "{\"t\":%llu,\"seq\":%llu,\"movieId\":\"tt0133093\",\"views\":%llu}",
                        now_ns(), i, i)

@@ -70,13 +70,14 @@ static struct {
     const char *hello;
     const char *kafka, *topic;
     const char *label;
+    int deflate;            /* offer permessage-deflate */
 } opt = { "127.0.0.1", "/", 8080, NULL, 0, M_ACK, 10, 100000, 0, 0, 0, 5, 60,
-          0, 256, NULL, NULL, NULL, "" };
+          0, 256, NULL, NULL, NULL, "", 0 };
 
 static conn *C;
 static int ep;
 static uint64_t next_id = 1, sent_total, acked_total, errors_total, received_total,
-                sub_received, closed_total, connect_failures;
+                sub_received, closed_total, connect_failures, bytes_in_total;
 static uint64_t *send_ns;        /* by id % ring */
 static uint64_t ring;
 static uint32_t *ack_us, *rcv_us; /* latencies, microseconds (the first lat_cap) */
@@ -172,8 +173,9 @@ static int conn_open(conn *c, int is_sub) {
     const char *path = is_sub ? opt.sub_path : opt.path;
     c->out_len = (size_t)snprintf(c->out, OUTBUF,
         "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        path, opt.host, opt.port);
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
+        path, opt.host, opt.port,
+        opt.deflate ? "Sec-WebSocket-Extensions: permessage-deflate\r\n" : "");
     c->state = 1;
     return 0;
 }
@@ -327,6 +329,7 @@ static void on_readable(conn *c) {
         if (r == 0) { conn_dead(c); return; }
         if (r < 0) { if (errno != EAGAIN) conn_dead(c); return; }
         c->in_len += (size_t)r;
+        bytes_in_total += (uint64_t)r;
         if (c->state == 1) {
             char *e = memmem(c->in, c->in_len, "\r\n\r\n", 4);
             if (!e) continue;
@@ -404,7 +407,7 @@ static void usage(void) {
         "usage: sluice-loadgen [--url ws://HOST:PORT/PATH] [--mode ack|send|recv|idle]\n"
         "  [--conns N] [--rows M] [--rate R] [--window W] [--expect K] [--hello TEXT]\n"
         "  [--sub ws://…/PATH] [--kafka BOOTSTRAP --topic T] [--hold S] [--duration S]\n"
-        "  [--ramp HANDSHAKES_IN_FLIGHT (256)] [--timeout S] [--label L]\n");
+        "  [--ramp HANDSHAKES_IN_FLIGHT (256)] [--timeout S] [--label L] [--deflate]\n");
     exit(2);
 }
 
@@ -440,6 +443,7 @@ int main(int argc, char **argv) {
         else if (ARG("--kafka")) opt.kafka = v;
         else if (ARG("--topic")) opt.topic = v;
         else if (ARG("--label")) opt.label = v;
+        else if (strcmp(a, "--deflate") == 0) opt.deflate = 1;   /* offer permessage-deflate (frames are counted, not inflated) */
         else usage();
 #undef ARG
     }
@@ -626,9 +630,9 @@ int main(int argc, char **argv) {
     }
     if (opt.mode == M_RECV) {
         double secs = t_last_rx > t_first_rx ? (double)(t_last_rx - t_first_rx) / 1e9 : 0;
-        printf(",\"expect\":%llu,\"received\":%llu,\"seconds\":%.3f,\"deliveries_per_s\":%.0f",
+        printf(",\"expect\":%llu,\"received\":%llu,\"seconds\":%.3f,\"deliveries_per_s\":%.0f,\"bytes_in\":%llu",
                (unsigned long long)opt.expect, (unsigned long long)received_total, secs,
-               secs > 0 ? (double)received_total / secs : 0);
+               secs > 0 ? (double)received_total / secs : 0, (unsigned long long)bytes_in_total);
         print_lat("fanout_latency", fan_us, n_fan_lat);
     }
     if (opt.duration > 0) {

@@ -80,8 +80,9 @@ for _, r in ipairs(rows) do
     if res.mode == "ack" and res.acked ~= res.rows then problem("%s: %s of %s rows acknowledged", where, tostring(res.acked), tostring(res.rows)) end
     if res.mode == "send" and res.landed and res.landed < res.rows then problem("%s: %s of %s rows landed in Kafka", where, tostring(res.landed), tostring(res.rows)) end
     if (res.errors or 0) > 0 then problem("%s: %d errors", where, res.errors) end
-  elseif r.scenario == "fanout" then
+  elseif r.scenario == "fanout" or r.scenario == "fanout-catchup" then
     if res.received ~= res.expect * res.open then problem("%s: %s of %s deliveries", where, tostring(res.received), tostring(res.expect * res.open)) end
+    if r.catchup ~= nil and not (r.catchup and r.catchup.records > 0) then problem("%s: no catch-up ran", where) end
   elseif r.scenario == "connections" then
     if res.open ~= res.conns then problem("%s: %s of %s connections open", where, tostring(res.open), tostring(res.conns)) end
   elseif r.scenario == "overload" then
@@ -225,6 +226,27 @@ for _, impl in ipairs(SLUICE) do
     local p99 = med("fanout", impl, function(x) return x.result.fanout_latency.p99_ms end)
     p(("| %s | %d × %d | %s | %s | %s |"):format(impl, l[1].result.conns, l[1].result.expect, fmt_int(d), fmt_ms(p50), fmt_ms(p99)))
     summary.scenarios.fanout[impl] = { deliveries_per_s = d, p50_ms = p50, p99_ms = p99 }
+  end
+end
+p("")
+p("With catch-ups running: the same, while subscribers resuming from the start of `movie-stats` ",
+  "(records written before the gateway started) catch up again and again on `/stream` ",
+  "(bench/peers/catchup.js; the app reads at most 4 at once). Catch-ups: completed during the whole run.")
+p("")
+p("| implementation | clients × records | deliveries/s | latency p50 ms | p99 ms | catch-up clients | catch-ups completed | records caught up |")
+p("|---|---|---:|---:|---:|---:|---:|---:|")
+summary.scenarios["fanout-catchup"] = {}
+for _, impl in ipairs(SLUICE) do
+  local l = by["fanout-catchup"] and by["fanout-catchup"][impl]
+  if l then
+    local d = med("fanout-catchup", impl, function(x) return x.result.deliveries_per_s end)
+    local p50 = med("fanout-catchup", impl, function(x) return x.result.fanout_latency.p50_ms end)
+    local p99 = med("fanout-catchup", impl, function(x) return x.result.fanout_latency.p99_ms end)
+    local cu = med("fanout-catchup", impl, function(x) return x.catchup and x.catchup.catchups end)
+    local cr = med("fanout-catchup", impl, function(x) return x.catchup and x.catchup.records end)
+    p(("| %s | %d × %d | %s | %s | %s | %d | %s | %s |"):format(impl, l[1].result.conns, l[1].result.expect,
+      fmt_int(d), fmt_ms(p50), fmt_ms(p99), l[1].catchup and l[1].catchup.clients or 0, fmt_int(cu), fmt_int(cr)))
+    summary.scenarios["fanout-catchup"][impl] = { deliveries_per_s = d, p50_ms = p50, p99_ms = p99, catchups = cu, caught_up = cr }
   end
 end
 p("")
@@ -374,6 +396,9 @@ for _, impl in ipairs(SLUICE) do
   local f = summary.scenarios.fanout[impl]
   local d = f and f.deliveries_per_s
   target(impl .. " fan-out ≥ 1,000,000 deliveries/s", d, d and d >= 1e6, fmt_int(d) .. "/s")
+  f = summary.scenarios["fanout-catchup"][impl]
+  d = f and f.deliveries_per_s
+  if f then target(impl .. " fan-out with catch-ups ≥ 1,000,000 deliveries/s", d, d and d >= 1e6, fmt_int(d) .. "/s") end
 end
 -- judged on the ack-only pass (the gateway alone); the echo consumer's pass
 -- measures the embedded broker's fetch behaviour as well (see its table)

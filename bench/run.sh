@@ -53,13 +53,13 @@ COMMAND="bench/run.sh${ARGS:+ $ARGS}"
 # ---- sizes ------------------------------------------------------------------
 if [ "$SMOKE" = 1 ]; then
   KROWS=5000 LROWS=10000 IROWS=3000 NCROWS=2000 NNROWS=300
-  FAN_CONNS=20 FAN_RECORDS=50 RT_RATES="1000" RT_SECS=1
+  FAN_CONNS=20 FAN_RECORDS=50 RT_RATES="1000" RT_SECS=1 CATCHUP_CLIENTS=2 CATCHUP_RECORDS=500
   IDLE_CONNS=200 OVERLOAD_S=2 IDLE_S=1 BIG_CONNS=50 IDLE_HOLD=1.5 IDLE_SETTLE=0.5
   # one sluice and one Node peer where a scenario is slow to set up
   SLUICES="sluice-lua5.4" PEERS="node-careful" CONN_SET="10"
 else
   KROWS=500000 LROWS=1000000 IROWS=600000 NCROWS=150000 NNROWS=20000
-  FAN_CONNS=1000 FAN_RECORDS=1000 RT_RATES="1000 10000 50000" RT_SECS=3
+  FAN_CONNS=1000 FAN_RECORDS=1000 RT_RATES="1000 10000 50000" RT_SECS=3 CATCHUP_CLIENTS=8 CATCHUP_RECORDS=20000
   IDLE_CONNS=10000 OVERLOAD_S=30 IDLE_S=10 BIG_CONNS=1000 IDLE_HOLD=4 IDLE_SETTLE=2
   SLUICES="sluice-luajit sluice-lua5.4" PEERS="node-careful node-naive" CONN_SET="10 1000"
 fi
@@ -276,6 +276,8 @@ fi
 # ---- fan-out ---------------------------------------------------------------
 if want fanout; then
   start_broker
+  # What the catch-ups of fanout-catchup read back (written before any gateway starts).
+  $B/sluice-kprod --kafka "$KAFKA" --topic movie-stats --rows "$CATCHUP_RECORDS" >/dev/null 2>>"$(logfile kprod)"
   for rep in $(seq 1 "$REPEAT"); do
     for impl in $SLUICES; do
       note "fanout: $impl, rep $rep"
@@ -293,6 +295,29 @@ if want fanout; then
       hwm=$(hwm_kb "$PID")
       stop_pid "$PID"
       record fanout "$impl" "$rep" "$(cat "$out")" "\"peak_rss_kb\":$hwm" "$cmd; $pcmd"
+
+      # The same with CATCHUP_CLIENTS subscribers resuming all along, each
+      # reading the topic from its start (CATCHUP_RECORDS written before the
+      # gateway started, so none of them reaches the /stats clients), then
+      # again: the catch-ups run at most 4 at once (the app's default).
+      note "fanout-catchup: $impl, rep $rep"
+      start_impl "$impl"
+      wait_assigned 4
+      out=$OUT/logs/fanout-catchup.json err=$(logfile fanout-catchup-loadgen)
+      cmd="$LOADGEN --url ws://127.0.0.1:$PORT/stats --mode recv --conns $FAN_CONNS --expect $FAN_RECORDS --timeout 60"
+      $cmd >"$out" 2>"$err" &
+      LG=$!
+      for i in $(seq 1 600); do grep -q "connections open" "$err" && break; sleep 0.1; done
+      ccmd="node bench/peers/catchup.js --url ws://127.0.0.1:$PORT/stream --clients $CATCHUP_CLIENTS --since 0:0:-1,1:0:-1,2:0:-1,3:0:-1 --records $CATCHUP_RECORDS"
+      (cd "$ROOT" && exec $ccmd) >"$OUT/logs/catchup.json" 2>>"$(logfile catchup)" &
+      CU=$!; PIDS+=("$CU")
+      sleep 2   # the catch-ups under way
+      $pcmd >/dev/null 2>>"$(logfile kprod)"
+      wait "$LG" || true
+      kill -TERM "$CU" 2>/dev/null; wait "$CU" 2>/dev/null || true
+      hwm=$(hwm_kb "$PID")
+      stop_pid "$PID"
+      record fanout-catchup "$impl" "$rep" "$(cat "$out")" "\"peak_rss_kb\":$hwm,\"catchup\":$(cat "$OUT/logs/catchup.json" || echo null)" "$cmd; $ccmd; $pcmd"
     done
   done
 fi

@@ -34,7 +34,7 @@ static void push_bytes_or_nil(lua_State *L, const void *p, size_t len)
 
 /* A record as a table: topic, partition, offset, key, value, timestamp,
  * headers. */
-static void push_record(lua_State *L, const sluice_record *r)
+void sluice_lua_push_record(lua_State *L, const sluice_record *r)
 {
     lua_createtable(L, 0, 7);
     lua_pushstring(L, r->topic);
@@ -63,7 +63,7 @@ typedef struct list_ctx { lua_State *L; int n; } list_ctx;
 static void append_record(void *ud, const sluice_record *r)
 {
     list_ctx *lc = ud;
-    push_record(lc->L, r);
+    sluice_lua_push_record(lc->L, r);
     lua_rawseti(lc->L, -2, ++lc->n);
 }
 
@@ -73,7 +73,7 @@ static void on_record(void *ud, sluice_consumer *sc, const sluice_record *r)
     (void)sc;
     c->consumed++;
     if (!sluice_lua_handle_callback(&c->h, RECORD)) return;
-    push_record(c->h.ctx->L, r);
+    sluice_lua_push_record(c->h.ctx->L, r);
     sluice_lua_call(c->h.ctx, 1, 0, "consume handler");
 }
 

@@ -59,6 +59,66 @@ void sluice_lua_http_forget(sluice_http_req *r, lua_State *L)
     if (L) sluice_lua_handle_release(L, &h->h);
 }
 
+/* The client left (or a stream ended): a stream's on_close runs, then the
+ * request is forgotten. */
+void sluice_lua_http_aborted(sluice_http_req *r, sluice_lua_loop *ctx, int from_gc)
+{
+    lua_http *h = sluice_http_userdata(r);
+    lua_State *L = from_gc ? NULL : ctx->L;
+    int call = h && L && h->h.refs[0] != LUA_NOREF;
+    if (call) lua_rawgeti(L, LUA_REGISTRYINDEX, h->h.refs[0]);
+    sluice_lua_http_forget(r, L);
+    if (call) sluice_lua_call(ctx, 0, 0, "stream close handler");
+}
+
+/* req:stream(content_type [, headers [, on_close]]) → true | nil, err, code:
+ * a 200 answer whose body follows in req:write() calls, until req:finish()
+ * or the client leaves (then on_close() runs). */
+static int http_stream(lua_State *L)
+{
+    lua_http *h = sluice_lua_handle_get(L, 1, &sluice_lua_http_type);
+    const char *ctype = luaL_checkstring(L, 2);
+    const char **extra;
+    int rc;
+    if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TFUNCTION);
+    lua_settop(L, 4);
+    extra = sluice_lua_string_pairs(L, 3, "headers");     /* 5 */
+    if (h->req == NULL)
+        return sluice_lua_fail(L, "CLOSED", "request already answered or client gone");
+    rc = sluice_http_stream_open(h->req, ctype, extra);
+    if (rc) return sluice_lua_fail_core(L, rc, NULL);
+    if (!lua_isnil(L, 4)) sluice_lua_handle_set(L, &h->h, 0, 4);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* req:write(data) → true | nil, err, code (CLOSED: the stream is over;
+ * FULL: the client reads too slowly and the stream is ended) */
+static int http_write(lua_State *L)
+{
+    lua_http *h = sluice_lua_handle_get(L, 1, &sluice_lua_http_type);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    if (h->req == NULL) return sluice_lua_fail(L, "CLOSED", "stream ended");
+    int rc = sluice_http_stream_write(h->req, data, len);
+    if (rc) return sluice_lua_fail_core(L, rc, rc == SLUICE_EFULL ? "stream queue full" : "stream ended");
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* req:finish(): ends a stream once what is queued is sent. */
+static int http_finish(lua_State *L)
+{
+    lua_http *h = sluice_lua_handle_get(L, 1, &sluice_lua_http_type);
+    sluice_http_req *r = h->req;
+    if (r == NULL) return sluice_lua_fail(L, "CLOSED", "stream ended");
+    sluice_lua_http_forget(r, L);
+    int rc = sluice_http_stream_close(r);
+    if (rc) return sluice_lua_fail_core(L, rc, NULL);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* req:respond(status, content_type, body [, headers]) → true | nil, err, code */
 static int http_respond(lua_State *L)
 {
@@ -91,7 +151,8 @@ static int http_is_pending(lua_State *L)
 }
 
 static const luaL_Reg methods[] = {
-    { "respond", http_respond }, { "is_pending", http_is_pending }, { NULL, NULL }
+    { "respond", http_respond }, { "is_pending", http_is_pending },
+    { "stream", http_stream }, { "write", http_write }, { "finish", http_finish }, { NULL, NULL }
 };
 
 const sluice_lua_type sluice_lua_http_type = {

@@ -182,7 +182,12 @@ void sluice_lua_add_header(void *ud, const char *name, const char *value);
 extern const sluice_lua_type sluice_lua_timer_type, sluice_lua_server_type,
     sluice_lua_conn_type, sluice_lua_http_type, sluice_lua_producer_type,
     sluice_lua_consumer_type, sluice_lua_broker_type, sluice_lua_fswatch_type,
-    sluice_lua_schema_type, sluice_lua_route_type;
+    sluice_lua_schema_type, sluice_lua_route_type, sluice_lua_catchup_type;
+
+/* A Kafka record as a table: topic, partition, offset, key, value,
+ * timestamp, headers (consumer.c; catchup.c's records too). */
+struct sluice_record;
+void sluice_lua_push_record(lua_State *L, const struct sluice_record *r);
 
 /* ---- conn.c: shared by server.c and the client constructor --------------
  * The handle that owns a set of connections (a server, or a client
@@ -229,5 +234,6 @@ void sluice_lua_producer_count_sent(sluice_lua_handle *h);
 struct sluice_http_req;
 void sluice_lua_http_wrap(lua_State *L, struct sluice_http_req *r);
 void sluice_lua_http_forget(struct sluice_http_req *r, lua_State *L);
+void sluice_lua_http_aborted(struct sluice_http_req *r, sluice_lua_loop *ctx, int from_gc);
 
 #endif

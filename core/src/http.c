@@ -3,10 +3,12 @@
 #include "server_internal.h"
 #include "http_status.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #define HTTP_CHUNK (64 * 1024)
@@ -33,6 +35,9 @@ struct sluice_http_req {
     unsigned char *resp;        /* LWS_PRE headroom + body */
     size_t resp_len, resp_off;
     int headers_sent;
+    /* a stream (sluice_http_stream_open): no Content-Length, the body is
+     * what stream_write queues in resp, until stream_close */
+    int streaming, stream_closing;
     lws_sorted_usec_list_t timeout_sul;
 };
 
@@ -57,7 +62,7 @@ void sluice_http_detach(struct wsi_slot *slot)
         return;
     slot->req = NULL;
     r->slot = NULL;
-    if (r->dispatched && !r->responded) {
+    if (r->dispatched && (!r->responded || r->streaming)) {
         /* The handler still holds r: tell it, then free. */
         sluice_server *s = r->server;
         if (s->h.http_abort)
@@ -264,6 +269,9 @@ static int finish_response(struct wsi_slot *slot)
     sluice_http_req *r = slot->req;
     slot->req = NULL;
     r->slot = NULL;
+    /* A stream's owner may still hold r (ended for a slow reader). */
+    if (r->streaming && r->server->h.http_abort)
+        r->server->h.http_abort(r->server->ud, r);
     req_free(r);
     /* Close (see send_status) once lws has sent what it buffered. */
     if (lws_partial_buffered(wsi)) {
@@ -293,7 +301,8 @@ static int write_response(struct wsi_slot *slot)
                   (has_body && lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
                                                (unsigned char *)r->content_type,
                                                (int)strlen(r->content_type), &p, end)) ||
-                  (has_body && lws_add_http_header_content_length(wsi, r->resp_len, &p, end)) ||
+                  (has_body && !r->streaming &&
+                   lws_add_http_header_content_length(wsi, r->resp_len, &p, end)) ||
                   lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
                                                (const unsigned char *)"close", 5, &p, end);
         for (size_t i = 0; !bad && i < r->nextra; i++)
@@ -306,6 +315,13 @@ static int write_response(struct wsi_slot *slot)
         if (bad)
             return -1;
         r->headers_sent = 1;
+        if (r->streaming && !r->head_only) {
+            /* open until the handler or the client ends it */
+            lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+            if (r->resp_len || r->stream_closing)
+                lws_callback_on_writable(wsi);
+            return 0;
+        }
         if (r->resp_len && !r->head_only) {
             lws_callback_on_writable(wsi);
             return 0;
@@ -316,6 +332,11 @@ static int write_response(struct wsi_slot *slot)
     if (chunk > HTTP_CHUNK)
         chunk = HTTP_CHUNK;
     int last = r->resp_off + chunk == r->resp_len;
+    if (r->streaming) {
+        if (!chunk)
+            return r->stream_closing ? finish_response(slot) : 0;
+        last = 0;   /* a stream's body ends when the connection does */
+    }
     /* Each chunk is moved to the front so lws has LWS_PRE headroom. */
     unsigned char *data = r->resp + LWS_PRE;
     if (r->resp_off)
@@ -325,6 +346,11 @@ static int write_response(struct wsi_slot *slot)
     if (lws_write(wsi, data, chunk, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) < 0)
         return -1;
     r->resp_off = chunk;
+    if (r->streaming) {
+        if (r->resp_off < r->resp_len || r->stream_closing)
+            lws_callback_on_writable(wsi);
+        return 0;
+    }
     if (!last) {
         lws_callback_on_writable(wsi);
         return 0;
@@ -418,5 +444,64 @@ int sluice_http_respond(sluice_http_req *r, int status, const char *content_type
     r->resp_len = len;
     /* r->slot is set: a request whose client left was aborted and freed. */
     lws_callback_on_writable(r->slot->wsi);
+    return SLUICE_OK;
+}
+
+/* ---- streamed responses (Server-Sent Events) ------------------------------ */
+
+int sluice_http_stream_open(sluice_http_req *r, const char *content_type,
+                            const char *const *extra_headers)
+{
+    if (!r)
+        return SLUICE_EINVAL;
+    int rc = sluice_http_respond(r, 200, content_type, NULL, 0, extra_headers);
+    if (rc == SLUICE_OK)
+        r->streaming = 1;
+    return rc;
+}
+
+int sluice_http_stream_write(sluice_http_req *r, const void *data, size_t len)
+{
+    if (!r || (!data && len))
+        return SLUICE_EINVAL;
+    if (!r->streaming || r->stream_closing || !r->slot)
+        return SLUICE_ECLOSED;
+    /* lws does not read an HTTP socket while it answers, so a client that
+     * left is seen here: end of file waiting (peeked, nothing taken). */
+    char b;
+    ssize_t got = recv(lws_get_socket_fd(r->slot->wsi), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        r->stream_closing = 1;
+        lws_set_timeout(r->slot->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+        return SLUICE_ECLOSED;
+    }
+    size_t unsent = r->resp_len - r->resp_off;
+    if (unsent + len > r->server->send_queue_max) {
+        /* a reader this slow is let go, as a WebSocket's would be */
+        r->stream_closing = 1;
+        r->resp_len = r->resp_off;
+        lws_callback_on_writable(r->slot->wsi);
+        return SLUICE_EFULL;
+    }
+    unsigned char *bigger = realloc(r->resp, LWS_PRE + r->resp_len + len + 1);
+    if (!bigger)
+        return SLUICE_ENOMEM;
+    r->resp = bigger;
+    memcpy(r->resp + LWS_PRE + r->resp_len, data, len);
+    r->resp_len += len;
+    if (r->headers_sent)
+        lws_callback_on_writable(r->slot->wsi);
+    return SLUICE_OK;
+}
+
+int sluice_http_stream_close(sluice_http_req *r)
+{
+    if (!r || !r->streaming)
+        return SLUICE_EINVAL;
+    if (r->stream_closing || !r->slot)
+        return SLUICE_ECLOSED;
+    r->stream_closing = 1;
+    if (r->headers_sent)
+        lws_callback_on_writable(r->slot->wsi);
     return SLUICE_OK;
 }

@@ -106,6 +106,24 @@ static rd_kafka_resp_err_t assigner_by_time(sluice_assigner *a, rd_kafka_topic_p
     return e;
 }
 
+/* Logical starts (beginning, end) as offsets, from the watermarks: the
+ * owner then knows where each partition starts before any of its records
+ * (a resume's seam is placed by offsets, app/feed.lua). 0, or the failing
+ * request's error. */
+static rd_kafka_resp_err_t assigner_resolve(sluice_assigner *a, rd_kafka_topic_partition_list_t *list) {
+    rd_kafka_resp_err_t e = 0;
+    for (int i = 0; !e && i < list->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &list->elems[i];
+        int64_t lo, hi;
+        if (tp->offset != SLUICE_FROM_EARLIEST && tp->offset != SLUICE_FROM_LATEST) continue;
+        e = assigner_stopping(a) ? RD_KAFKA_RESP_ERR__DESTROY
+            : rd_kafka_query_watermark_offsets(a->cfg.rk, tp->topic, tp->partition, &lo, &hi,
+                                               ASSIGNER_REQUEST_MS);
+        if (!e) tp->offset = tp->offset == SLUICE_FROM_EARLIEST ? lo : hi;
+    }
+    return e;
+}
+
 /* One look at topic t: partitions not handed over yet, with their start.
  * Returns 1 if the topic is missing or a request failed (retry soon). */
 static int assigner_topic(sluice_assigner *a, size_t t) {
@@ -146,6 +164,7 @@ static int assigner_topic(sluice_assigner *a, size_t t) {
         else rd_kafka_topic_partition_list_add(found, topic, p)->offset = at;
     }
     e = by_time->cnt ? assigner_by_time(a, by_time) : 0;
+    if (!e) e = assigner_resolve(a, found);
     if (e) {
         a->seen[t] = !initial;   /* the next round is the first answer again */
         assigner_fail(a, topic, "offsets for the start time", e);

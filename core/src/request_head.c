@@ -29,7 +29,11 @@ int sluice_copy_headers(struct lws *wsi, char ***out, size_t *n)
 {
     *out = NULL;
     *n = 0;
-    char **list = calloc(2 * WSI_TOKEN_COUNT, sizeof *list);
+    /* Headers lws has no token for, read by name (lws 4.1 cannot list
+     * them): Last-Event-ID, with which an EventSource resumes. */
+    static const char *const custom[] = { "last-event-id:" };
+    const size_t ncustom = sizeof custom / sizeof *custom;
+    char **list = calloc(2 * (WSI_TOKEN_COUNT + ncustom), sizeof *list);
     if (!list)
         return SLUICE_ENOMEM;
     size_t count = 0;
@@ -59,6 +63,25 @@ int sluice_copy_headers(struct lws *wsi, char ***out, size_t *n)
         list[2 * count + 1] = v;
         count++;
     }
+#ifdef LWS_WITH_CUSTOM_HEADERS
+    for (size_t i = 0; i < ncustom; i++) {
+        int nlen = (int)strlen(custom[i]);
+        int vlen = lws_hdr_custom_length(wsi, custom[i], nlen);
+        if (vlen < 0)
+            continue;
+        char *k = sluice_strdup(custom[i]);
+        char *v = malloc((size_t)vlen + 1);
+        if (!k || !v || lws_hdr_custom_copy(wsi, v, vlen + 1, custom[i], nlen) < 0) {
+            free(k);
+            free(v);
+            continue;
+        }
+        k[nlen - 1] = '\0';
+        list[2 * count] = k;
+        list[2 * count + 1] = v;
+        count++;
+    }
+#endif
     *out = list;
     *n = count;
     return SLUICE_OK;

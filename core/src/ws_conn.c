@@ -6,6 +6,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <stdatomic.h>
+#include <zlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,8 @@ sluice_payload *sluice_payload_new(const void *data, size_t len)
         return NULL;
     p->refs = 1;
     p->len = len;
+    p->z = NULL;
+    p->z_bits = 0;
     if (len)
         memcpy(p->buf + LWS_PRE, data, len);
     return p;
@@ -56,8 +59,95 @@ sluice_payload *sluice_payload_new(const void *data, size_t len)
 
 void sluice_payload_release(sluice_payload *p)
 {
-    if (p && --p->refs == 0)
+    if (p && --p->refs == 0) {
+        if (p->z && p->z != p)
+            sluice_payload_release(p->z);
         free(p);
+    }
+}
+
+/* ---- permessage-deflate ---------------------------------------------------- */
+
+int sluice_conn_deflate_bits(struct lws *wsi)
+{
+    /* lws answers the first permessage-deflate offer it accepts; setting an
+     * option it ignores for us (we compress ourselves) fails unless the
+     * extension is active on wsi. */
+    if (lws_set_extension_option(wsi, "permessage-deflate", "compression_level", "1"))
+        return 0;
+    int total = lws_hdr_total_length(wsi, WSI_TOKEN_EXTENSIONS);
+    char *offer = total > 0 ? malloc((size_t)total + 1) : NULL;
+    int bits = 15;
+    if (offer && lws_hdr_copy(wsi, offer, total + 1, WSI_TOKEN_EXTENSIONS) > 0) {
+        char *pmd = strstr(offer, "permessage-deflate");
+        char *end = pmd ? strchr(pmd, ',') : NULL;
+        if (end)
+            *end = '\0';
+        char *w = pmd ? strstr(pmd, "server_max_window_bits") : NULL;
+        if (w && (w = strchr(w, '=')) != NULL)
+            bits = atoi(w + 1 + (w[1] == '"'));
+    }
+    free(offer);
+    /* zlib's raw deflate has no 256-byte window: such a client gets its
+     * messages uncompressed (always allowed). */
+    return bits >= 9 && bits <= 15 ? bits : 0;
+}
+
+void sluice_conn_sink_release(struct sluice_conn_sink *sink)
+{
+    for (int i = 0; i < 16; i++) {
+        if (sink->zs[i]) {
+            deflateEnd(sink->zs[i]);
+            free(sink->zs[i]);
+            sink->zs[i] = NULL;
+        }
+    }
+}
+
+/* p compressed with a window of `bits`, or p itself when that is not
+ * smaller (or fails); cached on p, so a broadcast is compressed once. */
+static sluice_payload *deflated(struct sluice_conn_sink *sink, sluice_payload *p, int bits)
+{
+    if (p->z && p->z_bits == bits)
+        return p->z;
+    z_stream *z = sink->zs[bits];
+    if (!z) {
+        z = calloc(1, sizeof *z);
+        /* level 1, memLevel 8: a broadcast is compressed once, but the
+         * loop thread does it while every subscriber waits */
+        if (!z || deflateInit2(z, 1, Z_DEFLATED, -bits, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+            free(z);
+            return p;
+        }
+        sink->zs[bits] = z;
+    } else {
+        deflateReset(z);
+    }
+    size_t cap = deflateBound(z, p->len) + 8;
+    sluice_payload *out = malloc(sizeof *out + LWS_PRE + cap);
+    if (!out)
+        return p;
+    z->next_in = p->buf + LWS_PRE;
+    z->avail_in = (uInt)p->len;
+    z->next_out = out->buf + LWS_PRE;
+    z->avail_out = (uInt)cap;
+    int rc = deflate(z, Z_SYNC_FLUSH);
+    size_t n = cap - z->avail_out;
+    /* RFC 7692 7.2.1: the sync flush's empty block (00 00 ff ff) is cut */
+    if (rc != Z_OK || z->avail_in || n < 4 || n - 4 >= p->len) {
+        free(out);
+        out = p;
+    } else {
+        out->refs = 1;
+        out->len = n - 4;
+        out->z = out;
+        out->z_bits = bits;
+    }
+    if (p->z && p->z != p)
+        sluice_payload_release(p->z);
+    p->z = out;   /* (out == p holds no extra reference) */
+    p->z_bits = bits;
+    return out;
 }
 
 /* A drained ring larger than this is freed: a burst does not pin memory
@@ -119,7 +209,7 @@ static void pop_head(sluice_conn *c)
 }
 
 /* Appends an entry holding p (the caller's reference passes to it). */
-static int push_entry(sluice_conn *c, sluice_payload *p, int binary)
+static int push_entry(sluice_conn *c, sluice_payload *p, int binary, int compressed)
 {
     if (c->tx_count == c->tx_cap) {
         size_t cap = c->tx_cap ? 2 * c->tx_cap : 4;
@@ -136,6 +226,7 @@ static int push_entry(sluice_conn *c, sluice_payload *p, int binary)
     struct sluice_sendbuf *b = ring_at(c, c->tx_count);
     b->p = p;
     b->binary = binary;
+    b->compressed = compressed;
     c->tx_count++;
     c->queued += p->len;
     return SLUICE_OK;
@@ -220,6 +311,8 @@ int sluice_conn_on_open(sluice_conn *c)
     return 0;
 }
 
+static void begin_close(sluice_conn *c, int code, const char *reason, int grace);
+
 /* Returns -1 if c was freed meanwhile. */
 static int deliver(sluice_conn *c, const char *data, size_t len, int binary)
 {
@@ -244,8 +337,23 @@ int sluice_conn_on_receive(sluice_conn *c, const void *in, size_t len)
         c->rx_binary = lws_frame_is_binary(wsi);
         c->rx_len = 0;
     }
+    if (c->too_big) {
+        /* the rest of a message already refused */
+        c->too_big = !final;
+        return 0;
+    }
     if (c->rx_len + len > c->max_message) {
         static const char why[] = "message too big";
+        if (c->coalesce) {
+            /* Our close frame after what is queued (on_writeable). lws
+             * does not act on -1 while it inflates a permessage-deflate
+             * message, so the closing is ours on the server side. */
+            begin_close(c, SLUICE_CLOSE_TOO_BIG, why, 1);
+            c->rx_len = 0;
+            c->rx_in_message = 0;
+            c->too_big = !final;
+            return 0;
+        }
         c->state = SLUICE_CONN_CLOSING;
         c->close_code = SLUICE_CLOSE_TOO_BIG;
         snprintf(c->close_reason, sizeof c->close_reason, "%s", why);
@@ -290,10 +398,11 @@ int sluice_conn_on_receive(sluice_conn *c, const void *in, size_t len)
 }
 
 /* RFC 6455 header of a final, unmasked (server to client) text or binary
- * frame into h (10 bytes); returns its length. */
-static size_t frame_header(unsigned char *h, size_t len, int binary)
+ * frame into h (10 bytes), RSV1 set for a compressed message (RFC 7692);
+ * returns its length. */
+static size_t frame_header(unsigned char *h, size_t len, int binary, int compressed)
 {
-    h[0] = 0x80 | (binary ? 0x2 : 0x1);
+    h[0] = 0x80 | (compressed ? 0x40 : 0) | (binary ? 0x2 : 0x1);
     if (len < 126) {
         h[1] = (unsigned char)len;
         return 2;
@@ -324,7 +433,7 @@ static int write_coalesced(sluice_conn *c, unsigned char *out)
         while ((b = queue_head(c)) != NULL && used < SLUICE_WRITE_COALESCE) {
             unsigned char h[10];
             size_t len = b->p->len;
-            size_t hlen = frame_header(h, len, b->binary);
+            size_t hlen = frame_header(h, len, b->binary, b->compressed);
             size_t off = c->tx_off, n;
             if (off < hlen) {
                 n = hlen - off;
@@ -510,8 +619,19 @@ static int enqueue(sluice_conn *c, const void *data, size_t len, int binary,
         p->refs++;
     else if (!(p = sluice_payload_new(data, len)))
         return SLUICE_ENOMEM;
+    /* permessage-deflate: the compressed form, shared like p */
+    int compressed = 0;
+    if (c->deflate_bits && c->sink && len >= SLUICE_DEFLATE_MIN) {
+        sluice_payload *zp = deflated(c->sink, p, c->deflate_bits);
+        if (zp != p) {
+            zp->refs++;
+            sluice_payload_release(p);
+            p = zp;
+            compressed = 1;
+        }
+    }
     int was_empty = queue_head(c) == NULL;
-    if (push_entry(c, p, binary) != SLUICE_OK) {
+    if (push_entry(c, p, binary, compressed) != SLUICE_OK) {
         sluice_payload_release(p);
         return SLUICE_ENOMEM;
     }

@@ -13,6 +13,11 @@
 struct sluice_payload {
     size_t refs;
     size_t len;
+    /* permessage-deflate: the same message compressed with a window of
+     * z_bits, made once for every connection that can take it (NULL: not
+     * yet; a payload that does not get smaller keeps z == itself) */
+    struct sluice_payload *z;
+    int z_bits;
     unsigned char buf[];
 };
 
@@ -20,6 +25,7 @@ struct sluice_payload {
 struct sluice_sendbuf {
     struct sluice_payload *p;   /* holds one reference */
     int binary;
+    int compressed;             /* p is deflated: RSV1 set on its frame */
 };
 
 /* The server's lists (connections, sockets): doubly linked through the
@@ -58,7 +64,15 @@ struct sluice_conn_sink {
      * so one buffer serves every connection. */
     unsigned char *wbuf;
     void (*closed)(struct sluice_conn_sink *sink, sluice_conn *c);
+    /* permessage-deflate: one deflate stream per window size, reset for
+     * every message (allocated on first use, freed by the owner) */
+    void *zs[16];
 };
+/* The window our messages to wsi may use if it negotiated
+ * permessage-deflate (the client's server_max_window_bits, else 15), or 0. */
+int sluice_conn_deflate_bits(struct lws *wsi);
+/* Frees the sink's deflate streams. */
+void sluice_conn_sink_release(struct sluice_conn_sink *sink);
 
 enum sluice_conn_state {
     SLUICE_CONN_CONNECTING,  /* client handshake in progress */
@@ -88,6 +102,7 @@ struct sluice_conn {
     char *rx;
     size_t rx_len, rx_cap;
     int rx_binary, rx_in_message;
+    int too_big;                /* inside a message refused as too big */
     /* send queue: a ring of tx_cap entries (a power of two), tx_count of
      * them from tx_first (queue_head/ring_at in ws_conn.c).
      * No allocation per message queued, only per payload. */
@@ -99,6 +114,9 @@ struct sluice_conn {
      * already written */
     int coalesce;
     size_t tx_off;
+    /* permessage-deflate negotiated: the window (9..15) our messages may
+     * use; 0: not negotiated (or a window zlib cannot do) */
+    int deflate_bits;
     /* our close request, and the peer's close frame */
     int close_code;
     char close_reason[124];

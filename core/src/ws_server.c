@@ -160,9 +160,10 @@ static int on_established(sluice_server *s, struct wsi_slot *slot)
     c->sink = &s->sink;
     c->wsi = wsi;
     c->state = SLUICE_CONN_OPEN;
-    /* Our vhost offers no extension (no permessage-deflate), so frames can
-     * be built here and written raw, many per send(). */
+    /* Frames are built here (compressed here with permessage-deflate)
+     * and written raw, many per send(). */
     c->coalesce = 1;
+    c->deflate_bits = sluice_conn_deflate_bits(wsi);
     sluice_conn_limit_unsent(c, 1);
     c->path = copy_token(wsi, WSI_TOKEN_GET_URI);
     c->query = sluice_copy_query(wsi);
@@ -304,6 +305,14 @@ static int server_callback(struct lws *wsi, enum lws_callback_reasons reason,
     (void)user;
     return rc;
 }
+
+/* permessage-deflate (RFC 7692), offered when the server is configured
+ * with it: lws negotiates it and inflates what clients send; what we send
+ * is framed and compressed here (ws_conn.c). */
+static const struct lws_extension server_extensions[] = {
+    { "permessage-deflate", lws_extension_callback_pm_deflate, "permessage-deflate" },
+    { NULL, NULL, NULL }
+};
 
 static const struct lws_protocols server_protocols[] = {
     { .name = "sluice-ws", .callback = server_callback },
@@ -469,6 +478,8 @@ int sluice_server_new(sluice_loop *loop, const sluice_server_config *cfg,
     info.protocols = server_protocols;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
     info.user = s;
+    if (cfg->deflate)
+        info.extensions = server_extensions;
     /* lws's own limit on an incomplete request head (10 s by default) is
      * kept above ours, so that ours answers 408 first. */
     if (s->handshake_timeout_s > 0)
@@ -566,6 +577,7 @@ static void server_destroy_now(sluice_server *s)
     }
     lws_vhost_destroy(s->vh);
     free(s->sink.wbuf);
+    sluice_conn_sink_release(&s->sink);
     free(s->static_dir);
     while (s->routes) {
         struct sluice_route *r = s->routes;

@@ -11,6 +11,7 @@
 local core = require "sluice.core"
 local util = require "sluice.util"
 local Consumer = require "sluice.app.consumer"
+local Feed = require "sluice.app.feed"
 local http = require "sluice.app.http"
 local timers = require "sluice.app.timers"
 local route = require "sluice.app.route"
@@ -193,6 +194,7 @@ function App:_server_handlers()
       local path = conn.path
       local set = by_path[path]
       if set then set[conn] = nil end
+      routes_owner:unsubscribe(conn)
       -- A route removed by a reload still hears about its connections.
       local r = routes_owner.routes[path] or routes_owner._retired_routes[path]
       if r and r.close then r.close(conn, code, reason) end
@@ -240,6 +242,10 @@ function App:start()
       if not started then self:_log("error", ("consumer of %s: %s"):format(table.concat(decl.topics, ","), cerr)) end
     end
   end
+  for topic in pairs(self._feed_decls or {}) do
+    local started, ferr = self:_feed(topic)
+    if not started then self:_log("error", ("feed of %s: %s"):format(topic, ferr)) end
+  end
   self:_guard_collection()
   return self
 end
@@ -284,6 +290,7 @@ function App:_start_server()
     max_body = o.max_body, idle_timeout = idle, send_queue = o.send_queue,
     max_connections = o.max_connections,
     handshake_timeout = o.handshake_timeout, max_pending = o.max_pending,
+    deflate = o.deflate or nil,
   }, self:_server_handlers())
   if not server then
     if code == "ADDRINUSE" then err = err .. " (choose another with --listen PORT or listen = PORT)" end
@@ -416,6 +423,141 @@ function App:consume(topics, options, handler)
   return decl.consumer
 end
 
+-- ---- subscriptions (sluice.app.feed; docs/api.md) ------------------------
+
+-- app:subscribe(conn, topic [, { since =, positions =, format =, recovered = }])
+-- → true, or nil, err, code. Every record of topic from now on (or after
+-- the position `since`, read back from Kafka first) goes to conn.
+function App:subscribe(conn, topic, opts)
+  if type(conn) ~= "userdata" and type(conn) ~= "table" then util.check(1, "subscribe", conn, "userdata") end
+  util.check(2, "subscribe", topic, "string")
+  util.check(3, "subscribe", opts, "table", true)
+  opts = opts or {}
+  if opts.since ~= nil and type(opts.since) ~= "string" then
+    util.argerror(3, "subscribe", "since must be a position string")
+  end
+  for _, k in ipairs({ "format", "recovered" }) do
+    if opts[k] ~= nil and type(opts[k]) ~= "function" then
+      util.argerror(3, "subscribe", k .. " must be a function")
+    end
+  end
+  local ok, err, code = self:_ensure_started()
+  if not ok then return nil, err, code end
+  local feed
+  feed, err, code = self:_feed(topic, true)
+  if not feed then return nil, err, code end
+  return feed:subscribe(conn, opts)
+end
+
+-- The running feed of topic, started if need be (now: from the end as of
+-- now, else as of the app's start).
+function App:_feed(topic, now)
+  self.feeds = self.feeds or {}
+  local feed = self.feeds[topic]
+  if feed then return feed end
+  feed = Feed.new(self, topic)
+  local ok, err, code = feed:start(now)
+  if not ok then return nil, err, code end
+  self.feeds[topic] = feed
+  self:_guard_collection()
+  return feed
+end
+
+-- app:feed(topic): subscriptions to topic are served from the app's start
+-- (its consumer starts with the app, from the end as of then) rather than
+-- from the first app:subscribe.
+function App:feed(topic)
+  util.check(1, "feed", topic, "string")
+  self._feed_decls = self._feed_decls or {}
+  self._feed_decls[topic] = true
+  if self.started then
+    local ok, err, code = self:_feed(topic, true)
+    if not ok then return nil, err, code end
+  end
+  return self
+end
+
+-- An app:sse stream: what app:subscribe sends to (conn-like: send, close).
+local Stream = {}
+Stream.__index = Stream
+function Stream:send(data) return self._raw:write(data) end
+function Stream:close()
+  self.closed = true
+  self._app:unsubscribe(self)
+  return self._raw:finish()
+end
+
+-- app:sse(path, handler [, { retry = ms }]): GET path answers a
+-- text/event-stream; handler(stream, req) subscribes the stream
+-- (app:subscribe) — each event's id is its position, and a browser that
+-- reconnects sends the last one back (Last-Event-ID): stream.last_event_id,
+-- to pass as `since`. retry: the reconnect delay the browser is told.
+function App:sse(path, handler, opts)
+  util.check(1, "sse", path, "string")
+  util.check(2, "sse", handler, "function")
+  util.check(3, "sse", opts, "table", true)
+  local retry = opts and opts.retry
+  if retry ~= nil and (type(retry) ~= "number" or retry < 0) then
+    util.argerror(3, "sse", "retry must be a number of milliseconds")
+  end
+  local first = retry and ("retry: %d\n\n"):format(retry) or ": sluice\n\n"
+  local app = self
+  return self:http("GET", path, function(req)
+    local raw = req._raw
+    req:defer()
+    local last = req.headers["last-event-id"]
+    if last == "" then last = nil end
+    local stream = setmetatable({ _raw = raw, _app = app, sse = true, path = req.path, query = req.query,
+      headers = req.headers, last_event_id = last or req.query.lastEventId }, Stream)
+    local ok, err = raw:stream("text/event-stream; charset=utf-8",
+      { ["cache-control"] = "no-store", ["x-accel-buffering"] = "no" },
+      function()
+        stream.closed = true
+        app._sse_streams[stream] = nil
+        app:unsubscribe(stream)
+      end)
+    if not ok then return nil, err end
+    -- something first: the head and a first byte go out at once
+    raw:write(first)
+    app:_sse_keepalive(stream)
+    handler(stream, req)
+  end)
+end
+
+-- Every SSE_KEEPALIVE_S a comment goes to each stream: proxies keep it
+-- open, and a client that left is noticed (docs/api.md).
+local SSE_KEEPALIVE_S = 15
+function App:_sse_keepalive(stream)
+  self._sse_streams = self._sse_streams or setmetatable({}, { __mode = "k" })
+  self._sse_streams[stream] = true
+  if self._sse_timer then return end
+  local streams = self._sse_streams
+  -- the app's own timer, not the code's: a reload keeps it
+  self._sse_timer = core.timer(self.loop, function()
+    for s in pairs(streams) do
+      if not s:send(":\n\n") then streams[s] = nil end
+    end
+  end)
+  self._sse_timer:start(SSE_KEEPALIVE_S * 1000, SSE_KEEPALIVE_S * 1000)
+end
+
+-- app:unsubscribe(conn [, topic]): from topic, or from every topic.
+-- true if it was subscribed.
+function App:unsubscribe(conn, topic)
+  local any = false
+  for t, feed in pairs(self.feeds or {}) do
+    if topic == nil or t == topic then any = feed:unsubscribe(conn) or any end
+  end
+  return any
+end
+
+-- app:position(topic) → the position of the live stream of topic now (the
+-- one a record pushed now would carry), or nil if nobody subscribed to it.
+function App:position(topic)
+  local feed = self.feeds and self.feeds[topic]
+  return feed and feed.ready and feed:position() or nil
+end
+
 -- ---- WebSocket helpers, timers, clients ----------------------------------
 
 -- path: a route, or a table of connections ({[conn] = true} or {[id] = conn}).
@@ -500,6 +642,10 @@ function App:stats()
     s.assigned = s.assigned + (c.assigned or 0)
     s.rebalances = s.rebalances + (c.rebalances or 0)
   end
+  for _, feed in pairs(self.feeds or {}) do
+    s.assigned = s.assigned + #feed.parts
+    s.rebalances = s.rebalances + (feed.rebalances or 0)
+  end
   if self.producer then
     for k, v in pairs(self.producer:stats()) do s[k] = v end
   end
@@ -558,6 +704,7 @@ local CONSUMER_CLOSE_MS, CONSUMER_CLOSE_MIN_MS = 5000, 500
 function App:_teardown()
   if self._reloader then self._reloader:unwatch() end
   for t in pairs(self.timers) do t:close() end
+  if self._sse_timer then self._sse_timer:close(); self._sse_timer = nil end
   -- Commit and leave the groups within one budget: with the brokers gone
   -- each close would otherwise wait its own timeout (docs/reliability.md).
   local deadline = self.loop and self.loop:now() + CONSUMER_CLOSE_MS
@@ -565,6 +712,8 @@ function App:_teardown()
     c:close(deadline and math.floor(math.max(CONSUMER_CLOSE_MIN_MS, deadline - self.loop:now())))
   end
   self.consumers = {}
+  for _, feed in pairs(self.feeds or {}) do feed:close() end
+  self.feeds = nil
   if self.producer then self.producer:close(); self.producer = nil end
   if self.server then self.server:close(); self.server = nil end
   if self.metrics_server then self.metrics_server:close(); self.metrics_server = nil end

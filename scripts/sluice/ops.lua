@@ -11,7 +11,8 @@ M.LIVE_PATH, M.READY_PATH = "/healthz/live", "/healthz/ready"
 local JSON_TYPE = "application/json"
 
 -- Why the app is not ready, as a list of { check, reason } (empty: ready).
--- Ready: not draining; every consumer holds partitions (its group joined);
+-- Ready: not draining; every consumer (and app:subscribe's feed) holds
+-- partitions (its group joined);
 -- Kafka not known down while records wait for it (an error saying all
 -- brokers are down, and no ack since, with records in flight).
 function M.not_ready(app)
@@ -20,6 +21,12 @@ function M.not_ready(app)
   for _, c in ipairs(app.consumers) do
     if not c.closed and (c.assigned or 0) == 0 then
       why[#why + 1] = { "consumers", ("consumer of %s holds no partitions yet"):format(table.concat(c.decl.topics, ",")) }
+    end
+  end
+  -- (app:subscribe's feeds: their consumers are not declarations)
+  for topic, feed in pairs(app.feeds or {}) do
+    if not feed.ready then
+      why[#why + 1] = { "consumers", ("subscriptions to %s: no partitions yet"):format(topic) }
     end
   end
   local down, p = app._kafka_down, app.producer

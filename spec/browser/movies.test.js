@@ -77,7 +77,9 @@ const running = new Set();
 // Starts `sluice run app.lua --listen PORT --embedded-port KAFKA` through a
 // small shell that records the gateway's pid and kills it should this
 // process die without cleaning up (e.g. killed by ctest's timeout).
-async function startGateway(port, kafkaPort) {
+// opts.kafka: an external broker (bootstrap) instead of the embedded one;
+// opts.env: extra environment.
+async function startGateway(port, kafkaPort, opts = {}) {
   const n = ++gateways;
   const logPath = path.join(OUT, `gateway-${n}.log`);
   const pidPath = path.join(OUT, `gateway-${n}.pid`);
@@ -86,8 +88,9 @@ async function startGateway(port, kafkaPort) {
   const watchdog = `"$0" "$@" & pid=$!; echo $pid > '${pidPath}'; ` +
     `(while kill -0 ${process.pid} 2>/dev/null && kill -0 $pid 2>/dev/null; do sleep 1; done; ` +
     `kill -KILL $pid 2>/dev/null) >/dev/null 2>&1 & wait $pid`;
-  const child = spawn('sh', ['-c', watchdog, BIN, 'run', APP, '--listen', String(port),
-    '--embedded-port', String(kafkaPort)], { stdio: ['ignore', log, log] });
+  const broker = opts.kafka ? ['--kafka', opts.kafka] : ['--embedded-port', String(kafkaPort)];
+  const child = spawn('sh', ['-c', watchdog, BIN, 'run', APP, '--listen', String(port), ...broker],
+    { stdio: ['ignore', log, log], env: { ...process.env, ...(opts.env || {}) } });
   fs.closeSync(log);
   let exited = null;
   child.on('exit', (code, sig) => { exited = sig || code; running.delete(pid); });
@@ -103,7 +106,7 @@ async function startGateway(port, kafkaPort) {
   }, 30000);
   const signal = (sig) => { try { process.kill(pid, sig); } catch (e) { /* gone already */ } };
   return {
-    port, bootstrap: '127.0.0.1:' + kafkaPort, log: () => fs.readFileSync(logPath, 'utf8'),
+    port, bootstrap: opts.kafka || '127.0.0.1:' + kafkaPort, log: () => fs.readFileSync(logPath, 'utf8'),
     url: `http://127.0.0.1:${port}/`,
     signal,
     stop: async () => {
@@ -374,6 +377,69 @@ test('the gateway stopped mid-stream: the page shows it, then recovers when it r
   assert.deepEqual(records.map((r) => JSON.parse(r.value).id).sort(), shown.map((r) => r.id).sort());
   assert.ok(records.every((r) => r.key === 'nm0000233'));
   await pageA.screenshot({ path: path.join(OUT, 'movies-recovered.png'), fullPage: true });
+});
+
+test('after its gateway restarts, an EventSource (Last-Event-ID) and the live panel (positions) resume with no gap', async () => {
+  // A broker of their own (a gateway's embedded Kafka, nothing writing
+  // movie-stats but kcat), and the gateway under test on it, restarted.
+  const env = { SLUICE_MOVIES_PROCESSING: '0' };
+  const kafka = await startGateway(await freePort(), await freePort(), { env });
+  const port = await freePort();
+  let gw2 = await startGateway(port, null, { kafka: kafka.bootstrap, env });
+  const page = await (await browser.newContext()).newPage();
+  await page.goto(gw2.url);
+  await page.evaluate(() => {
+    window.sse = { events: [], recovered: [], opened: 0 };
+    const es = new EventSource('/events');
+    es.onopen = () => { window.sse.opened++; };
+    es.onmessage = (e) => window.sse.events.push([e.lastEventId, JSON.parse(e.data).n]);
+    es.addEventListener('recovered', (e) => window.sse.recovered.push(JSON.parse(e.data)));
+  });
+  await page.waitForSelector('#live-conn[data-state="open"]', { timeout: 15000 });
+  // Chromium offers permessage-deflate and the movies app takes it
+  assert.equal(await page.evaluate(() => new Promise((resolve) => {
+    const ws = new WebSocket(location.origin.replace('http', 'ws') + '/stream');
+    ws.onopen = () => { resolve(ws.extensions); ws.close(); };
+    ws.onerror = () => resolve('error');
+  })), 'permessage-deflate');
+  await waitFor('the EventSource to open', () => page.evaluate(() => window.sse.opened === 1), 15000, 100);
+  // (records over 64 bytes: compressed on the page's WebSocket)
+  const note = 'a movie-stats record long enough to be worth compressing';
+  const write = (from, to) => { for (let n = from; n <= to; n++) kcatProduce(kafka.bootstrap, 'movie-stats', JSON.stringify({ n, note })); };
+  const seen = () => page.evaluate(() => window.sse.events.map(([, n]) => n));
+  const panel = () => page.$$eval('#live-last li', (lis) => lis.map((li) => li.textContent));
+  write(1, 3);
+  await waitFor('3 events', async () => (await seen()).length >= 3, 30000, 100);
+  await waitFor('3 records in the live panel', async () => (await panel()).length >= 3, 30000, 100);
+  // every event's id is the position after it: "partition:next:timestamp,…"
+  const ids = await page.evaluate(() => window.sse.events.map(([id]) => id));
+  assert.ok(ids.every((id) => /^\d+:\d+:-?\d+(,\d+:\d+:-?\d+)*$/.test(id)), ids.join(' '));
+
+  await gw2.stop();
+  await page.waitForSelector('#live-conn[data-state="closed"]', { timeout: 15000 });
+  write(4, 6);                                 // while nobody serves the page
+  gw2 = await startGateway(port, null, { kafka: kafka.bootstrap, env });
+  await waitFor('6 events', async () => (await seen()).length >= 6, 60000, 100);
+  write(7, 7);                                 // live again
+  await waitFor('7 events', async () => (await seen()).length >= 7, 30000, 100);
+  await sleep(500);
+  assert.deepEqual((await seen()).sort((a, b) => a - b), [1, 2, 3, 4, 5, 6, 7]);
+  assert.deepEqual(await page.evaluate(() => window.sse.recovered), [{ recovered: true }]);
+  assert.equal(await page.evaluate(() => window.sse.opened), 2);
+
+  // the live panel: told it resumed, and the records of the outage are there
+  await page.waitForSelector('#live-resume[data-recovered="true"]', { timeout: 30000 });
+  assert.equal(await page.textContent('#live-resume'), 'Reconnected: resumed from the last record seen, nothing missed');
+  await waitFor('7 records in the live panel', async () =>
+    /^7 records received/.test(await page.textContent('#live-status')), 30000, 100);
+  // (the latest five; records of different partitions may arrive in any order)
+  const latest = (await panel()).map((t) => JSON.parse(t).n);
+  assert.equal(latest.length, 5);
+  for (const n of [4, 5, 6, 7]) assert.ok(latest.includes(n), `record ${n} not in the panel: ${latest}`);
+  await page.screenshot({ path: path.join(OUT, 'movies-resumed.png'), fullPage: true });
+  await page.context().close();
+  await gw2.stop();
+  await kafka.stop();
 });
 
 test('shutdown', async () => {

@@ -15,6 +15,9 @@
 //     default 60) until every partition has a leader; prints {created: bool}
 //   node kafkajs.js --brokers B --topic T --grow P
 //     raises the topic's partition count to P (admin API); prints {grown: P}
+//   node kafkajs.js --brokers B --topic T --delete-records OFFSET
+//     deletes every record before OFFSET in each partition of the topic
+//     (admin API, DeleteRecords); prints {deleted: {p: low watermark}}
 //   node kafkajs.js --brokers B --groups
 //     lists the cluster's consumer groups (admin API); prints {groups: [ids]}
 //   node kafkajs.js --brokers B --topic T --committed G
@@ -121,6 +124,17 @@ async function grow() {
   done({ grown: Number(o.grow) });
 }
 
+async function deleteRecords() {
+  const admin = kafka.admin();
+  await admin.connect();
+  const before = await admin.fetchTopicOffsets(o.topic);
+  await admin.deleteTopicRecords({ topic: o.topic,
+    partitions: before.map((p) => ({ partition: p.partition, offset: String(o['delete-records']) })) });
+  const after = await admin.fetchTopicOffsets(o.topic);
+  await admin.disconnect();
+  done({ deleted: Object.fromEntries(after.map((p) => [p.partition, Number(p.low)])) });
+}
+
 async function groups() {
   const admin = kafka.admin();
   await admin.connect();
@@ -140,7 +154,8 @@ async function committed() {
 }
 
 const mode = o.create !== undefined ? create : o.grow !== undefined ? grow
-  : o.committed !== undefined ? committed : o.groups !== undefined ? groups : o.produce !== undefined ? produce : consume;
+  : o.committed !== undefined ? committed : o['delete-records'] !== undefined ? deleteRecords
+  : o.groups !== undefined ? groups : o.produce !== undefined ? produce : consume;
 mode().catch((e) => {
   done({ error: `${e.name}: ${e.message}` }, 1);
 });

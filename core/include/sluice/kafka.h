@@ -164,7 +164,8 @@ typedef struct sluice_consumer_config {
      * left on the cluster; group.id is not needed). The partitions are
      * found on a thread of the core's (metadata, offsets for the start),
      * so the loop never blocks; on_rebalance(assigned) reports each one
-     * with its start offset before any of its records. Partitions that
+     * with its start offset (always an offset: a logical start is looked
+     * up) before any of its records. Partitions that
      * exist when the consumer starts begin at `start` (or start_offsets);
      * a partition or topic that appears later (checked every refresh_ms)
      * is read from its beginning: it was written after the start. */
@@ -214,6 +215,50 @@ int sluice_kafka_read_partitions(const char *const *props, const char *topic,
                                  const int32_t *partitions, size_t n,
                                  void (*on_record)(void *ud, const sluice_record *r),
                                  void *ud, int timeout_ms, char *err, size_t errlen);
+
+/* ---- catch-up reader ----------------------------------------------------
+ * Reads one topic's partitions from given offsets onwards, outside any
+ * group, for a subscriber that resumes from its position. A thread of its
+ * own does the blocking work (watermarks, the epoch check, fetching); the
+ * callbacks run on the loop thread, one batch per loop iteration, and the
+ * thread fetches at most SLUICE_CATCHUP_AHEAD batches ahead of them. */
+typedef struct sluice_catchup sluice_catchup;
+
+typedef struct sluice_catchup_config {
+    const char *const *props;     /* librdkafka properties (bootstrap…), pairs */
+    const char *topic;
+    /* Per partition (topic ignored): offset is the first one to deliver
+     * (or SLUICE_FROM_EARLIEST);
+     * check_ts >= 0: the record just before it must still carry this
+     * timestamp (the position's epoch), else the position is not this
+     * topic's any more (re-created). Copied. */
+    const sluice_partition *from;
+    const int64_t *check_ts;      /* NULL: none checked */
+    size_t n;
+    /* Once, before any record: recovered 1, or 0 with the reason
+     * ("EXPIRED: …" the offsets are gone, "EPOCH: …" another topic stands
+     * there now, "KAFKA: …" a request failed). After 0 nothing more is
+     * called. */
+    void (*on_start)(void *ud, int recovered, const char *why);
+    /* Records in offset order per partition; valid during the call. */
+    void (*on_records)(void *ud, const sluice_record *r, size_t n);
+    /* Every record of partition before offset `end` has been delivered
+     * (reported each time the reader reaches the partition's end). */
+    void (*on_end)(void *ud, int32_t partition, int64_t end);
+    /* Reading failed for good (e.g. the offsets were deleted meanwhile);
+     * nothing more is called. */
+    void (*on_error)(void *ud, const char *text);
+    void *ud;
+} sluice_catchup_config;
+#define SLUICE_CATCHUP_BATCH 500
+#define SLUICE_CATCHUP_AHEAD 4
+
+int sluice_catchup_start(sluice_loop *loop, const sluice_catchup_config *cfg,
+                         sluice_catchup **out, char *err, size_t errlen);
+/* Stops delivering at once (callbacks included: it may be called from
+ * inside one). The thread ends and frees its Kafka handle by itself, so
+ * the loop does not wait for it. */
+void sluice_catchup_free(sluice_catchup *c);
 
 /* Commit stored offsets, leave the group, free (assign mode: on_rebalance
  * sees the whole assignment revoked, then the consumer is freed). Blocks until the group

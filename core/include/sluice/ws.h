@@ -78,7 +78,13 @@ typedef struct sluice_server_config {
                                 request head yet; beyond it new sockets get
                                 503 and are closed. 0: 1024; <0: unlimited */
     const char *static_dir;  /* NULL: no static files */
+    /* 1: offer permessage-deflate (RFC 7692). Messages to a connection that
+     * negotiated it are compressed (those of SLUICE_DEFLATE_MIN bytes and
+     * more), each on its own (no context kept), so a broadcast's payload
+     * is compressed once for all its connections. */
+    int deflate;
 } sluice_server_config;
+#define SLUICE_DEFLATE_MIN 64
 
 int sluice_server_new(sluice_loop *loop, const sluice_server_config *cfg,
                       const sluice_server_handlers *h, void *ud,
@@ -170,6 +176,19 @@ void *sluice_http_userdata(const sluice_http_req *r);
 int sluice_http_respond(sluice_http_req *r, int status, const char *content_type,
                         const void *body, size_t len,
                         const char *const *extra_headers);
+
+/* A streamed answer (e.g. text/event-stream): 200 with these headers and
+ * no Content-Length; the body is what stream_write queues, sent as it
+ * comes, until stream_close or the client leaves (then http_abort is
+ * called and r is freed). stream_write: SLUICE_ECLOSED once it is over;
+ * SLUICE_EFULL when the unsent bytes would pass send_queue_max (the
+ * stream is then ended). */
+int sluice_http_stream_open(sluice_http_req *r, const char *content_type,
+                            const char *const *extra_headers);
+int sluice_http_stream_write(sluice_http_req *r, const void *data, size_t len);
+/* Ends the body once what is queued is sent; r is freed then (http_abort
+ * is called). */
+int sluice_http_stream_close(sluice_http_req *r);
 
 #ifdef __cplusplus
 }

@@ -47,10 +47,8 @@ local app = sluice.app {
   listen = 8080,
   static = "public",           -- the browser page
   log    = log,
+  deflate = true,              -- permessage-deflate for clients that offer it
 }
-
--- Connections subscribed to movie-stats, by conn.id.
-local subscribers = {}
 
 local function send_error(conn, text, id)
   conn:send(rows.object("error", text, "id", id))
@@ -90,8 +88,27 @@ local function handle_row(conn, row, raw)
   store(conn, id, row.actorId, rows.encode(row))
 end
 
-local function subscribe(conn)
-  subscribers[conn.id] = conn
+-- A movie-stats record with its position (docs/api.md, appendix): the
+-- stats value as it is when it is JSON, else as a JSON string.
+local function with_position(rec, position)
+  local v = rec.value
+  if not v:find("^%s*[{%[]") then v = rows.object("v", v):sub(6, -2) end
+  return ('{"stats":%s,"position":"%s","partition":%d,"offset":%d}'):format(v, position, rec.partition, rec.offset)
+end
+
+-- Subscribes conn to movie-stats: from now on, or (since) after the
+-- position a client saw last. The reply comes once it is known whether the
+-- position could be resumed from, before any record.
+local function subscribe(conn, since, positions)
+  if since == nil and not positions then return app:subscribe(conn, STATS) end
+  local ok, err = app:subscribe(conn, STATS, {
+    since = since, format = with_position,
+    recovered = since and function(recovered, why)
+      conn:send(rows.object("subscribed", STATS_NAME, "recovered", recovered, "reason", why))
+    end,
+  })
+  if not ok then return nil, err end
+  return ok, since ~= nil
 end
 
 -- What the declared route did not take: subscriptions, invalid rows,
@@ -108,7 +125,13 @@ local function on_message(conn, data, is_binary)
     if value.subscribe ~= STATS_NAME then
       return send_error(conn, "unknown subscription: only " .. STATS_NAME .. " is offered")
     end
-    subscribe(conn)
+    local since, positions = value.since, value.positions == true
+    if since ~= nil and type(since) ~= "string" then
+      return send_error(conn, "invalid position: since must be a string")
+    end
+    local ok, replied = subscribe(conn, since, positions)
+    if not ok then return send_error(conn, "invalid position: " .. replied:gsub("^INVALID: ", "")) end
+    if replied then return end   -- {"subscribed":…,"recovered":…} comes once known
     return conn:send(rows.object("subscribed", STATS_NAME))
   end
 
@@ -119,22 +142,18 @@ local function on_message(conn, data, is_binary)
   end
 end
 
-local function on_close(conn)
-  subscribers[conn.id] = nil
-end
+-- Every gateway instance pushes every stats record written after it
+-- started (a consumer in no group: app:feed, app:subscribe); the app drops
+-- a closed connection's subscriptions by itself.
+app:feed(STATS)
 
-local stream = { route = ROUTE, message = on_message, close = on_close }
+local stream = { route = ROUTE, message = on_message }
 app:ws("/", stream)
 app:ws("/stream", stream)
 app:ws("/stats", {                        -- the same, subscribed from the start
-  route = ROUTE, open = subscribe, message = on_message, close = on_close,
+  route = ROUTE, message = on_message,
+  open = function(conn) subscribe(conn) end,   -- values unchanged, from now on
 })
-
--- Every gateway instance sees every stats record (broadcast = true).
-app:consume(STATS, { broadcast = true }, function(rec)
-  if rec.value == nil then return end
-  app:broadcast(subscribers, rec.value)    -- one copy shared by all queues
-end)
 
 -- The page's form: rows of the data set for the given actor and/or movie
 -- names (comma-separated lists). 400 with {"error": …} for a bad query.
@@ -144,6 +163,17 @@ app:http("GET", "/api/fetch", function(req)
   if not result then return 400, rows.object("error", err), headers end
   return 200, catalog.encode(result), headers
 end)
+
+-- The same subscription over Server-Sent Events, for clients that cannot
+-- hold a WebSocket: each event's id is its position; a reconnecting
+-- EventSource sends it back (Last-Event-ID) and misses nothing.
+app:sse("/events", function(stream)
+  local ok, err = app:subscribe(stream, STATS, { since = stream.last_event_id })
+  if not ok then
+    stream:send("event: error\ndata: " .. rows.object("error", "invalid position: " .. err:gsub("^INVALID: ", "")) .. "\n\n")
+    stream:close()
+  end
+end, { retry = 1000 })
 
 app:http("GET", "/healthz", function()
   local s = app:stats()

@@ -173,4 +173,24 @@ function Consumer.start(app, decl)
   return true
 end
 
+-- The broadcast consumer behind app:subscribe's feed of one topic: from
+-- the end as of the app's start (declared with app:feed), or as of now
+-- (started by a first subscription): nothing written after it is missed.
+-- handlers: record, rebalance. The core consumer, or nil, err, code.
+function Consumer.start_feed(app, topic, handlers, now)
+  local fields = now and { assign = true, start_time = core.time_ms() } or broadcast_start(app, nil)
+  local extra = {}
+  if app.broker then extra["allow.auto.create.topics"] = "true" end
+  fields.props, fields.topics = app:_kafka_props(extra), { topic }
+  local counters = app.counters
+  local record = handlers.record
+  return core.consumer(app.loop, fields, {
+    record = function(rec)
+      counters.consumed = counters.consumed + 1
+      return record(rec)
+    end,
+    rebalance = handlers.rebalance,
+  })
+end
+
 return Consumer

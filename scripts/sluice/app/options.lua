@@ -13,7 +13,7 @@ local OPTION_TYPES = {
   log = "function", log_level = "string",
   handler_timeout = "idle", handler_instructions = "number",
   handshake_timeout = "idle", max_pending = "number", max_in_flight = "number",
-  metrics = "metrics",
+  metrics = "metrics", catchups = "number", deflate = "boolean",
 }
 
 function M.check(options, level)

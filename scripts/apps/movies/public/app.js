@@ -10,7 +10,7 @@
     conn: $('conn'), form: $('form'), actor: $('actor'), movie: $('movie'),
     message: $('message'), stream: $('stream'), summary: $('summary'),
     table: $('results'), tbody: document.querySelector('#results tbody'),
-    liveConn: $('live-conn'), liveStatus: $('live-status'), liveTop: $('live-top'),
+    liveConn: $('live-conn'), liveResume: $('live-resume'), liveStatus: $('live-status'), liveTop: $('live-top'),
     liveTotals: $('live-totals'), liveLast: $('live-last'), liveTopNone: $('live-top-none'),
     liveWindowBox: $('live-window-box'), liveWindow: $('live-window'), liveWindowRange: $('live-window-range'),
   };
@@ -351,10 +351,31 @@
     }
   }
 
+  // The live panel resumes where it was after a reconnect: every record
+  // carries its position, and the subscription names the last one seen.
+  let position = null;
+
+  function onResume(rec) {
+    el.liveResume.hidden = false;
+    el.liveResume.dataset.recovered = String(rec.recovered);
+    el.liveResume.textContent = rec.recovered
+      ? 'Reconnected: resumed from the last record seen, nothing missed'
+      : 'Reconnected: the records sent meanwhile are no longer in Kafka — live from now on (' +
+        String(rec.reason || '') + ')';
+  }
+
   function onStats(text) {
     let rec;
     try { rec = JSON.parse(text); } catch (e) { rec = undefined; }
-    if (isObj(rec) && rec.subscribed !== undefined) return;
+    if (isObj(rec) && rec.subscribed !== undefined) {
+      if (rec.recovered !== undefined) onResume(rec);
+      return;
+    }
+    if (isObj(rec) && typeof rec.position === 'string' && rec.stats !== undefined) {
+      position = rec.position;
+      rec = rec.stats;
+      text = JSON.stringify(rec);
+    }
     live.records++;
     live.last.unshift(text.length > 240 ? text.slice(0, 240) + '…' : text);
     live.last.length = Math.min(live.last.length, 5);
@@ -407,9 +428,11 @@
     el.liveLast.replaceChildren(...live.last.map((t) => node('li', t)));
   }
 
-  keepConnected('/stats', {
+  keepConnected('/stream', {
     state: (s, detail) => showConn(el.liveConn, s, detail, { open: 'Live', closed: 'Offline' }),
-    open: () => {},
+    open: (ws) => ws.send(JSON.stringify(position === null
+      ? { subscribe: 'movie-stats', positions: true }
+      : { subscribe: 'movie-stats', since: position })),
     message: onStats,
     close: () => {},
   });
