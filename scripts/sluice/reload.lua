@@ -279,6 +279,7 @@ end
 local function adopt(app, cand, new_state)
   local old_routes = app.routes
   app.routes, app.http_routes, app._where = cand.routes, cand.http_routes, cand._where
+  app.doors = cand.doors
   if new_state ~= nil then app.state = new_state end
   adopt_consumers(app, cand)
   timers.adopt(app, cand._timer_decls)

@@ -2,6 +2,7 @@
 -- their (status, body, headers) answer becomes the response.
 local util = require "sluice.util"
 local ops = require "sluice.ops"
+local door = require "sluice.app.door"
 local cjson = require "cjson"
 
 local json = cjson.new()
@@ -29,6 +30,10 @@ local function split_headers(headers)
   end
   return ctype, rest
 end
+
+local REASONS = { [400] = "Bad Request", [401] = "Unauthorized", [403] = "Forbidden",
+  [429] = "Too Many Requests" }
+local function http_reason(status) return REASONS[status] or ("HTTP " .. status) end
 
 local function respond(raw, status, body, headers)
   local text, default_ctype = encode_body(body)
@@ -64,7 +69,9 @@ end
 
 -- Runs app's handler for the core request raw (a sluice.http.req).
 function M.serve(app, raw)
-  local handler = app.http_routes[raw.method .. " " .. raw.path] or app.http_routes["* " .. raw.path]
+  local key = raw.method .. " " .. raw.path
+  if not app.http_routes[key] then key = "* " .. raw.path end
+  local handler = app.http_routes[key]
   if not handler and raw.path == M.HEALTH_PATH then
     handler = function() return 200, app:health() end
   end
@@ -79,6 +86,11 @@ function M.serve(app, raw)
     query = util.decode_query(raw.query_string), headers = raw.headers, body = raw.body,
     peer = raw.peer,
   }, Request)
+  local refused, why, extra = door.check(app.doors["http " .. key], req)
+  if refused then
+    return respond(raw, refused, { status = refused, error = why or http_reason(refused) }, extra)
+  end
+  if why ~= nil then req.auth = why end
   local status, body, headers = handler(req)
   if req._deferred then return end
   if status == nil and body == nil then status = 204 end
