@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/ssl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -428,6 +429,8 @@ static int server_callback(struct lws *wsi, enum lws_callback_reasons reason,
         sluice_server *s = lws_get_vhost_user((struct lws_vhost *)in);
         char err[256];
         s->ssl_ctx = user;
+        /* whatever the system's OpenSSL configuration allows */
+        SSL_CTX_set_min_proto_version(user, TLS1_2_VERSION);
         if (sluice_tls_use_pair(user, s->tls_cert, s->tls_key, err, sizeof err) ||
             (s->tls_ca && sluice_tls_use_ca(user, s->tls_ca, err, sizeof err))) {
             sluice_loop_log(s->loop, SLUICE_LOG_ERROR, "%s", err);
@@ -595,7 +598,7 @@ static int server_tls_config(sluice_server *s, const sluice_server_config *cfg,
     if (!cfg->tls_cert && !cfg->tls_key && !cfg->tls_ca)
         return SLUICE_OK;
     if (!cfg->tls_cert || !cfg->tls_key) {
-        errf(err, errlen, "TLS needs both a certificate and its key (%s missing)",
+        errf(err, errlen, "TLS needs both a certificate and its key (%s is missing)",
              cfg->tls_cert ? "the key" : "the certificate");
         return SLUICE_EINVAL;
     }

@@ -106,36 +106,23 @@ end
 
 -- ---- declarations --------------------------------------------------------
 
--- The keys of an app:ws handlers table; any other is a typo, refused.
-local WS_KEYS = { open = "function", message = "function", close = "function",
-  auth = "function", origins = "table", protocols = "table" }
-local HTTP_KEYS = { auth = "function", origins = "table" }
+-- The keys of an app:ws handlers table and app:http options; any other
+-- is a typo, refused.
+local WS_KEYS = { open = true, message = true, close = true, auth = true, origins = true,
+  protocols = true }
+local HTTP_KEYS = { auth = true, origins = true }
+local CONSUME_KEYS = { group = true, from = true, broadcast = true, rebalance = true,
+  batch = true, kafka = true, manual = true }
 
-local function known_keys(set)
-  local names = {}
-  for k in pairs(set) do names[#names + 1] = k end
-  table.sort(names)
-  return table.concat(names, ", ")
-end
-
--- Unknown keys of a declaration's table raise at the caller's line (level).
-local function check_keys(t, known, fname, argn, what, level)
-  for k, v in pairs(t) do
-    local want = known[k]
-    if not want then
-      error(("bad argument #%d to '%s' (unknown %s '%s'; known: %s)")
-        :format(argn, fname, what, tostring(k), known_keys(known)), level + 1)
-    end
-    if want == "function" and type(v) ~= "function" then
-      error(("bad argument #%d to '%s' (handler '%s' must be a function, got %s)")
-        :format(argn, fname, k, type(v)), level + 1)
-    end
-  end
-end
 function App:ws(path, handlers)
   util.check(1, "ws", path, "string")
   util.check(2, "ws", handlers, "table")
-  check_keys(handlers, WS_KEYS, "ws", 2, "key", 2)
+  util.check_keys(handlers, WS_KEYS, "ws", 2, "key")
+  for _, k in ipairs({ "open", "message", "close" }) do
+    if handlers[k] ~= nil and type(handlers[k]) ~= "function" then
+      util.argerror(2, "ws", ("handler '%s' must be a function, got %s"):format(k, type(handlers[k])))
+    end
+  end
   self.doors["ws " .. path] = door.compile(handlers, "ws", 2)
   self.routes[path] = handlers
   self._where["ws " .. path] = where(2)
@@ -156,7 +143,7 @@ function App:http(method, path, handler, options)
   util.check(4, "http", options, "table", true)
   local key = method:upper() .. " " .. path
   if options then
-    check_keys(options, HTTP_KEYS, "http", 4, "option", 2)
+    util.check_keys(options, HTTP_KEYS, "http", 4)
     self.doors["http " .. key] = door.compile(options, "http", 2)
   else
     self.doors["http " .. key] = nil
@@ -355,7 +342,9 @@ function App:reload_tls()
   end
   local ok, err, code = self.server:reload_tls()
   if ok then self.loop:log("info", "TLS certificate and key reloaded")
-  else self.loop:log("error", "TLS reload failed, the previous certificate still serves: " .. err) end
+  else
+    self.loop:log("error", "TLS reload failed, the previous certificate still serves: " .. err:gsub("^%u+: ", ""))
+  end
   return ok, err, code
 end
 
@@ -455,6 +444,7 @@ function App:consume(topics, options, handler)
   util.check(2, "consume", options, "table", true)
   util.check(3, "consume", handler, "function")
   options = options or {}
+  util.check_keys(options, CONSUME_KEYS, "consume", 2)
   for i, t in ipairs(topics) do
     if type(t) ~= "string" then util.argerror(1, "consume", ("topic #%d must be a string"):format(i)) end
   end
