@@ -180,6 +180,12 @@ function App:_kafka_props(extra)
   return props
 end
 
+-- req:defer() in a WebSocket route's auth.
+local function no_defer()
+  error("a WebSocket upgrade cannot wait for a deferred answer: libwebsockets 4.1 writes " ..
+    "the 101 in the call that asks the route (docs/security.md)", 2)
+end
+
 function App:_server_handlers()
   local routes_owner = self
   local by_path = self.conns_by_path
@@ -187,6 +193,7 @@ function App:_server_handlers()
     accept = function(path) return routes_owner.routes[path] ~= nil end,
     -- Before the 101: origins, subprotocols, the route's auth.
     upgrade = function(req)
+      req.defer = no_defer
       local status, reason, headers = door.check(routes_owner.doors["ws " .. req.path], req)
       if status then return status, reason, headers end
       if reason ~= nil or headers then routes_owner._admitted[req.id] = { reason, headers } end

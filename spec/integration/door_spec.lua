@@ -23,6 +23,7 @@ app:ws("/auth", {
   auth = function(req)
     local key = req.headers["x-api-key"]
     if key == "raise" then error("boom in auth") end
+    if key == "defer" then req:defer() end
     if key == "weird" then return "yes" end
     if key == "nil" then return end
     if key == "busy" then return 429, "too many tries", { ["Retry-After"] = 30 } end
@@ -43,6 +44,15 @@ end, {
     return 401, "no key"
   end,
   origins = { "https://app.example" },
+})
+-- auth answering later (an HTTP route's request can wait)
+app:http("GET", "/later", function(req) return 200, { user = req.auth } end, {
+  auth = function(req)
+    local done = req:defer()
+    app:timer(50, function()
+      if req.headers["x-api-key"] == "k1" then done(true, "carol") else done(403, "not you") end
+    end)
+  end,
 })
 return app
 ]]
@@ -172,6 +182,12 @@ describe("the door of a route", function()
     assert.truthy(H.wait_for(5, function()
       return gw:stderr():find("auth must return true [, claims] or a status (300-599) and a reason, got string yes", 1, true)
     end))
+    -- a WebSocket upgrade cannot wait: deferring is a failure, said why
+    r = door(gw, "/auth", "--header", "X-Api-Key:defer")
+    assert.equal(500, r.status)
+    assert.truthy(H.wait_for(5, function()
+      return gw:stderr():find("a WebSocket upgrade cannot wait for a deferred answer", 1, true)
+    end))
     r = door(gw, "/open", "--send", "still here")
     assert.equal("echo: still here", r.messages[2])
   end)
@@ -187,5 +203,15 @@ describe("the door of a route", function()
     r = door(gw, base, "--header", "X-Api-Key:k1", "--header", "Origin:https://evil.example")
     assert.equal(403, r.status)
     assert.same({ status = 403, error = "origin https://evil.example is not allowed here" }, json.decode(r.body))
+  end)
+
+  it("an HTTP route's auth may answer later (req:defer()), custom headers still readable", function()
+    local base = "http://127.0.0.1:" .. gw.port .. "/later"
+    local r = door(gw, base, "--header", "X-Api-Key:k1")
+    assert.equal(200, r.status)
+    assert.same({ user = "carol" }, json.decode(r.body))
+    r = door(gw, base, "--header", "X-Api-Key:k2")
+    assert.equal(403, r.status)
+    assert.same({ status = 403, error = "not you" }, json.decode(r.body))
   end)
 end)

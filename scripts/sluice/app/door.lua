@@ -78,7 +78,7 @@ end
 -- What an auth hook's results mean: true [, claims] lets the request in;
 -- status, reason [, headers] refuses it with that answer; false or nil
 -- (a hook that forgot to return, too) refuses with 403.
-local function auth_answer(ok, a, b)
+function M.answer(ok, a, b)
   if ok == true then return true, a end
   if ok == false or ok == nil then
     return false, 403, type(a) == "string" and a or "refused by the route's auth"
@@ -96,10 +96,10 @@ local function auth_answer(ok, a, b)
     :format(type(ok), tostring(ok)), 0)
 end
 
--- Checks req at door: nil if it may pass (and the claims of its auth, and
--- the chosen subprotocol), else status, reason, headers. req.headers must
--- answer any header name (custom ones too).
-function M.check(door, req)
+-- What is checked before the auth hook: nil if req may go on (and the
+-- chosen subprotocol), else status, reason. req.headers must answer any
+-- header name (custom ones too).
+function M.screen(door, req)
   if door and door.origins then
     local origin = req.headers.origin
     -- Only browsers send Origin, and they cannot forge it; others can
@@ -108,18 +108,26 @@ function M.check(door, req)
       return 403, ("origin %s is not allowed here"):format(origin)
     end
   end
-  local protocol, why
   if req.protocols then
-    protocol, why = pick_protocol(door, req.protocols)
+    local protocol, why = pick_protocol(door, req.protocols)
     if protocol == false then return 400, why end
     req.protocol = protocol
   end
+  return nil
+end
+
+-- The whole door, the auth hook answering at once: nil if req may pass
+-- (and the claims of its auth, and the chosen subprotocol), else status,
+-- reason, headers.
+function M.check(door, req)
+  local status, reason = M.screen(door, req)
+  if status then return status, reason end
   if door and door.auth then
-    local allowed, status, reason, headers = auth_answer(door.auth(req))
-    if not allowed then return status, reason, headers end
-    return nil, status, protocol
+    local allowed, claims, why, headers = M.answer(door.auth(req))
+    if not allowed then return claims, why, headers end
+    return nil, claims, req.protocol
   end
-  return nil, nil, protocol
+  return nil, nil, req.protocol
 end
 
 return M

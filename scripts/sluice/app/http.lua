@@ -53,10 +53,41 @@ function Request:json()
   return value
 end
 
+-- From the handler: a function that answers later. From the route's
+-- auth: a function that takes auth's answer later (true [, claims], or
+-- status, reason [, headers]), then runs the handler.
 function Request:defer()
   self._deferred = true
   local raw = self._raw
+  local admitting = self._admitting
+  if admitting then
+    -- called later from another handler (a timer, a delivery report): a
+    -- failure there still answers this request
+    return function(...)
+      local ok, err = pcall(admitting, ...)
+      if not ok then
+        if raw:is_pending() then
+          raw:respond(500, "application/json", '{"error":"handler failed","code":"HANDLER"}')
+        end
+        error(err, 0)
+      end
+    end
+  end
   return function(status, body, headers) return respond(raw, status, body, headers) end
+end
+
+local unpack = table.unpack or unpack
+local function pack(...) return { n = select("#", ...), ... } end
+
+local function refuse(raw, status, why, headers)
+  return respond(raw, status, { status = status, error = why or http_reason(status) }, headers)
+end
+
+local function run(handler, req)
+  local status, body, headers = handler(req)
+  if req._deferred then return end
+  if status == nil and body == nil then status = 204 end
+  respond(req._raw, status, body, headers)
 end
 
 -- Whether app serves method path (its routes, the health route, or an
@@ -86,15 +117,23 @@ function M.serve(app, raw)
     query = util.decode_query(raw.query_string), headers = raw.headers, body = raw.body,
     peer = raw.peer,
   }, Request)
-  local refused, why, extra = door.check(app.doors["http " .. key], req)
-  if refused then
-    return respond(raw, refused, { status = refused, error = why or http_reason(refused) }, extra)
+  local d = app.doors["http " .. key]
+  local refused, why = door.screen(d, req)
+  if refused then return refuse(raw, refused, why) end
+  if not (d and d.auth) then return run(handler, req) end
+  -- auth answers now, or later through req:defer()
+  req._admitting = function(...)
+    req._deferred = nil
+    local allowed, claims, reason, headers = door.answer(...)
+    if not allowed then return refuse(raw, claims, reason, headers) end
+    req.auth = claims
+    return run(handler, req)
   end
-  if why ~= nil then req.auth = why end
-  local status, body, headers = handler(req)
+  local answer = pack(d.auth(req))
+  local admit = req._admitting
+  req._admitting = nil
   if req._deferred then return end
-  if status == nil and body == nil then status = 204 end
-  respond(raw, status, body, headers)
+  admit(unpack(answer, 1, answer.n))
 end
 
 return M
