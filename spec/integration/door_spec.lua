@@ -89,9 +89,12 @@ local function body_of(answer) return json.decode(answer:match("\r\n\r\n(.*)$"))
 describe("the door of a route", function()
   local gw
 
+  local app_file
+
   setup(function()
     local dir = H.tmpdir()
-    H.write(dir .. "/app.lua", APP)
+    app_file = dir .. "/app.lua"
+    H.write(app_file, APP)
     gw = H.start { app = dir .. "/app.lua", ready = "http" }
   end)
 
@@ -203,6 +206,28 @@ describe("the door of a route", function()
     r = door(gw, base, "--header", "X-Api-Key:k1", "--header", "Origin:https://evil.example")
     assert.equal(403, r.status)
     assert.same({ status = 403, error = "origin https://evil.example is not allowed here" }, json.decode(r.body))
+  end)
+
+  it("a reload swaps the doors with the handlers", function()
+    local site = "/site"
+    H.write(app_file, (APP:gsub('"https://app.example", "http://localhost:8080"', '"https://new.example"')))
+    gw:signal "HUP"
+    assert.truthy(H.wait_for(10, function() return gw:stderr():find("reload: generation 2 serving", 1, true) end),
+      gw:stderr())
+    local r = door(gw, site, "--header", "Origin:https://app.example")
+    assert.equal(403, r.status)
+    r = door(gw, site, "--header", "Origin:https://new.example")
+    assert.is_true(r.opened)
+    -- a typo in the new code's declaration: refused with its line, the old doors serve on
+    H.write(app_file, (APP:gsub('origins = { "https://app.example", "http://localhost:8080" }',
+      'origins = { "https://app.example" }, orgins = {}')))
+    gw:signal "HUP"
+    assert.truthy(H.wait_for(10, function()
+      return gw:stderr():find("reload failed, generation 2 keeps serving: [^\n]*app.lua:10: bad argument #2 to " ..
+        "'ws' %(unknown key 'orgins'")
+    end), gw:stderr())
+    r = door(gw, site, "--header", "Origin:https://new.example")
+    assert.is_true(r.opened)
   end)
 
   it("an HTTP route's auth may answer later (req:defer()), custom headers still readable", function()
