@@ -158,7 +158,8 @@ end
 local function parse_listen(listen)
   if listen == false then return nil end
   if type(listen) == "number" then return nil, listen end
-  local host, port = tostring(listen):match("^(.*):(%d+)$")
+  local host, port = tostring(listen):match("^%[(.*)%]:(%d+)$")   -- "[::]:8080"
+  if not host then host, port = tostring(listen):match("^(.*):(%d+)$") end
   if host then return host ~= "" and host or nil, tonumber(port) end
   return nil, tonumber(listen)
 end
@@ -320,8 +321,10 @@ function App:_start_server()
   end
   self.server = server
   self.port = server:port()
+  host = host or "0.0.0.0"
+  if host:find(":", 1, true) then host = "[" .. host .. "]" end   -- an IPv6 address in a URL
   self._listening = ("listening on %s://%s:%d/ (WebSocket and HTTP%s)"):format(
-    server:tls() and "https" or "http", host or "0.0.0.0", self.port,
+    server:tls() and "https" or "http", host, self.port,
     server:tls() and (" over TLS" .. (tls.ca and ", client certificates required" or "")) or "")
   return true
 end
@@ -581,12 +584,17 @@ function App:close(timeout_ms)
   if not self.started then self:_teardown(); return end
   timeout_ms = timeout_ms or 10000
   local loop = self.loop
+  -- Default dispositions again: a second SIGINT/SIGTERM ends a drain that
+  -- takes too long at once (what was not answered then is not reported).
   loop:on_signals(nil)
   if self.server then
     self.server:stop_listening()
     self.server:pause_reading(true)
   end
   if self.producer then
+    local s = self.producer:stats()
+    loop:log("info", ("draining: no new connections or messages; %d of the %d records accepted await Kafka's answer")
+      :format(s.in_flight, s.produced))
     local left = self.producer:flush(timeout_ms)
     if left > 0 then
       loop:log("warn", ("%d records still unconfirmed after %d ms; reported as failed"):format(left, timeout_ms))
