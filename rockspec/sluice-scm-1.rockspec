@@ -36,7 +36,7 @@ build = {
         "core/src/kafka_queue.c", "core/src/kafka_producer.c",
         "core/src/kafka_consumer.c", "core/src/kafka_assign.c", "core/src/kafka_read.c", "core/src/broker.c",
         "core/src/fswatch.c", "core/src/schema.c", "core/src/json.c",
-        "core/src/http_status.c",
+        "core/src/http_status.c", "core/src/tls.c",
         -- bindings
         "bindings/module.c", "bindings/handle.c", "bindings/options.c",
         "bindings/loop.c", "bindings/timer.c",
