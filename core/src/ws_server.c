@@ -97,6 +97,9 @@ static int check_handshake(struct lws *wsi)
 
 /* ---- the door: the app's decision before the 101 ------------------------------ */
 
+static int server_callback(struct lws *wsi, enum lws_callback_reasons reason,
+                           void *user, void *in, size_t len);
+
 struct sluice_upgrade {
     struct lws *wsi;
     uint64_t id;
@@ -156,9 +159,19 @@ static int upgrade_decide(sluice_server *s, struct wsi_slot *slot, const char *p
         upgrade_clear(&u);
         return -1;
     }
-    /* lws now matches the offered names against this one (see protocols) */
+    /* lws now matches the offered names against this one (see protocols),
+     * in the client's order: a name offered before it that lws knows by
+     * itself would be bound instead, away from our callbacks. */
     if (u.selected)
         snprintf(s->protocol_name, sizeof s->protocol_name, "%s", u.selected);
+    for (size_t i = 0; u.selected && u.protocols[i] != u.selected; i++) {
+        const struct lws_protocols *p = lws_vhost_name_to_protocol(s->vh, u.protocols[i]);
+        if (p && p->callback != server_callback) {
+            upgrade_clear(&u);
+            return sluice_http_error(slot->wsi, HTTP_STATUS_BAD_REQUEST, NULL, NULL,
+                                     "Sec-WebSocket-Protocol: a name reserved by libwebsockets");
+        }
+    }
     slot->conn_id = u.id;
     upgrade_clear(&u);
     return 0;
