@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -79,11 +80,37 @@ static char *copy_token(struct lws *wsi, enum lws_token_indexes tok)
     return v;
 }
 
-/* The handshake fields lws leaves to us: a missing key makes lws hang up
- * without an answer, and it also accepts the old draft versions 7 and 8. */
+/* Whether the Connection header lists "upgrade", read as lws reads it
+ * (its 127-byte copy, its tokenizer, its prefix compare): lws hangs up
+ * without an answer when it does not. */
+static int connection_upgrade(struct lws *wsi)
+{
+    char buf[128];
+    int n = lws_hdr_copy(wsi, buf, sizeof buf - 1, WSI_TOKEN_CONNECTION);
+    if (n <= 0)
+        return 0;
+    struct lws_tokenize ts;
+    lws_tokenize_init(&ts, buf, LWS_TOKENIZE_F_COMMA_SEP_LIST | LWS_TOKENIZE_F_DOT_NONTERM |
+                                LWS_TOKENIZE_F_RFC7230_DELIMS | LWS_TOKENIZE_F_MINUS_NONTERM);
+    ts.len = (size_t)n;
+    for (;;) {
+        lws_tokenize_elem e = lws_tokenize(&ts);
+        if (e == LWS_TOKZE_TOKEN && !strncasecmp(ts.token, "upgrade", ts.token_len))
+            return 1;
+        if (e != LWS_TOKZE_TOKEN && e != LWS_TOKZE_DELIMITER)
+            return 0;
+    }
+}
+
+/* The handshake fields lws leaves to us: a missing key or a Connection
+ * header without "upgrade" makes lws hang up without an answer, and it
+ * also accepts the old draft versions 7 and 8. */
 static int check_handshake(struct lws *wsi)
 {
     char version[8] = "";
+    if (!connection_upgrade(wsi))
+        return sluice_http_error(wsi, HTTP_STATUS_BAD_REQUEST, NULL, NULL,
+                                 "Connection: upgrade expected (at most 127 bytes)");
     if (lws_hdr_total_length(wsi, WSI_TOKEN_KEY) <= 0)
         return sluice_http_error(wsi, HTTP_STATUS_BAD_REQUEST, NULL, NULL,
                                  "missing Sec-WebSocket-Key");

@@ -64,11 +64,12 @@ local function door(gw, path, ...)
 end
 
 -- A hand-made upgrade request with extra header lines: status, whole answer.
-local function raw_upgrade(port, path, extra)
+local function raw_upgrade(port, path, extra, connection)
   local c = socket.tcp()
   c:settimeout(5)
   assert(c:connect("127.0.0.1", port))
-  c:send("GET " .. path .. " HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" ..
+  c:send("GET " .. path .. " HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n" ..
+    (connection or "Connection: Upgrade\r\n") ..
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" .. extra .. "\r\n")
   local out, _, partial = c:receive "*a"
   c:close()
@@ -136,6 +137,18 @@ describe("the door of a route", function()
       assert.equal(400, status, header)
       assert.same(want, body_of(answer))
     end
+  end)
+
+  it("an upgrade whose Connection header does not list upgrade is answered 400, not dropped", function()
+    local want = { status = 400, error = "Connection: upgrade expected (at most 127 bytes)" }
+    for _, connection in ipairs({ "", "Connection: keep-alive\r\n", "Connection: ,,\r\n",
+      "Connection: keep-alive, " .. ("x"):rep(120) .. ", Upgrade\r\n" }) do
+      local status, answer = raw_upgrade(gw.port, "/open", "", connection)
+      assert.equal(400, status, connection)
+      assert.same(want, body_of(answer))
+    end
+    local status = raw_upgrade(gw.port, "/open", "", "Connection: keep-alive, Upgrade\r\n")
+    assert.equal(101, status)
   end)
 
   it("refuses an origin not on the route's list with 403; listed (any case) or absent, it opens", function()
