@@ -195,10 +195,11 @@ function App:_server_handlers()
     -- Before the 101: origins, subprotocols, the route's auth.
     upgrade = function(req)
       req.defer = no_defer
-      local status, reason, headers = door.check(routes_owner.doors["ws " .. req.path], req)
-      if status then return status, reason, headers end
-      if reason ~= nil or headers then routes_owner._admitted[req.id] = { reason, headers } end
-      return true, headers
+      local refused, a, b = door.check(routes_owner.doors["ws " .. req.path], req)
+      if refused then return refused, a, b end     -- status, reason, headers
+      local claims, protocol = a, b
+      if claims ~= nil or protocol then routes_owner._admitted[req.id] = { claims, protocol } end
+      return true, protocol
     end,
     open = function(conn)
       local path = conn.path
