@@ -14,6 +14,7 @@ local Consumer = require "sluice.app.consumer"
 local http = require "sluice.app.http"
 local timers = require "sluice.app.timers"
 local door = require "sluice.app.door"
+local route = require "sluice.app.route"
 local check_options = require("sluice.app.options").check
 local metrics = require "sluice.metrics"
 local ops = require "sluice.ops"
@@ -73,7 +74,8 @@ function App.new(options, overrides, level)
     base_dir = caller_dir(level + 1) or overrides.app_dir or ".",
     name = options.name or "sluice",
     -- declarations
-    routes = {},        -- path → { open, message, close }
+    routes = {},        -- path → { open, message, close, route }
+    _declared = {},     -- path → its compiled route declaration (sluice.app.route)
     http_routes = {},   -- "METHOD path" → handler
     doors = {},         -- "ws path" / "http METHOD path" → what is checked first (sluice.app.door)
     _admitted = {},     -- conn id → { auth, protocol }, from its upgrade until it opens
@@ -108,8 +110,8 @@ end
 
 -- The keys of an app:ws handlers table and app:http options; any other
 -- is a typo, refused.
-local WS_KEYS = { open = true, message = true, close = true, auth = true, origins = true,
-  protocols = true }
+local WS_KEYS = { open = true, message = true, close = true, route = true, auth = true,
+  origins = true, protocols = true }
 local HTTP_KEYS = { auth = true, origins = true }
 local CONSUME_KEYS = { group = true, from = true, broadcast = true, rebalance = true,
   batch = true, kafka = true, manual = true }
@@ -124,8 +126,14 @@ function App:ws(path, handlers)
     end
   end
   self.doors["ws " .. path] = door.compile(handlers, "ws", 2)
+  if handlers.route ~= nil then
+    self._declared[path] = route.compile(self, handlers.route, handlers.message ~= nil, 2)
+  else
+    self._declared[path] = nil
+  end
   self.routes[path] = handlers
   self._where["ws " .. path] = where(2)
+  if self.started and not self._candidate then route.declare_all(self) end
   return self
 end
 
@@ -215,9 +223,13 @@ function App:_server_handlers()
       local r = routes_owner.routes[path]
       if r and r.open then r.open(conn) end
     end,
+    -- Only what a declared route did not take reaches this.
     message = function(conn, data, binary)
-      local r = routes_owner.routes[conn.path]
-      if r and r.message then r.message(conn, data, binary) end
+      local path = conn.path
+      local r = routes_owner.routes[path]
+      if r and r.message then return r.message(conn, data, binary) end
+      local d = routes_owner._declared[path]
+      if d and d.refuse then d.refuse(conn, data, binary) end
     end,
     close = function(conn, code, reason)
       local path = conn.path
@@ -263,6 +275,7 @@ function App:start()
   -- Said once everything is up, so a failure is never read after it.
   if self._listening then self.loop:log("info", self._listening) end
   self.started = true
+  if next(self._declared) then route.declare_all(self) end
   for _, decl in ipairs(self.consumer_decls) do
     if not decl.consumer.closed then
       local started, cerr = Consumer.start(self, decl)
@@ -407,6 +420,7 @@ function App:_producer()
   if not producer then return nil, err, code end
   self.producer = producer
   self:_guard_collection()
+  if next(self._declared) then route.declare_all(self) end
   return producer
 end
 
@@ -592,10 +606,10 @@ function App:close(timeout_ms)
     self.server:stop_listening()
     self.server:pause_reading(true)
   end
+  local s = self.producer and self.producer:stats() or { in_flight = 0, produced = 0 }
+  loop:log("info", ("draining: no new connections or messages; %d of the %d records accepted await Kafka's answer")
+    :format(s.in_flight, s.produced))
   if self.producer then
-    local s = self.producer:stats()
-    loop:log("info", ("draining: no new connections or messages; %d of the %d records accepted await Kafka's answer")
-      :format(s.in_flight, s.produced))
     local left = self.producer:flush(timeout_ms)
     if left > 0 then
       loop:log("warn", ("%d records still unconfirmed after %d ms; reported as failed"):format(left, timeout_ms))

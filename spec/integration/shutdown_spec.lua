@@ -121,12 +121,15 @@ describe("SIGTERM under load", function()
     local gw = H.start { app = H.root .. "/bench/soak/rows.lua", kafka = broker.bootstrap }
     local h = stream(gw, { "--connections", "1", "--rows", "2000", "--rate", "200",
                            "--prefix", "D", "--timeout", "30" })
-    H.sleep(0.5)
     broker:signal(1, "STOP")
     local ok, err = pcall(function()
-      H.sleep(0.5)
+      assert(H.wait_for(30, function()
+        local _, s = gw:healthz()
+        return type(s) == "table" and s.in_flight > 0
+      end), "no row in flight")
       gw:signal "TERM"
-      assert(H.wait_for(20, function() return gw:stderr():match("draining: ") end), "no drain:\n" .. gw:stderr())
+      assert(H.wait_for(20, function() return gw:stderr():match("draining: ") end),
+        ("no drain (exit status %s):\n%s"):format(tostring(gw:exit_code()), gw:stderr()))
       local c, cerr = socket.connect("127.0.0.1", gw.port)
       if c then c:close() end
       assert.are.equal("connection refused", cerr)
