@@ -59,6 +59,7 @@ struct sluice_server {
      * name is set to the subprotocol chosen just before lws looks. */
     struct lws_protocols protocols[2];
     char protocol_name[64];
+    char vhost_name[32];
     int cb_depth;               /* inside this server's lws callback */
     int free_pending;
     lws_sorted_usec_list_t free_sul;

@@ -706,9 +706,10 @@ int sluice_server_new(sluice_loop *loop, const sluice_server_config *cfg,
 
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
-    char name[32];
-    snprintf(name, sizeof name, "sluice-%d", s->port);
-    info.vhost_name = name;
+    /* lws keeps the pointer (and compares it while serving): it lives as
+     * long as the server */
+    snprintf(s->vhost_name, sizeof s->vhost_name, "sluice-%d", s->port);
+    info.vhost_name = s->vhost_name;
     info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
     snprintf(s->protocol_name, sizeof s->protocol_name, "sluice-ws");
     s->protocols[0].name = s->protocol_name;
