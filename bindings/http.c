@@ -24,6 +24,15 @@ static void http_abandon(lua_State *L, sluice_lua_handle *hd)
 }
 
 
+/* headers[name] for a header lws does not list (custom ones), while the
+ * request is unanswered. */
+static int http_header_lookup(lua_State *L)
+{
+    lua_http *h = lua_touserdata(L, lua_upvalueindex(1));
+    if (h->req == NULL || lua_type(L, 2) != LUA_TSTRING) return 0;
+    return sluice_lua_push_header(L, sluice_http_header(h->req, lua_tostring(L, 2)));
+}
+
 void sluice_lua_http_wrap(lua_State *L, sluice_http_req *r)
 {
     size_t body_len = 0;
@@ -43,6 +52,8 @@ void sluice_lua_http_wrap(lua_State *L, sluice_http_req *r)
     lua_setfield(L, -2, "body");
     lua_newtable(L);
     sluice_http_headers(r, sluice_lua_add_header, L);
+    lua_pushvalue(L, -3);
+    sluice_lua_lazy_headers(L, http_header_lookup);
     lua_setfield(L, -2, "headers");
     sluice_setuservalue(L, -2);
     sluice_lua_handle_anchor(L, &h->h);

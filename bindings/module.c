@@ -3,6 +3,7 @@
  * returns in the `nil, "CODE: message", "CODE"` convention, and logging. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
 #include <sys/resource.h>
@@ -283,6 +284,23 @@ void sluice_lua_add_header(void *ud, const char *name, const char *value)
     lua_State *L = ud;
     lua_pushstring(L, value);
     lua_setfield(L, -2, name);
+}
+
+void sluice_lua_lazy_headers(lua_State *L, lua_CFunction lookup)
+{
+    lua_createtable(L, 0, 1);        /* table, upvalue, mt */
+    lua_insert(L, -2);               /* table, mt, upvalue */
+    lua_pushcclosure(L, lookup, 1);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
+}
+
+int sluice_lua_push_header(lua_State *L, char *value)
+{
+    if (value) lua_pushstring(L, value);
+    else lua_pushnil(L);
+    free(value);
+    return 1;
 }
 
 static int getpid_lua(lua_State *L)

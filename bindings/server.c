@@ -12,7 +12,7 @@ static const char internal_error_body[] = "{\"error\":\"handler failed\",\"code\
 
 /* refs: open/message/close of its connections (SLUICE_LUA_CONN_*), then
  * these; anchored until closed. */
-enum { ACCEPT = 3, HTTP_MATCH, HTTP };
+enum { ACCEPT = 3, HTTP_MATCH, HTTP, UPGRADE };
 
 /* h.obj: the sluice_server. h is the ud of every core callback. From
  * close(), connections still open get their close handlers (1006); from
@@ -72,6 +72,97 @@ static int server_ws_accept(void *ud, const char *path)
     return ask(ud, ACCEPT, path, NULL, 0);
 }
 
+/* headers[name] for a header lws does not list, during the upgrade call
+ * only (the upvalue is a box holding the request, emptied after). */
+static int upgrade_header_lookup(lua_State *L)
+{
+    sluice_upgrade **box = lua_touserdata(L, lua_upvalueindex(1));
+    if (*box == NULL || lua_type(L, 2) != LUA_TSTRING) return 0;
+    return sluice_lua_push_header(L, sluice_upgrade_header(*box, lua_tostring(L, 2)));
+}
+
+static void push_upgrade(lua_State *L, sluice_upgrade *u)
+{
+    size_t i, n = sluice_upgrade_protocol_count(u);
+    lua_createtable(L, 0, 8);
+    lua_pushinteger(L, (lua_Integer)sluice_upgrade_id(u));
+    lua_setfield(L, -2, "id");
+    lua_pushliteral(L, "GET");
+    lua_setfield(L, -2, "method");
+    lua_pushstring(L, sluice_upgrade_path(u));
+    lua_setfield(L, -2, "path");
+    lua_pushstring(L, sluice_upgrade_query(u));
+    lua_setfield(L, -2, "query_string");
+    lua_pushstring(L, sluice_upgrade_peer(u));
+    lua_setfield(L, -2, "peer");
+    lua_createtable(L, (int)n, 0);
+    for (i = 0; i < n; i++) {
+        lua_pushstring(L, sluice_upgrade_protocol(u, i));
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    lua_setfield(L, -2, "protocols");
+    lua_newtable(L);
+    sluice_upgrade_headers(u, sluice_lua_add_header, L);
+    lua_setfield(L, -2, "headers");
+}
+
+/* A table of string → string only (raising here would unwind lws). */
+static int all_strings(lua_State *L, int idx)
+{
+    int ok = 1;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING) ok = 0;
+        lua_pop(L, 1);
+    }
+    return ok;
+}
+
+/* upgrade(req) → true [, protocol] | status [, reason [, headers]] */
+static int server_ws_upgrade(void *ud, sluice_upgrade *u)
+{
+    sluice_lua_handle *h = ud;
+    lua_State *L = h->ctx->L;
+    sluice_upgrade **box;
+    int top, status = 0;
+    const char *fail = NULL;
+
+    if (!sluice_lua_handle_callback(h, UPGRADE)) return 0;
+    top = lua_gettop(L) - 1;
+    box = lua_newuserdata(L, sizeof *box);
+    *box = u;
+    push_upgrade(L, u);                 /* fn, box, req */
+    lua_getfield(L, -1, "headers");
+    lua_pushvalue(L, -3);
+    sluice_lua_lazy_headers(L, upgrade_header_lookup);
+    lua_pop(L, 1);
+    lua_remove(L, -2);                  /* fn, req */
+    if (sluice_lua_call(h->ctx, 1, 3, "auth") != 0) {
+        *box = NULL;
+        sluice_upgrade_refuse(u, "the route's auth failed (see the gateway's log)", NULL);
+        lua_settop(L, top);
+        return 500;
+    }
+    *box = NULL;
+    if (lua_toboolean(L, -3) && !lua_isnumber(L, -3)) {
+        if (lua_type(L, -2) == LUA_TSTRING && sluice_upgrade_select(u, lua_tostring(L, -2)))
+            fail = "the route selected a subprotocol the client did not offer";
+    } else {
+        status = lua_isnumber(L, -3) ? (int)lua_tointeger(L, -3) : 403;
+        if (lua_istable(L, -1) && all_strings(L, lua_gettop(L))) {
+            const char **extra = sluice_lua_string_pairs(L, lua_gettop(L), "headers");
+            sluice_upgrade_refuse(u, lua_tostring(L, -3), extra);
+        } else sluice_upgrade_refuse(u, lua_tostring(L, -2), NULL);
+    }
+    if (fail) {
+        sluice_lua_log(h->ctx, SLUICE_LOG_ERROR, fail);
+        sluice_upgrade_refuse(u, fail, NULL);
+        status = 500;
+    }
+    lua_settop(L, top);
+    return status;
+}
+
 static int server_http_match(void *ud, const char *method, const char *path)
 {
     return ask(ud, HTTP_MATCH, method, path, 0);
@@ -102,9 +193,11 @@ static void server_http_abort(void *ud, sluice_http_req *r)
 
 /* core.server(loop, options, handlers) → server | nil, err, code
  * options: host, port, max_message, max_body, idle_timeout, send_queue,
- *          max_connections, max_pending, handshake_timeout, static, deflate
- * handlers: accept(path), open(conn), message(conn, data, binary),
- *           close(conn, code, reason), http_match(method, path), http(req) */
+ *          max_connections, max_pending, handshake_timeout, static, deflate,
+ *          tls_cert, tls_key, tls_ca
+ * handlers: accept(path), upgrade(req), open(conn), message(conn, data,
+ *           binary), close(conn, code, reason), http_match(method, path),
+ *           http(req) */
 static int server_new(lua_State *L)
 {
     sluice_server_config cfg;
@@ -131,16 +224,21 @@ static int server_new(lua_State *L)
     if (lua_isboolean(L, -1)) cfg.handshake_timeout_s = lua_toboolean(L, -1) ? 0 : -1;
     else cfg.handshake_timeout_s = (int)sluice_lua_opt_int(L, 2, "handshake_timeout", 0, 0, INT_MAX);
     lua_pop(L, 1);
+    cfg.tls_cert = sluice_lua_opt_string(L, 2, "tls_cert", NULL);
+    cfg.tls_key = sluice_lua_opt_string(L, 2, "tls_key", NULL);
+    cfg.tls_ca = sluice_lua_opt_string(L, 2, "tls_ca", NULL);
 
     h = sluice_lua_handle_new(L, &sluice_lua_server_type, sizeof(lua_server), 1);
     sluice_lua_conn_refs(L, h, 3);
     sluice_lua_handle_ref(L, h, ACCEPT, 3, "accept", 0);
     sluice_lua_handle_ref(L, h, HTTP_MATCH, 3, "http_match", 0);
     sluice_lua_handle_ref(L, h, HTTP, 3, "http", 0);
+    sluice_lua_handle_ref(L, h, UPGRADE, 3, "upgrade", 0);
 
     memset(&hs, 0, sizeof hs);
     sluice_lua_conn_handlers(&hs.ws);
     hs.ws_accept = server_ws_accept;
+    hs.ws_upgrade = server_ws_upgrade;
     hs.http_match = server_http_match;
     hs.http_request = server_http_request;
     hs.http_abort = server_http_abort;
@@ -160,6 +258,19 @@ static int server_port(lua_State *L)
 {
     lua_pushinteger(L, sluice_server_port(check_server(L)));
     return 1;
+}
+
+static int server_tls(lua_State *L)
+{
+    lua_pushboolean(L, sluice_server_tls(check_server(L)));
+    return 1;
+}
+
+/* server:reload_tls() → true | nil, err, code (the previous pair serves on) */
+static int server_reload_tls(lua_State *L)
+{
+    char err[512] = "";
+    return sluice_lua_result(L, sluice_server_reload_tls(check_server(L), err, sizeof err), err);
 }
 
 static int server_conn_count(lua_State *L)
@@ -245,7 +356,8 @@ static int server_declare(lua_State *L)
 static void server_free(void *s) { sluice_server_free(s); }
 
 static const luaL_Reg methods[] = {
-    { "port", server_port }, { "conn_count", server_conn_count }, { "routes", server_routes },
+    { "port", server_port }, { "tls", server_tls }, { "reload_tls", server_reload_tls },
+    { "conn_count", server_conn_count }, { "routes", server_routes },
     { "pause_reading", server_pause_reading }, { "stop_listening", server_stop_listening },
     { "close_all", server_close_all }, { "declare", server_declare }, { NULL, NULL }
 };

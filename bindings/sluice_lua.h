@@ -38,7 +38,7 @@ typedef struct sluice_lua_type {
     const luaL_Reg *functions;   /* constructors etc., in the module table */
 } sluice_lua_type;
 
-#define SLUICE_LUA_REFS 6
+#define SLUICE_LUA_REFS 7
 
 enum { SLUICE_LUA_OPEN, SLUICE_LUA_CLOSING, SLUICE_LUA_CLOSED };   /* handle states */
 
@@ -177,6 +177,13 @@ void sluice_lua_kafka_error(sluice_lua_handle *h, int slot, const char *who,
                             const char *name, const char *text, int fatal);
 /* Add header name = value to the table on top of the stack of ud (a lua_State). */
 void sluice_lua_add_header(void *ud, const char *name, const char *value);
+/* Give the headers table on top of the stack an __index that looks up any
+ * other header (custom ones: lws cannot list them) with lookup, a C
+ * function of (table, name) with the value on top of the stack as its
+ * upvalue (popped). */
+void sluice_lua_lazy_headers(lua_State *L, lua_CFunction lookup);
+/* Push a malloc'd header value (or nil) and free it: a lookup's result. */
+int sluice_lua_push_header(lua_State *L, char *value);
 
 /* The types, each defined in its own file. */
 extern const sluice_lua_type sluice_lua_timer_type, sluice_lua_server_type,

@@ -15,7 +15,7 @@ cc="${CC_FUZZ:-clang}"
 san="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 flags=(-g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -I"$root/core/include" -I"$root/core/src"
        $(pkg-config --cflags libwebsockets rdkafka lua5.4))
-libs=($(pkg-config --libs libwebsockets rdkafka lua5.4) -lpthread)
+libs=($(pkg-config --libs libwebsockets rdkafka lua5.4 libssl libcrypto) -lpthread)
 
 objs=()
 for src in "$root"/core/src/*.c; do

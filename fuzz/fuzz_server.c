@@ -47,6 +47,30 @@ static int ws_accept(void *ud, const char *path)
     return !strcmp(path, "/echo");
 }
 
+/* The door: reads a custom header and every offered subprotocol, selects
+ * the last one offered (a choice lws must then find), refuses with a
+ * header when x-deny is sent. */
+static int ws_upgrade(void *ud, sluice_upgrade *u)
+{
+    (void)ud;
+    size_t n = 0, count = sluice_upgrade_protocol_count(u);
+    sluice_upgrade_headers(u, count_header, &n);
+    for (size_t i = 0; i < count; i++)
+        if (!sluice_upgrade_protocol(u, i) || !*sluice_upgrade_protocol(u, i))
+            abort();            /* a listed name is never NULL or empty */
+    char *deny = sluice_upgrade_header(u, "x-deny");
+    int status = 0;
+    if (deny) {
+        const char *extra[] = { "x-why", deny, NULL };
+        sluice_upgrade_refuse(u, deny, extra);
+        status = 403;
+    } else if (count && sluice_upgrade_select(u, sluice_upgrade_protocol(u, count - 1))) {
+        abort();                /* an offered name is always selectable */
+    }
+    free(deny);
+    return status;
+}
+
 static int http_match(void *ud, const char *method, const char *path)
 {
     (void)ud;
@@ -87,6 +111,7 @@ static void setup(void)
     h.ws.open = on_open;
     h.ws.message = on_message;
     h.ws_accept = ws_accept;
+    h.ws_upgrade = ws_upgrade;
     h.http_match = http_match;
     h.http_request = http_request;
     if (sluice_server_new(loop, &cfg, &h, NULL, &server, err, sizeof err))

@@ -9,6 +9,7 @@ pkgs=(build-essential cmake pkg-config libwebsockets-dev librdkafka-dev zlib1g-d
       liblua5.4-dev libluajit-5.1-dev liblua5.1-0-dev lua5.4 luajit lua5.1
       lua-cjson lua-busted lua-socket luarocks kcat)
 pkgs+=(chromium fonts-liberation)   # the browser test (spec/browser)
+pkgs+=(openssl libssl-dev libnss3-tools) # TLS: the core links OpenSSL; test CAs, trusted by Chromium
 pkgs+=(gnuplot-nox)                 # the benchmarks' chart (bench/run.sh)
 pkgs+=(clang libclang-rt-14-dev)    # fuzzing (fuzz/fuzz.sh)
 pkgs+=(openjdk-17-jre-headless maven) # Apache Kafka for the tests (tools/kafka.sh)

@@ -405,6 +405,12 @@ void sluice_http_headers(const sluice_http_req *r, sluice_header_fn fn, void *ud
         fn(ud, r->headers[2 * i], r->headers[2 * i + 1]);
 }
 
+char *sluice_http_header(const sluice_http_req *r, const char *name)
+{
+    /* lws keeps the request head until the transaction ends */
+    return r->slot && !r->responded ? sluice_header_value(r->slot->wsi, name) : NULL;
+}
+
 const char *sluice_http_body(const sluice_http_req *r, size_t *len)
 {
     if (len)

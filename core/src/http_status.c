@@ -1,6 +1,8 @@
 #include "http_status.h"
+#include "json_internal.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -83,47 +85,75 @@ int sluice_http_status_has_body(int status)
     return status != 204 && status != 304 && !(status >= 100 && status < 200);
 }
 
-static int error_body(char *buf, size_t cap, int status, const char *detail)
+/* {"status":N,"error":"<detail or reason>"} into a malloc'd buffer. */
+static char *error_body(int status, const char *detail, size_t *len)
 {
-    /* detail: the server's own ASCII text, nothing to escape */
-    int n = snprintf(buf, cap, "{\"status\":%d,\"error\":\"%s\"}", status,
-                     detail ? detail : sluice_http_reason(status));
-    return n < 0 || (size_t)n >= cap ? -1 : n;
+    const char *text = detail ? detail : sluice_http_reason(status);
+    size_t tlen = strlen(text);
+    char *buf = malloc(48 + 6 * tlen);
+    if (!buf)
+        return NULL;
+    size_t n = (size_t)sprintf(buf, "{\"status\":%d,\"error\":", status);
+    n += sluice_json_write_string(buf + n, text, tlen);
+    buf[n++] = '}';
+    buf[n] = '\0';
+    *len = n;
+    return buf;
 }
 
 int sluice_http_error(struct lws *wsi, int status, const char *hname, const char *hval,
                       const char *detail)
 {
-    unsigned char buf[LWS_PRE + 768];
-    unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf;
-    char body[256];
-    int blen = error_body(body, sizeof body, status, detail);
-    if (blen < 0 ||
-        sluice_http_add_status(wsi, status, &p, end) ||
-        (hname && lws_add_http_header_by_name(wsi, (const unsigned char *)hname,
-                                              (const unsigned char *)hval,
-                                              (int)strlen(hval), &p, end)) ||
-        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
-                                     (const unsigned char *)"application/json", 16, &p, end) ||
-        lws_add_http_header_content_length(wsi, (lws_filepos_t)blen, &p, end) ||
-        lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
-                                     (const unsigned char *)"close", 5, &p, end) ||
-        lws_finalize_write_http_header(wsi, start, &p, end))
+    const char *const one[] = { hname, hval, NULL, NULL };
+    return sluice_http_error_headers(wsi, status, hname ? one : NULL, detail);
+}
+
+int sluice_http_error_headers(struct lws *wsi, int status, const char *const *headers,
+                              const char *detail)
+{
+    size_t blen = 0, cap = LWS_PRE + 512;
+    char *body = error_body(status, detail, &blen);
+    for (size_t i = 0; headers && headers[2 * i]; i++)
+        cap += strlen(headers[2 * i]) + strlen(headers[2 * i + 1]) + 8;
+    unsigned char *buf = malloc(cap + blen);
+    if (!body || !buf) {
+        free(body);
+        free(buf);
         return -1;
-    memcpy(start, body, (size_t)blen);
-    lws_write(wsi, start, (size_t)blen, LWS_WRITE_HTTP_FINAL);
+    }
+    unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + cap + blen;
+    int bad = sluice_http_add_status(wsi, status, &p, end);
+    for (size_t i = 0; !bad && headers && headers[2 * i]; i++)
+        bad = lws_add_http_header_by_name(wsi, (const unsigned char *)headers[2 * i],
+                                          (const unsigned char *)headers[2 * i + 1],
+                                          (int)strlen(headers[2 * i + 1]), &p, end);
+    if (!bad)
+        bad = lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+                                           (const unsigned char *)"application/json", 16, &p, end) ||
+              lws_add_http_header_content_length(wsi, (lws_filepos_t)blen, &p, end) ||
+              lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
+                                           (const unsigned char *)"close", 5, &p, end) ||
+              lws_finalize_write_http_header(wsi, start, &p, end);
+    if (!bad) {
+        memcpy(start, body, blen);
+        lws_write(wsi, start, blen, LWS_WRITE_HTTP_FINAL);
+    }
+    free(body);
+    free(buf);
     return -1;
 }
 
 void sluice_http_raw_error(int fd, int status)
 {
-    char body[128], msg[384];
-    int blen = error_body(body, sizeof body, status, NULL);
-    if (blen < 0)
+    char msg[384];
+    size_t blen = 0;
+    char *body = error_body(status, NULL, &blen);
+    if (!body)
         return;
     int n = snprintf(msg, sizeof msg, "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
-                     "content-length: %d\r\nconnection: close\r\n\r\n%s",
+                     "content-length: %zu\r\nconnection: close\r\n\r\n%s",
                      status, sluice_http_reason(status), blen, body);
+    free(body);
     if (n > 0 && (size_t)n < sizeof msg && send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
         /* the client is gone or not reading: nothing more to do */
     }

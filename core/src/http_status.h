@@ -21,6 +21,10 @@ int sluice_http_status_has_body(int status);
  * is closed after the answer, like every HTTP answer of the server. */
 int sluice_http_error(struct lws *wsi, int status, const char *hname, const char *hval,
                       const char *detail);
+/* The same with any number of extra headers: NULL-terminated name (with
+ * its colon), value pairs, or NULL. detail is JSON-escaped. */
+int sluice_http_error_headers(struct lws *wsi, int status, const char *const *headers,
+                              const char *detail);
 
 /* The same on a socket whose request lws has not parsed (it cannot answer
  * then): best effort, the caller closes the socket right after. */

@@ -144,3 +144,84 @@ void sluice_copy_peer(struct lws *wsi, char *buf, size_t len)
     if (!strncmp(buf, "::ffff:", 7) && strchr(buf, '.'))
         memmove(buf, buf + 7, strlen(buf + 7) + 1);
 }
+
+char *sluice_header_value(struct lws *wsi, const char *name)
+{
+    char key[128];
+    size_t nlen = strlen(name);
+    if (!wsi || !nlen || nlen + 2 > sizeof key)
+        return NULL;
+    for (size_t i = 0; i < nlen; i++)
+        key[i] = (char)tolower((unsigned char)name[i]);
+    key[nlen] = ':';
+    key[nlen + 1] = '\0';
+    /* lws files the headers it knows under a token, the others (stored
+     * lower-cased, colon included) in its custom list. */
+    for (int tok = 0; tok < WSI_TOKEN_COUNT; tok++) {
+        const char *t = (const char *)lws_token_to_string((enum lws_token_indexes)tok);
+        if (!t || strcmp(t, key))
+            continue;
+        int vlen = lws_hdr_total_length(wsi, (enum lws_token_indexes)tok);
+        if (vlen <= 0)
+            return NULL;
+        char *v = malloc((size_t)vlen + 1);
+        if (v && lws_hdr_copy(wsi, v, vlen + 1, (enum lws_token_indexes)tok) < 0)
+            v[0] = '\0';
+        return v;
+    }
+    int vlen = lws_hdr_custom_length(wsi, key, (int)nlen + 1);
+    if (vlen < 0)
+        return NULL;
+    char *v = malloc((size_t)vlen + 1);
+    if (v && lws_hdr_custom_copy(wsi, v, vlen + 1, key, (int)nlen + 1) < 0)
+        v[0] = '\0';
+    return v;
+}
+
+int sluice_offered_protocols(struct lws *wsi, char ***out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    int total = lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL);
+    if (total <= 0)
+        return 0;
+    /* What lws's own upgrade can take (its 128-byte copy, 64-byte names):
+     * beyond that it would hang up without an answer. */
+    if (total > 127)
+        return -1;
+    char buf[128], name[64];
+    if (lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_PROTOCOL) < 0)
+        return -1;
+    char **list = calloc(32, sizeof *list);
+    if (!list)
+        return -1;
+    /* Tokenized as lws does it, so that what we select is what it finds. */
+    struct lws_tokenize ts;
+    lws_tokenize_init(&ts, buf, LWS_TOKENIZE_F_COMMA_SEP_LIST | LWS_TOKENIZE_F_MINUS_NONTERM |
+                                LWS_TOKENIZE_F_DOT_NONTERM | LWS_TOKENIZE_F_RFC7230_DELIMS);
+    ts.len = strlen(buf);
+    lws_tokenize_elem e;
+    size_t count = 0;
+    int failed = 0;
+    do {
+        e = lws_tokenize(&ts);
+        if (e == LWS_TOKZE_TOKEN) {
+            if (count == 32 || lws_tokenize_cstr(&ts, name, sizeof name) ||
+                !(list[count] = sluice_strdup(name)))
+                failed = 1;
+            else
+                count++;
+        } else if (e != LWS_TOKZE_DELIMITER && e != LWS_TOKZE_ENDED) {
+            failed = 1;     /* numbers, quoted strings, broken lists */
+        }
+    } while (e > 0 && !failed);
+    if (failed) {
+        for (size_t i = 0; i < count; i++)
+            free(list[i]);
+        free(list);
+        return -1;
+    }
+    *out = list;
+    *n = count;
+    return 0;
+}

@@ -20,6 +20,7 @@ struct wsi_slot {
     int pending;
     lws_sorted_usec_list_t handshake_sul;
     int close_when_flushed;     /* the answer is out once lws drained it */
+    uint64_t conn_id;           /* the id its upgrade was given (ws_upgrade) */
 };
 
 /* A route's counters; a server's routes are a list, in first-use order. */
@@ -50,10 +51,25 @@ struct sluice_server {
     size_t nconns;
     struct sluice_route *routes;
     struct sluice_conn_sink sink;   /* what its connections share */
+    /* TLS: the files (reloaded from these paths) and the vhost's SSL_CTX */
+    char *tls_cert, *tls_key, *tls_ca;
+    void *ssl_ctx;
+    /* The vhost's one lws protocol. lws answers an upgrade with the name
+     * of the protocol it matched among those the client offered, so the
+     * name is set to the subprotocol chosen just before lws looks. */
+    struct lws_protocols protocols[2];
+    char protocol_name[64];
+    char vhost_name[32];
     int cb_depth;               /* inside this server's lws callback */
     int free_pending;
     lws_sorted_usec_list_t free_sul;
 };
+
+/* tls.c: load a certificate (chain) and key, or client CAs, from PEM files
+ * into an SSL_CTX; with ssl_ctx NULL only read and check them. */
+int sluice_tls_use_pair(void *ssl_ctx, const char *cert, const char *key,
+                        char *err, size_t errlen);
+int sluice_tls_use_ca(void *ssl_ctx, const char *ca, char *err, size_t errlen);
 
 /* http.c: the lws HTTP events of a slot. A negative return asks lws to
  * close the socket. */

@@ -163,6 +163,13 @@ char *sluice_copy_query(struct lws *wsi);
 /* The peer's address into buf ("" if unknown; IPv4 unmapped). */
 void sluice_copy_peer(struct lws *wsi, char *buf, size_t len);
 char *sluice_strdup(const char *s);
+/* Any request header by name (case-insensitive; custom ones included):
+ * malloc'd, or NULL if absent. */
+char *sluice_header_value(struct lws *wsi, const char *name);
+/* The subprotocols a WebSocket request offers, tokenized as lws's own
+ * upgrade does; -1 for a list lws could not take (too long, malformed),
+ * which it would drop without an answer. */
+int sluice_offered_protocols(struct lws *wsi, char ***out, size_t *n);
 
 /* The parsers below are separate functions so that fuzz/ can drive them. */
 

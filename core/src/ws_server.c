@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/ssl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -60,7 +62,8 @@ static void handshake_expired(lws_sorted_usec_list_t *sul)
     sluice_loop_log(s->loop, SLUICE_LOG_DEBUG,
                     "port %d: no complete request within %d s, closing the socket",
                     s->port, s->handshake_timeout_s);
-    sluice_http_raw_error(lws_get_socket_fd(slot->wsi), 408);
+    if (!s->tls_cert)       /* plaintext on a TLS socket would be noise */
+        sluice_http_raw_error(lws_get_socket_fd(slot->wsi), 408);
     lws_set_timeout(slot->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
@@ -77,11 +80,37 @@ static char *copy_token(struct lws *wsi, enum lws_token_indexes tok)
     return v;
 }
 
-/* The handshake fields lws leaves to us: a missing key makes lws hang up
- * without an answer, and it also accepts the old draft versions 7 and 8. */
+/* Whether the Connection header lists "upgrade", read as lws reads it
+ * (its 127-byte copy, its tokenizer, its prefix compare): lws hangs up
+ * without an answer when it does not. */
+static int connection_upgrade(struct lws *wsi)
+{
+    char buf[128];
+    int n = lws_hdr_copy(wsi, buf, sizeof buf - 1, WSI_TOKEN_CONNECTION);
+    if (n <= 0)
+        return 0;
+    struct lws_tokenize ts;
+    lws_tokenize_init(&ts, buf, LWS_TOKENIZE_F_COMMA_SEP_LIST | LWS_TOKENIZE_F_DOT_NONTERM |
+                                LWS_TOKENIZE_F_RFC7230_DELIMS | LWS_TOKENIZE_F_MINUS_NONTERM);
+    ts.len = (size_t)n;
+    for (;;) {
+        lws_tokenize_elem e = lws_tokenize(&ts);
+        if (e == LWS_TOKZE_TOKEN && !strncasecmp(ts.token, "upgrade", ts.token_len))
+            return 1;
+        if (e != LWS_TOKZE_TOKEN && e != LWS_TOKZE_DELIMITER)
+            return 0;
+    }
+}
+
+/* The handshake fields lws leaves to us: a missing key or a Connection
+ * header without "upgrade" makes lws hang up without an answer, and it
+ * also accepts the old draft versions 7 and 8. */
 static int check_handshake(struct lws *wsi)
 {
     char version[8] = "";
+    if (!connection_upgrade(wsi))
+        return sluice_http_error(wsi, HTTP_STATUS_BAD_REQUEST, NULL, NULL,
+                                 "Connection: upgrade expected (at most 127 bytes)");
     if (lws_hdr_total_length(wsi, WSI_TOKEN_KEY) <= 0)
         return sluice_http_error(wsi, HTTP_STATUS_BAD_REQUEST, NULL, NULL,
                                  "missing Sec-WebSocket-Key");
@@ -93,6 +122,151 @@ static int check_handshake(struct lws *wsi)
     return 0;
 }
 
+/* ---- the door: the app's decision before the 101 ------------------------------ */
+
+static int server_callback(struct lws *wsi, enum lws_callback_reasons reason,
+                           void *user, void *in, size_t len);
+
+struct sluice_upgrade {
+    struct lws *wsi;
+    uint64_t id;
+    const char *path;
+    char *query;
+    char peer[64];
+    char **headers, **protocols, **extra;
+    size_t nheaders, nprotocols, nextra;
+    const char *selected;       /* one of protocols */
+    char *reason;
+};
+
+static void upgrade_clear(struct sluice_upgrade *u)
+{
+    free(u->query);
+    sluice_free_headers(u->headers, u->nheaders);
+    for (size_t i = 0; i < u->nprotocols; i++)
+        free(u->protocols[i]);
+    free(u->protocols);
+    sluice_free_headers(u->extra, u->nextra);
+    free(u->reason);
+}
+
+/* The app's answer to an upgrade of an accepted path: 0, or the socket is
+ * answered and closed. */
+static int upgrade_decide(sluice_server *s, struct wsi_slot *slot, const char *path)
+{
+    struct sluice_upgrade u;
+    memset(&u, 0, sizeof u);
+    u.wsi = slot->wsi;
+    u.path = path;
+    if (sluice_offered_protocols(slot->wsi, &u.protocols, &u.nprotocols))
+        return sluice_http_error(slot->wsi, HTTP_STATUS_BAD_REQUEST, NULL, NULL,
+                                 "Sec-WebSocket-Protocol: not a list of at most 32 names "
+                                 "of up to 63 characters, 127 bytes in all");
+    u.id = sluice_conn_next_id();
+    int status = 0;
+    if (s->h.ws_upgrade) {
+        u.query = sluice_copy_query(slot->wsi);
+        sluice_copy_peer(slot->wsi, u.peer, sizeof u.peer);
+        if (!u.query || sluice_copy_headers(slot->wsi, &u.headers, &u.nheaders)) {
+            upgrade_clear(&u);
+            return -1;
+        }
+        status = s->h.ws_upgrade(s->ud, &u);
+    }
+    if (!status && u.nprotocols && !u.selected) {
+        status = HTTP_STATUS_BAD_REQUEST;
+        free(u.reason);
+        u.reason = sluice_strdup("none of the offered subprotocols (Sec-WebSocket-Protocol) "
+                                 "is served at this path");
+    }
+    if (status) {
+        if (status < 300 || status > 599)
+            status = HTTP_STATUS_INTERNAL_SERVER_ERROR;
+        sluice_http_error_headers(slot->wsi, status, (const char *const *)u.extra, u.reason);
+        upgrade_clear(&u);
+        return -1;
+    }
+    /* lws now matches the offered names against this one (see protocols),
+     * in the client's order: a name offered before it that lws knows by
+     * itself would be bound instead, away from our callbacks. */
+    if (u.selected)
+        snprintf(s->protocol_name, sizeof s->protocol_name, "%s", u.selected);
+    for (size_t i = 0; u.selected && u.protocols[i] != u.selected; i++) {
+        const struct lws_protocols *p = lws_vhost_name_to_protocol(s->vh, u.protocols[i]);
+        if (p && p->callback != server_callback) {
+            upgrade_clear(&u);
+            return sluice_http_error(slot->wsi, HTTP_STATUS_BAD_REQUEST, NULL, NULL,
+                                     "Sec-WebSocket-Protocol: a name reserved by libwebsockets");
+        }
+    }
+    slot->conn_id = u.id;
+    upgrade_clear(&u);
+    return 0;
+}
+
+uint64_t sluice_upgrade_id(const sluice_upgrade *u) { return u->id; }
+const char *sluice_upgrade_path(const sluice_upgrade *u) { return u->path; }
+const char *sluice_upgrade_query(const sluice_upgrade *u) { return u->query ? u->query : ""; }
+const char *sluice_upgrade_peer(const sluice_upgrade *u) { return u->peer; }
+size_t sluice_upgrade_protocol_count(const sluice_upgrade *u) { return u->nprotocols; }
+
+const char *sluice_upgrade_protocol(const sluice_upgrade *u, size_t i)
+{
+    return i < u->nprotocols ? u->protocols[i] : NULL;
+}
+
+void sluice_upgrade_headers(const sluice_upgrade *u, sluice_header_fn fn, void *ud)
+{
+    for (size_t i = 0; i < u->nheaders; i++)
+        fn(ud, u->headers[2 * i], u->headers[2 * i + 1]);
+}
+
+char *sluice_upgrade_header(const sluice_upgrade *u, const char *name)
+{
+    return sluice_header_value(u->wsi, name);
+}
+
+int sluice_upgrade_select(sluice_upgrade *u, const char *protocol)
+{
+    for (size_t i = 0; protocol && i < u->nprotocols; i++)
+        if (!strcmp(u->protocols[i], protocol)) {
+            u->selected = u->protocols[i];
+            return SLUICE_OK;
+        }
+    return SLUICE_EINVAL;
+}
+
+int sluice_upgrade_refuse(sluice_upgrade *u, const char *reason, const char *const *headers)
+{
+    free(u->reason);
+    u->reason = reason ? sluice_strdup(reason) : NULL;
+    sluice_free_headers(u->extra, u->nextra);
+    u->extra = NULL;
+    u->nextra = 0;
+    size_t n = 0;
+    while (headers && headers[2 * n] && headers[2 * n + 1])
+        n++;
+    /* NULL-terminated for sluice_http_error_headers */
+    if (n && !(u->extra = calloc(2 * n + 2, sizeof *u->extra)))
+        return SLUICE_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        size_t nl = strlen(headers[2 * i]);
+        char *name = malloc(nl + 2);
+        char *value = sluice_strdup(headers[2 * i + 1]);
+        if (!name || !value) {
+            free(name);
+            free(value);
+            return SLUICE_ENOMEM;
+        }
+        memcpy(name, headers[2 * i], nl);
+        memcpy(name + nl, ":", 2);
+        u->extra[2 * i] = name;
+        u->extra[2 * i + 1] = value;
+        u->nextra++;
+    }
+    return (reason && !u->reason) ? SLUICE_ENOMEM : SLUICE_OK;
+}
+
 static int confirm_upgrade(sluice_server *s, struct wsi_slot *slot)
 {
     int status = 0;
@@ -100,18 +274,22 @@ static int confirm_upgrade(sluice_server *s, struct wsi_slot *slot)
     int bad = check_handshake(slot->wsi);
     if (bad)
         return bad;
+    char *path = NULL;
     if (s->max_connections > 0 && s->nconns >= (size_t)s->max_connections) {
         status = HTTP_STATUS_SERVICE_UNAVAILABLE;
-    } else if (s->h.ws_accept) {
-        char *path = copy_token(slot->wsi, WSI_TOKEN_GET_URI);
+    } else {
+        path = copy_token(slot->wsi, WSI_TOKEN_GET_URI);
         if (!path)
             return -1;
-        if (!s->h.ws_accept(s->ud, path))
+        if (s->h.ws_accept && !s->h.ws_accept(s->ud, path))
             status = HTTP_STATUS_NOT_FOUND;
-        free(path);
     }
-    if (!status)
-        return 0;
+    if (!status) {
+        int rc = upgrade_decide(s, slot, path);
+        free(path);
+        return rc;
+    }
+    free(path);
     /* Answered; then closed like every HTTP answer (see send_status in http.c). */
     return sluice_http_error(slot->wsi, status, NULL, NULL,
                              status == HTTP_STATUS_NOT_FOUND ? "no WebSocket route at this path"
@@ -159,6 +337,8 @@ static int on_established(sluice_server *s, struct wsi_slot *slot)
         return -1;
     c->sink = &s->sink;
     c->wsi = wsi;
+    if (slot->conn_id)
+        c->id = slot->conn_id;      /* the id its upgrade was decided under */
     c->state = SLUICE_CONN_OPEN;
     /* Frames are built here (compressed here with permessage-deflate)
      * and written raw, many per send(). */
@@ -282,8 +462,29 @@ static void deferred_free(lws_sorted_usec_list_t *sul)
 static int server_callback(struct lws *wsi, enum lws_callback_reasons reason,
                            void *user, void *in, size_t len)
 {
-    if (reason == LWS_CALLBACK_EVENT_WAIT_CANCELLED)
+    switch (reason) {
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         return 0;
+    case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS: {
+        /* the vhost's SSL_CTX is made: our files go in (checked already) */
+        sluice_server *s = lws_get_vhost_user((struct lws_vhost *)in);
+        char err[256];
+        s->ssl_ctx = user;
+        /* whatever the system's OpenSSL configuration allows */
+        SSL_CTX_set_min_proto_version(user, TLS1_2_VERSION);
+        if (sluice_tls_use_pair(user, s->tls_cert, s->tls_key, err, sizeof err) ||
+            (s->tls_ca && sluice_tls_use_ca(user, s->tls_ca, err, sizeof err))) {
+            sluice_loop_log(s->loop, SLUICE_LOG_ERROR, "%s", err);
+            return 1;
+        }
+        return 0;
+    }
+    case LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION:
+        /* lws accepts whatever this returns 0 for: OpenSSL's verdict */
+        return len ? 0 : 1;
+    default:
+        break;
+    }
     struct wsi_slot *slot = lws_get_opaque_user_data(wsi);
     if (!slot) {
         /* Not one of ours (lws internals) or its server is gone. */
@@ -314,11 +515,6 @@ static const struct lws_extension server_extensions[] = {
     { NULL, NULL, NULL }
 };
 
-static const struct lws_protocols server_protocols[] = {
-    { .name = "sluice-ws", .callback = server_callback },
-    { .name = NULL, .callback = NULL }
-};
-
 /* ---- listening ------------------------------------------------------------- */
 
 static void on_listen_readable(sluice_watch *w, void *ud)
@@ -337,7 +533,8 @@ static void on_listen_readable(sluice_watch *w, void *ud)
         if (s->max_pending > 0 && s->npending >= (size_t)s->max_pending) {
             /* Flood of sockets that have not sent a request: refuse
              * clearly rather than hold descriptors for them. */
-            sluice_http_raw_error(fd, 503);
+            if (!s->tls_cert)
+                sluice_http_raw_error(fd, 503);
             close(fd);
             uint64_t now = sluice_now_ms();
             if (now - s->last_refusal_log_ms >= 1000) {
@@ -432,6 +629,53 @@ static int open_listener(const char *host, int port, int *out_fd, int *out_port,
 
 /* ---- public API ---------------------------------------------------------------- */
 
+static void server_config_free(sluice_server *s)
+{
+    free(s->static_dir);
+    free(s->tls_cert);
+    free(s->tls_key);
+    free(s->tls_ca);
+    free(s);
+}
+
+/* The TLS files are read and checked before anything listens: a bad one
+ * is the one error of the start. */
+static int server_tls_config(sluice_server *s, const sluice_server_config *cfg,
+                             char *err, size_t errlen)
+{
+    if (!cfg->tls_cert && !cfg->tls_key && !cfg->tls_ca)
+        return SLUICE_OK;
+    if (!cfg->tls_cert || !cfg->tls_key) {
+        errf(err, errlen, "TLS needs both a certificate and its key (%s is missing)",
+             cfg->tls_cert ? "the key" : "the certificate");
+        return SLUICE_EINVAL;
+    }
+    int rc = sluice_tls_use_pair(NULL, cfg->tls_cert, cfg->tls_key, err, errlen);
+    if (!rc && cfg->tls_ca)
+        rc = sluice_tls_use_ca(NULL, cfg->tls_ca, err, errlen);
+    if (rc)
+        return rc;
+    s->tls_cert = sluice_strdup(cfg->tls_cert);
+    s->tls_key = sluice_strdup(cfg->tls_key);
+    s->tls_ca = cfg->tls_ca ? sluice_strdup(cfg->tls_ca) : NULL;
+    if (!s->tls_cert || !s->tls_key || (cfg->tls_ca && !s->tls_ca))
+        return SLUICE_ENOMEM;
+    return SLUICE_OK;
+}
+
+int sluice_server_tls(const sluice_server *s) { return s && s->tls_cert; }
+
+int sluice_server_reload_tls(sluice_server *s, char *err, size_t errlen)
+{
+    if (!s || !s->ssl_ctx) {
+        errf(err, errlen, "this server does not serve TLS");
+        return SLUICE_ESTATE;
+    }
+    /* New handshakes use the new pair; an open connection's SSL keeps the
+     * certificate it was made with. */
+    return sluice_tls_use_pair(s->ssl_ctx, s->tls_cert, s->tls_key, err, errlen);
+}
+
 int sluice_server_new(sluice_loop *loop, const sluice_server_config *cfg,
                       const sluice_server_handlers *h, void *ud,
                       sluice_server **out, char *err, size_t errlen)
@@ -458,28 +702,41 @@ int sluice_server_new(sluice_loop *loop, const sluice_server_config *cfg,
                                                       : DEFAULT_HANDSHAKE_S;
     s->max_pending = cfg->max_pending ? cfg->max_pending : DEFAULT_MAX_PENDING;
     s->listen_fd = -1;
-    if (cfg->static_dir && !(s->static_dir = sluice_strdup(cfg->static_dir))) {
-        free(s);
-        return SLUICE_ENOMEM;
-    }
-    int rc = open_listener(cfg->host, cfg->port, &s->listen_fd, &s->port, err, errlen);
+    int rc = server_tls_config(s, cfg, err, errlen);
+    if (!rc && cfg->static_dir && !(s->static_dir = sluice_strdup(cfg->static_dir)))
+        rc = SLUICE_ENOMEM;
+    if (!rc)
+        rc = open_listener(cfg->host, cfg->port, &s->listen_fd, &s->port, err, errlen);
     if (rc) {
-        free(s->static_dir);
-        free(s);
+        server_config_free(s);
         return rc;
     }
 
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
-    char name[32];
-    snprintf(name, sizeof name, "sluice-%d", s->port);
-    info.vhost_name = name;
+    /* lws keeps the pointer (and compares it while serving): it lives as
+     * long as the server */
+    snprintf(s->vhost_name, sizeof s->vhost_name, "sluice-%d", s->port);
+    info.vhost_name = s->vhost_name;
     info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
-    info.protocols = server_protocols;
+    snprintf(s->protocol_name, sizeof s->protocol_name, "sluice-ws");
+    s->protocols[0].name = s->protocol_name;
+    s->protocols[0].callback = server_callback;
+    info.protocols = s->protocols;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
     info.user = s;
     if (cfg->deflate)
         info.extensions = server_extensions;
+    if (s->tls_cert) {
+        /* lws makes the SSL_CTX; the files go in at
+         * LOAD_EXTRA_SERVER_VERIFY_CERTS (server_callback). HTTP/1.1 only:
+         * the HTTP side answers with HTTP/1 semantics (http.c). */
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT |
+                        LWS_SERVER_OPTION_CREATE_VHOST_SSL_CTX;
+        if (s->tls_ca)
+            info.options |= LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
+        info.alpn = "http/1.1";
+    }
     /* lws's own limit on an incomplete request head (10 s by default) is
      * kept above ours, so that ours answers 408 first. */
     if (s->handshake_timeout_s > 0)
@@ -494,10 +751,10 @@ int sluice_server_new(sluice_loop *loop, const sluice_server_config *cfg,
     }
     s->vh = lws_create_vhost(loop->ctx, &info);
     if (!s->vh) {
-        errf(err, errlen, "cannot create libwebsockets vhost for port %d", s->port);
+        errf(err, errlen, "cannot create libwebsockets vhost for port %d%s", s->port,
+             s->tls_cert ? " with TLS" : "");
         close(s->listen_fd);
-        free(s->static_dir);
-        free(s);
+        server_config_free(s);
         return SLUICE_EIO;
     }
     rc = sluice_watch_new(loop, s->listen_fd, on_listen_readable, s, &s->listen_watch,
@@ -505,8 +762,7 @@ int sluice_server_new(sluice_loop *loop, const sluice_server_config *cfg,
     if (rc) {
         lws_vhost_destroy(s->vh);
         close(s->listen_fd);
-        free(s->static_dir);
-        free(s);
+        server_config_free(s);
         return rc;
     }
     *out = s;
@@ -578,13 +834,12 @@ static void server_destroy_now(sluice_server *s)
     lws_vhost_destroy(s->vh);
     free(s->sink.wbuf);
     sluice_conn_sink_release(&s->sink);
-    free(s->static_dir);
     while (s->routes) {
         struct sluice_route *r = s->routes;
         s->routes = r->next;
         free(r);
     }
-    free(s);
+    server_config_free(s);
 }
 
 void sluice_server_free(sluice_server *s)

@@ -639,6 +639,132 @@ static void test_idle_timeout(sluice_loop *loop, const sluice_server_handlers *h
     CHECK_EQ_INT(good.closed, 1);
 }
 
+/* ws_upgrade: what the door sees (custom headers, offered subprotocols)
+ * and what it answers, over raw HTTP: a refusal with its status, reason
+ * and headers; a selected subprotocol in the 101; an offer left without a
+ * selection answered 400; the upgrade's id is the connection's. */
+struct door_state {
+    int calls, opens;
+    uint64_t id, opened_id;
+    char key[32], trace[32], host[64], protocols[128], query[64];
+    int select_rc;
+};
+
+static int door_upgrade(void *ud, sluice_upgrade *u)
+{
+    struct door_state *d = ud;
+    d->calls++;
+    d->id = sluice_upgrade_id(u);
+    char *key = sluice_upgrade_header(u, "X-Api-Key");   /* any case */
+    char *trace = sluice_upgrade_header(u, "x-trace-id");
+    char *host = sluice_upgrade_header(u, "host");
+    snprintf(d->key, sizeof d->key, "%s", key ? key : "(none)");
+    snprintf(d->trace, sizeof d->trace, "%s", trace ? trace : "(none)");
+    snprintf(d->host, sizeof d->host, "%s", host ? host : "(none)");
+    snprintf(d->query, sizeof d->query, "%s", sluice_upgrade_query(u));
+    free(key);
+    free(trace);
+    free(host);
+    d->protocols[0] = '\0';
+    for (size_t i = 0; i < sluice_upgrade_protocol_count(u); i++)
+        snprintf(d->protocols + strlen(d->protocols), sizeof d->protocols - strlen(d->protocols),
+                 "%s%s", i ? "|" : "", sluice_upgrade_protocol(u, i));
+    if (strcmp(d->key, "k1")) {
+        static const char *const extra[] = { "www-authenticate", "Bearer realm=\"x\"", NULL };
+        CHECK_EQ_INT(sluice_upgrade_refuse(u, "bad \"key\"", extra), SLUICE_OK);
+        return 401;
+    }
+    d->select_rc = sluice_upgrade_select(u, "v2");
+    return 0;
+}
+
+static void door_open(void *ud, sluice_conn *c)
+{
+    struct door_state *d = ud;
+    d->opens++;
+    d->opened_id = sluice_conn_id(c);
+}
+
+static void door_nop_close(void *ud, sluice_conn *c, int code, const char *reason)
+{
+    (void)ud; (void)c; (void)code; (void)reason;
+}
+
+static void test_upgrade_door(sluice_loop *loop)
+{
+    struct door_state d;
+    memset(&d, 0, sizeof d);
+    sluice_server_handlers h = { .ws = { door_open, NULL, door_nop_close }, .ws_upgrade = door_upgrade };
+    sluice_server_config cfg = { .host = "127.0.0.1" };
+    sluice_server *srv = NULL;
+    CHECK_EQ_INT(sluice_server_new(loop, &cfg, &h, &d, &srv, NULL, 0), SLUICE_OK);
+    if (!srv)
+        return;
+    int port = sluice_server_port(srv);
+    char req[1024], out[4096];
+    const char *head = "GET /door?a=1 HTTP/1.1\r\nHost: door.test\r\nUpgrade: websocket\r\n"
+                       "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                       "Sec-WebSocket-Version: 13\r\n";
+
+    /* refused: the status, the reason (JSON-escaped) and the header */
+    snprintf(req, sizeof req, "%sX-Trace-Id: t-1\r\n\r\n", head);
+    http_exchange(loop, port, req, out, sizeof out);
+    CHECK(strstr(out, "HTTP/1.1 401 Unauthorized\r\n") == out);
+    CHECK(strstr(out, "www-authenticate: Bearer realm=\"x\"\r\n") != NULL);
+    CHECK(strstr(out, "\r\n\r\n{\"status\":401,\"error\":\"bad \\\"key\\\"\"}") != NULL);
+    CHECK_EQ_STR(d.key, "(none)");
+    CHECK_EQ_STR(d.trace, "t-1");
+    CHECK_EQ_STR(d.host, "door.test");
+    CHECK_EQ_STR(d.query, "a=1");
+    CHECK_EQ_INT(d.opens, 0);
+
+    /* accepted with the subprotocol it selected among those offered */
+    snprintf(req, sizeof req, "%sX-API-Key: k1\r\nSec-WebSocket-Protocol: v1, v2,v3\r\n\r\n", head);
+    http_exchange(loop, port, req, out, sizeof out);
+    CHECK(strstr(out, "HTTP/1.1 101 ") == out);
+    CHECK(strcasestr(out, "\r\nSec-WebSocket-Protocol: v2\r\n") != NULL);
+    CHECK_EQ_STR(d.protocols, "v1|v2|v3");
+    CHECK_EQ_INT(d.select_rc, SLUICE_OK);
+    WAIT_UNTIL(loop, d.opens == 1, 3000);
+    CHECK_EQ_INT(d.opens, 1);
+    CHECK(d.opened_id == d.id && d.id != 0);
+
+    /* offered, none selected ("v2" not offered: select fails): 400 */
+    snprintf(req, sizeof req, "%sX-API-Key: k1\r\nSec-WebSocket-Protocol: chat\r\n\r\n", head);
+    http_exchange(loop, port, req, out, sizeof out);
+    CHECK_EQ_INT(d.select_rc, SLUICE_EINVAL);
+    CHECK(strstr(out, "HTTP/1.1 400 Bad Request\r\n") == out);
+    CHECK(strstr(out, "{\"status\":400,\"error\":\"none of the offered subprotocols "
+                      "(Sec-WebSocket-Protocol) is served at this path\"}") != NULL);
+
+    /* an offer lws could not take: 400 before the door is asked */
+    int calls = d.calls;
+    snprintf(req, sizeof req, "%sX-API-Key: k1\r\nSec-WebSocket-Protocol: \"v2\"\r\n\r\n", head);
+    http_exchange(loop, port, req, out, sizeof out);
+    CHECK(strstr(out, "HTTP/1.1 400 Bad Request\r\n") == out);
+    CHECK_EQ_INT(d.calls, calls);
+    CHECK_EQ_INT(d.opens, 1);
+    sluice_server_free(srv);
+}
+
+/* A TLS pair that is not there, or not a pair: the exact error, no server. */
+static void test_tls_files(sluice_loop *loop, const char *dir)
+{
+    char cert[300], key[300], want[700], err[512] = "";
+    snprintf(cert, sizeof cert, "%s/public/index.html", dir);
+    snprintf(key, sizeof key, "%s/missing.key", dir);
+    sluice_server_config cfg = { .host = "127.0.0.1", .tls_cert = cert, .tls_key = key };
+    sluice_server_handlers h = { .ws = { door_open, NULL, door_nop_close } };
+    sluice_server *srv = NULL;
+    CHECK_EQ_INT(sluice_server_new(loop, &cfg, &h, NULL, &srv, err, sizeof err), SLUICE_EINVAL);
+    snprintf(want, sizeof want, "TLS certificate %s: no PEM certificate in it", cert);
+    CHECK_EQ_STR(err, want);
+    CHECK(srv == NULL);
+    cfg.tls_cert = NULL;
+    CHECK_EQ_INT(sluice_server_new(loop, &cfg, &h, NULL, &srv, err, sizeof err), SLUICE_EINVAL);
+    CHECK_EQ_STR(err, "TLS needs both a certificate and its key (the certificate is missing)");
+}
+
 int main(void)
 {
     char dir[] = "/tmp/sluice-test-ws-XXXXXX";
@@ -693,6 +819,8 @@ int main(void)
     test_close_all_and_free(loop, srv, &ss, port);
     test_limits_and_self_free(loop, &h);
     test_idle_timeout(loop, &h);
+    test_upgrade_door(loop);
+    test_tls_files(loop, dir);
 
     sluice_loop_free(loop);
     snprintf(path, sizeof path, "rm -rf %s", dir);

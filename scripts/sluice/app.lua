@@ -14,6 +14,7 @@ local Consumer = require "sluice.app.consumer"
 local Feed = require "sluice.app.feed"
 local http = require "sluice.app.http"
 local timers = require "sluice.app.timers"
+local door = require "sluice.app.door"
 local route = require "sluice.app.route"
 local check_options = require("sluice.app.options").check
 local metrics = require "sluice.metrics"
@@ -77,6 +78,8 @@ function App.new(options, overrides, level)
     routes = {},        -- path → { open, message, close, route }
     _declared = {},     -- path → its compiled route declaration (sluice.app.route)
     http_routes = {},   -- "METHOD path" → handler
+    doors = {},         -- "ws path" / "http METHOD path" → what is checked first (sluice.app.door)
+    _admitted = {},     -- conn id → { auth, protocol }, from its upgrade until it opens
     consumer_decls = {},
     -- runtime
     started = false,
@@ -106,14 +109,24 @@ end
 
 -- ---- declarations --------------------------------------------------------
 
+-- The keys of an app:ws handlers table and app:http options; any other
+-- is a typo, refused.
+local WS_KEYS = { open = true, message = true, close = true, route = true, auth = true,
+  origins = true, protocols = true }
+local HTTP_KEYS = { auth = true, origins = true }
+local CONSUME_KEYS = { group = true, from = true, broadcast = true, rebalance = true,
+  batch = true, kafka = true, manual = true }
+
 function App:ws(path, handlers)
   util.check(1, "ws", path, "string")
   util.check(2, "ws", handlers, "table")
+  util.check_keys(handlers, WS_KEYS, "ws", 2, "key")
   for _, k in ipairs({ "open", "message", "close" }) do
     if handlers[k] ~= nil and type(handlers[k]) ~= "function" then
       util.argerror(2, "ws", ("handler '%s' must be a function, got %s"):format(k, type(handlers[k])))
     end
   end
+  self.doors["ws " .. path] = door.compile(handlers, "ws", 2)
   if handlers.route ~= nil then
     self._declared[path] = route.compile(self, handlers.route, handlers.message ~= nil, 2)
   else
@@ -131,11 +144,20 @@ function App:metric(name, spec)
   return self.metrics:metric(name, spec)
 end
 
-function App:http(method, path, handler)
+-- options: auth, origins (sluice.app.door).
+function App:http(method, path, handler, options)
   util.check(1, "http", method, "string")
   util.check(2, "http", path, "string")
   util.check(3, "http", handler, "function")
-  self.http_routes[method:upper() .. " " .. path] = handler
+  util.check(4, "http", options, "table", true)
+  local key = method:upper() .. " " .. path
+  if options then
+    util.check_keys(options, HTTP_KEYS, "http", 4)
+    self.doors["http " .. key] = door.compile(options, "http", 2)
+  else
+    self.doors["http " .. key] = nil
+  end
+  self.http_routes[key] = handler
   self._where["http " .. method:upper() .. " " .. path] = where(2)
   return self
 end
@@ -168,14 +190,34 @@ function App:_kafka_props(extra)
   return props
 end
 
+-- req:defer() in a WebSocket route's auth.
+local function no_defer()
+  error("a WebSocket upgrade cannot wait for a deferred answer: libwebsockets 4.1 writes " ..
+    "the 101 in the call that asks the route (docs/security.md)", 2)
+end
+
 function App:_server_handlers()
   local routes_owner = self
   local by_path = self.conns_by_path
   return {
     accept = function(path) return routes_owner.routes[path] ~= nil end,
+    -- Before the 101: origins, subprotocols, the route's auth.
+    upgrade = function(req)
+      req.defer = no_defer
+      local refused, a, b = door.check(routes_owner.doors["ws " .. req.path], req)
+      if refused then return refused, a, b end     -- status, reason, headers
+      local claims, protocol = a, b
+      if claims ~= nil or protocol then routes_owner._admitted[req.id] = { claims, protocol } end
+      return true, protocol
+    end,
     open = function(conn)
       local path = conn.path
       conn.query = util.decode_query(conn.query_string)
+      local admitted = routes_owner._admitted[conn.id]
+      if admitted then
+        routes_owner._admitted[conn.id] = nil
+        conn.auth, conn.protocol = admitted[1], admitted[2]
+      end
       local set = by_path[path]
       if not set then set = {}; by_path[path] = set end
       set[conn] = true
@@ -285,12 +327,14 @@ function App:_start_server()
   if static and static:sub(1, 1) ~= "/" then static = self.base_dir .. "/" .. static end
   local idle = o.idle_timeout
   if idle == false then idle = -1 end
+  local tls = self:_tls_files()
   local server, err, code = core.server(self.loop, {
     host = host, port = port, static = static, max_message = o.max_message,
     max_body = o.max_body, idle_timeout = idle, send_queue = o.send_queue,
     max_connections = o.max_connections,
     handshake_timeout = o.handshake_timeout, max_pending = o.max_pending,
     deflate = o.deflate or nil,
+    tls_cert = tls.cert, tls_key = tls.key, tls_ca = tls.ca,
   }, self:_server_handlers())
   if not server then
     if code == "ADDRINUSE" then err = err .. " (choose another with --listen PORT or listen = PORT)" end
@@ -300,8 +344,39 @@ function App:_start_server()
   self.port = server:port()
   host = host or "0.0.0.0"
   if host:find(":", 1, true) then host = "[" .. host .. "]" end   -- an IPv6 address in a URL
-  self._listening = ("listening on http://%s:%d/ (WebSocket and HTTP)"):format(host, self.port)
+  self._listening = ("listening on %s://%s:%d/ (WebSocket and HTTP%s)"):format(
+    server:tls() and "https" or "http", host, self.port,
+    server:tls() and (" over TLS" .. (tls.ca and ", client certificates required" or "")) or "")
   return true
+end
+
+-- The TLS files: the command line's (--tls-cert, --tls-key, --tls-ca),
+-- else the app's tls option, whose relative paths are the app's.
+function App:_tls_files()
+  local ov = self.overrides
+  if ov.tls_cert or ov.tls_key or ov.tls_ca then
+    return { cert = ov.tls_cert, key = ov.tls_key, ca = ov.tls_ca }
+  end
+  local out = {}
+  for k, v in pairs(self.options.tls or {}) do
+    out[k] = v:sub(1, 1) == "/" and v or (self.base_dir .. "/" .. v)
+  end
+  return out
+end
+
+-- Read the certificate and key again (SIGHUP, --watch): new connections
+-- get them, open ones keep theirs. Returns true, or nil, err, code (the
+-- previous pair still serves).
+function App:reload_tls()
+  if not (self.server and self.server:tls()) then
+    return nil, "STATE: this app does not serve TLS", "STATE"
+  end
+  local ok, err, code = self.server:reload_tls()
+  if ok then self.loop:log("info", "TLS certificate and key reloaded")
+  else
+    self.loop:log("error", "TLS reload failed, the previous certificate still serves: " .. err:gsub("^%u+: ", ""))
+  end
+  return ok, err, code
 end
 
 function App:_start_metrics()
@@ -401,6 +476,7 @@ function App:consume(topics, options, handler)
   util.check(2, "consume", options, "table", true)
   util.check(3, "consume", handler, "function")
   options = options or {}
+  util.check_keys(options, CONSUME_KEYS, "consume", 2)
   for i, t in ipairs(topics) do
     if type(t) ~= "string" then util.argerror(1, "consume", ("topic #%d must be a string"):format(i)) end
   end
@@ -614,8 +690,11 @@ function App:run()
   if not ok then return nil, err, code end
   self.loop:on_signals(function(sig)
     if sig == "HUP" then
+      if self.server and self.server:tls() then self:reload_tls() end
       if self._reloader then self:reload(nil, "SIGHUP")
-      else self.loop:log("info", "SIGHUP: this app was not loaded from a file; nothing to reload") end
+      elseif not (self.server and self.server:tls()) then
+        self.loop:log("info", "SIGHUP: this app was not loaded from a file; nothing to reload")
+      end
     else
       self.loop:log("info", ("SIG%s: shutting down"):format(sig))
       self:stop()
@@ -703,6 +782,7 @@ end
 local CONSUMER_CLOSE_MS, CONSUMER_CLOSE_MIN_MS = 5000, 500
 function App:_teardown()
   if self._reloader then self._reloader:unwatch() end
+  if self._tls_watch then self._tls_watch:close(); self._tls_watch = nil end
   for t in pairs(self.timers) do t:close() end
   if self._sse_timer then self._sse_timer:close(); self._sse_timer = nil end
   -- Commit and leave the groups within one budget: with the brokers gone
@@ -772,7 +852,22 @@ end
 function App:watch(opts)
   util.check(1, "watch", opts, "table", true)
   if not self._reloader then return nil, NOT_LOADED, "STATE" end
-  return self._reloader:watch(opts or {})
+  local ok, err, code = self._reloader:watch(opts or {})
+  if ok and self.server and self.server:tls() and not self._tls_watch then
+    -- the certificate and key too (renewed in place, or renamed over)
+    local files = self:_tls_files()
+    local w
+    w, err, code = core.fswatch(self.loop, { debounce = (opts or {}).debounce }, function()
+      self:reload_tls()
+    end)
+    if not w then return nil, err, code end
+    for _, f in ipairs({ files.cert, files.key }) do
+      local added, aerr, acode = w:add(f)
+      if not added then w:close(); return nil, aerr, acode end
+    end
+    self._tls_watch = w
+  end
+  return ok, err, code
 end
 
 -- Close on collection, on every Lua. A started app is kept alive by the

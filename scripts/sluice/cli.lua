@@ -24,6 +24,11 @@ options for run:
                          -X message.timeout.ms=5000
   --embedded-port PORT   stable bootstrap port of the embedded broker (default 9092;
                          0 picks a free one)
+  --tls-cert FILE        serve https:// and wss:// with this PEM certificate (its
+                         chain after it) ...
+  --tls-key FILE         ... and its PEM private key (not encrypted); SIGHUP and
+                         --watch reload both without dropping connections
+  --tls-ca FILE          require client certificates signed by these PEM CAs
   --log-level LEVEL      error, warn, info (default) or debug
   --log-format FORMAT    text (default) or json: one JSON object per line with
                          ts, level, msg, app, pid
@@ -34,7 +39,8 @@ options for run:
 
 SIGINT/SIGTERM: stop accepting, let Kafka confirm what was accepted, close
 WebSockets with 1001, commit consumer offsets, exit 0; a second one while
-draining exits at once. SIGHUP: hot reload.
+draining exits at once. SIGHUP: hot reload (and the TLS certificate and key
+read again).
 GET /_sluice/health: generation, loaded_at, last_reload_error (JSON).
 GET /metrics (Prometheus), /healthz/live, /healthz/ready: docs/operations.md.
 Reference: docs/api.md]]
@@ -50,6 +56,12 @@ local function parse_port(value, option)
     return nil, ("%s needs a port number, got '%s'"):format(option, tostring(value))
   end
   return n
+end
+
+local function file_option(o, key, option, v)
+  if not v or v == "" or v:sub(1, 1) == "-" then return nil, option .. " needs a file name" end
+  o[key] = v
+  return true
 end
 
 local OPTIONS = {
@@ -76,6 +88,9 @@ local OPTIONS = {
     o.embedded_port = port
     return port ~= nil, err
   end,
+  ["--tls-cert"] = function(o, v) return file_option(o, "tls_cert", "--tls-cert", v) end,
+  ["--tls-key"] = function(o, v) return file_option(o, "tls_key", "--tls-key", v) end,
+  ["--tls-ca"] = function(o, v) return file_option(o, "tls_ca", "--tls-ca", v) end,
   ["--watch-debounce"] = function(o, v)
     local n = tonumber(v)
     if not n or n < 1 or n > 60000 then return nil, "--watch-debounce needs a number of ms (1-60000)" end

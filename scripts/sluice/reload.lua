@@ -280,6 +280,7 @@ end
 local function adopt(app, cand, new_state)
   local old_routes = app.routes
   app.routes, app.http_routes, app._where = cand.routes, cand.http_routes, cand._where
+  app.doors = cand.doors
   -- Declared routes change between two messages too; rows in flight
   -- finish under the declaration that took them.
   app._declared = cand._declared

@@ -16,6 +16,7 @@
 -- owns its stores, its stream time and the offsets it processed. The
 -- runner (sluice.stream.kafka on an app, sluice.stream.driver in memory)
 -- feeds records in and carries outputs and changelog writes out.
+local util = require "sluice.util"
 local window = require "sluice.stream.window"
 local serde = require "sluice.stream.serde"
 local engine = require "sluice.stream.engine"
@@ -61,12 +62,24 @@ Table.__index = Table
 -- outputs are flushed and offsets committed; 100), punctuate_ms (window
 -- timer; 1000), wall_clock (false: windows close only on event time),
 -- kafka (extra librdkafka properties for the stream's consumer).
+-- The options each declaration takes; any other is a typo, refused.
+local KEYS = {
+  topology = { name = true, group = true, commit_ms = true, punctuate_ms = true, wall_clock = true,
+    kafka = true, max_in_flight = true, epoch_records = true },
+  from = { value = true, timestamp = true },
+  to = { value = true, key = true, partition = true },
+  table = { value = true, store = true },
+  join = { left = true },
+  stateful = { store = true, window = true, grace = true, emit = true, merge = true },
+}
+
 function M.topology(app, options)
   if options == nil and type(app) == "table" and getmetatable(app) == nil then
     app, options = nil, app
   end
   options = options or {}
   if type(options) ~= "table" then argerror(2, "topology", "table expected") end
+  util.check_keys(options, KEYS.topology, "topology", 2)
   local name = options.name or (app and app.name) or "sluice"
   local self = setmetatable({
     app = app,
@@ -153,6 +166,7 @@ function Topology:from(topics, options)
   if type(topics) == "string" then topics = { topics } end
   if type(topics) ~= "table" or #topics == 0 then argerror(1, "from", "a topic or a list of topics expected") end
   options = options or {}
+  util.check_keys(options, KEYS.from, "from", 2)
   local dec = decoder(options.value, "from")
   if options.timestamp ~= nil then check_fn(2, "from", options.timestamp) end
   local sub = self:_new_sub()
@@ -266,6 +280,7 @@ end
 function Stream:to(topic, options)
   if type(topic) ~= "string" then argerror(1, "to", "topic name expected") end
   options = options or {}
+  util.check_keys(options, KEYS.to, "to", 2)
   local enc = encoder(options.value, "to")
   local keyf, partf = options.key, options.partition
   self:_then("to", function(_, rec, task)
@@ -312,6 +327,7 @@ end
 local function check_stateful(fname, opts, argn)
   if opts == nil then return {} end
   if type(opts) ~= "table" then argerror(argn, fname, "options table expected") end
+  util.check_keys(opts, KEYS.stateful, fname, argn)
   if opts.window ~= nil and not window.is(opts.window) then
     argerror(argn, fname, "window must be stream.tumbling(), stream.hopping() or stream.session()")
   end
@@ -430,6 +446,7 @@ end
 -- options: value (decoder), store (name).
 function Topology:table(topic, options)
   options = options or {}
+  util.check_keys(options, KEYS.table, "table", 2)
   local dec = decoder(options.value, "table")
   local name = options.store or (topic .. "-table")
   local def = self:_store(name, "table", { changelog = topic })
@@ -460,6 +477,7 @@ function Stream:join(tbl, fn, opts)
   if getmetatable(tbl) ~= Table then argerror(1, "join", "a table from topology:table expected") end
   check_fn(2, "join", fn)
   opts = opts or {}
+  util.check_keys(opts, KEYS.join, "join", 3)
   local s = self:_repartitioned(tbl.def.name .. "-join")
   self.topo:_union(s.node.sub, tbl.node.sub)
   local left = opts.left

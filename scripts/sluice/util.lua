@@ -6,6 +6,30 @@ function M.argerror(n, fname, msg)
   error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3)
 end
 
+-- The directory of the library's own files, to tell them from the user's.
+local LIB = "@" .. (debug.getinfo(1, "S").source:match("^@(.*/)[^/]*$") or "\0")
+
+-- Raise for a key of table t (argument argn of fname) that is not in
+-- known (name → true): a typo would otherwise be ignored. Reported at the
+-- first caller outside the sluice library, so at the user's declaration.
+function M.check_keys(t, known, fname, argn, what)
+  for k in pairs(t) do
+    if not known[k] then
+      local names = {}
+      for name in pairs(known) do names[#names + 1] = name end
+      table.sort(names)
+      local level = 2
+      while true do
+        local info = debug.getinfo(level, "S")
+        if not info or info.source:sub(1, #LIB) ~= LIB then break end
+        level = level + 1
+      end
+      error(("bad argument #%d to '%s' (unknown %s '%s'; known: %s)")
+        :format(argn, fname, what or "option", tostring(k), table.concat(names, ", ")), level)
+    end
+  end
+end
+
 function M.check(n, fname, value, expected, optional)
   local t = type(value)
   if t == expected or (optional and value == nil) then return value end

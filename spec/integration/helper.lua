@@ -182,7 +182,8 @@ Gateway.__index = Gateway
 -- to answer (GET /healthz → 200 when `ready` is "healthz", the default; any
 -- HTTP answer when "http"). Returns the gateway object.
 -- opts: app, args (list), kafka (bootstrap: no embedded broker), env
--- (string of VAR=value prefixes), ready, timeout
+-- (string of VAR=value prefixes), ready ("log": its "listening on" line,
+-- for TLS), timeout
 function M.start(opts)
   opts = opts or {}
   local self = setmetatable({}, Gateway)
@@ -217,6 +218,8 @@ function M.start(opts)
   assert(self.pid, "sluice did not start")
   local ready = M.wait_for(opts.timeout or 20, function()
     if self:exit_code() then return "exited" end
+    -- a TLS gateway: its last start-up line (plain HTTP would not do)
+    if opts.ready == "log" then return (M.read(self.log) or ""):find("listening on", 1, true) and "up" end
     local status = M.http(self.port, "/healthz")
     if opts.ready == "http" then return status and "up" end
     return status == 200 and "up"

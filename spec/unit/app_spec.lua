@@ -805,6 +805,71 @@ describe("sluice.app: misuse and expected failures", function()
     raises("lisen", function() sluice.app { listen = false, lisen = 80 } end)
   end)
 
+  -- Declarations are checked whole: a typo in a key raises where the app
+  -- declares it (file:line of that line), instead of being ignored.
+  it("raises on unknown keys of app:ws, app:http, app:consume and sluice.stream, at the declaring line", function()
+    local stream = require "sluice.stream"
+    local app = support.app { listen = false }
+    local f = function() end
+    local function at(fn)
+      local line
+      local ok, err = pcall(fn, function() line = debug.getinfo(2, "l").currentline end)
+      assert.is_false(ok)
+      return (tostring(err):gsub("^.-app_spec%.lua:(%d+): ", function(n)
+        assert.equal(line, tonumber(n), "the error points at the declaring line")
+        return "HERE: "
+      end))
+    end
+    assert.equal("HERE: bad argument #2 to 'ws' (unknown key 'mesage'; known: auth, close, message, open, " ..
+      "origins, protocols, route)", at(function(mark) mark(); app:ws("/x", { mesage = f }) end))
+    assert.equal("HERE: bad argument #4 to 'http' (unknown option 'orgins'; known: auth, origins)",
+      at(function(mark) mark(); app:http("GET", "/x", f, { orgins = {} }) end))
+    assert.equal("HERE: bad argument #2 to 'consume' (unknown option 'gruop'; known: batch, broadcast, from, " ..
+      "group, kafka, manual, rebalance)", at(function(mark) mark(); app:consume("t", { gruop = "g" }, f) end))
+    assert.equal(0, #app.consumer_decls)
+    assert.equal("HERE: bad argument #2 to 'topology' (unknown option 'comit_ms'; known: commit_ms, " ..
+      "epoch_records, group, kafka, max_in_flight, name, punctuate_ms, wall_clock)",
+      at(function(mark) mark(); stream.topology(app, { comit_ms = 5 }) end))
+    local topo = stream.topology(app, { name = "typos" })
+    assert.equal("HERE: bad argument #2 to 'from' (unknown option 'valeu'; known: timestamp, value)",
+      at(function(mark) mark(); topo:from("a", { valeu = "json" }) end))
+    assert.equal("HERE: bad argument #1 to 'count' (unknown option 'windw'; known: emit, grace, merge, store, window)",
+      at(function(mark) mark(); topo:from("a"):count({ windw = 1 }) end))
+    assert.equal("HERE: bad argument #2 to 'to' (unknown option 'kye'; known: key, partition, value)",
+      at(function(mark) mark(); topo:from("a"):to("b", { kye = f }) end))
+    assert.equal("HERE: bad argument #2 to 'table' (unknown option 'stor'; known: store, value)",
+      at(function(mark) mark(); topo:table("t", { stor = "s" }) end))
+    local tbl = topo:table("t2")
+    assert.equal("HERE: bad argument #3 to 'join' (unknown option 'lefft'; known: left)",
+      at(function(mark) mark(); topo:from("a"):join(tbl, f, { lefft = true }) end))
+    -- the door's values too
+    assert.equal("HERE: bad argument #2 to 'ws' ('auth' must be a function, got string)",
+      at(function(mark) mark(); app:ws("/x", { auth = "yes" }) end))
+    assert.equal("HERE: bad argument #2 to 'ws' (origin 'https://a.example/' is not scheme://host[:port] " ..
+      "(no path, no trailing slash))", at(function(mark) mark(); app:ws("/x", { origins = { "https://a.example/" } }) end))
+    assert.equal("HERE: bad argument #2 to 'ws' ('origins' must be a non-empty list of strings, got string)",
+      at(function(mark) mark(); app:ws("/x", { origins = "https://a.example" }) end))
+    assert.equal("HERE: bad argument #2 to 'ws' (subprotocol 'v1 chat' is not a token of at most 63 characters)",
+      at(function(mark) mark(); app:ws("/x", { protocols = { "v1 chat" } }) end))
+    assert.equal("HERE: bad argument #2 to 'ws' ('protocols' #2 must be a string, got number)",
+      at(function(mark) mark(); app:ws("/x", { protocols = { "v1", 2 } }) end))
+    -- nothing was declared by the refused calls
+    assert.is_nil(app.routes["/x"])
+    assert.is_nil(app.http_routes["GET /x"])
+    app:close()
+  end)
+
+  it("checks the tls option whole", function()
+    raises("bad argument #1 to 'app' (option 'tls' needs both cert and key (PEM files))",
+      function() sluice.app { listen = false, tls = { cert = "a.pem" } } end)
+    raises("bad argument #1 to 'app' (unknown key 'crt' in option 'tls' (known: ca, cert, key))",
+      function() sluice.app { listen = false, tls = { crt = "a.pem", key = "a.key" } } end)
+    raises("bad argument #1 to 'app' (tls.key must be a file name, got number)",
+      function() sluice.app { listen = false, tls = { cert = "a.pem", key = 1 } } end)
+    raises("bad argument #1 to 'app' (option 'tls' must be a table, got string)",
+      function() sluice.app { listen = false, tls = "a.pem" } end)
+  end)
+
   it("raises on a max_in_flight that is not a whole number of records", function()
     for _, bad in ipairs { 0, -5, 2.5 } do
       raises("bad argument #1 to 'app' (max_in_flight must be a whole number of records, at least 1)",

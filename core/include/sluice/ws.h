@@ -14,6 +14,7 @@ extern "C" {
 typedef struct sluice_server sluice_server;
 typedef struct sluice_conn sluice_conn;       /* a WebSocket, server or client side */
 typedef struct sluice_http_req sluice_http_req;
+typedef struct sluice_upgrade sluice_upgrade; /* a WebSocket request before its 101 */
 
 /* Close codes used by the core (RFC 6455). */
 enum sluice_close_code {
@@ -52,6 +53,15 @@ typedef struct sluice_server_handlers {
     /* Upgrade request for path: return nonzero to accept. Refused
      * upgrades are answered 404. NULL: accept all. */
     int (*ws_accept)(void *ud, const char *path);
+    /* Then the door of an accepted path, before the 101: return 0 to
+     * accept (with the subprotocol chosen by sluice_upgrade_select, if the
+     * client offered any), or an HTTP status (300-599) to refuse with
+     * (sluice_upgrade_refuse sets its reason and headers). u is valid
+     * during the call only: libwebsockets writes the 101 in the same
+     * callback, so the decision cannot be deferred. NULL: accept.
+     * A client that offers subprotocols and gets none selected is
+     * answered 400, never dropped. */
+    int (*ws_upgrade)(void *ud, sluice_upgrade *u);
     /* Is there a dynamic HTTP handler for method+path? nonzero: yes, the
      * body is read and http_request called; zero: static files, else 404. */
     int (*http_match)(void *ud, const char *method, const char *path);
@@ -83,6 +93,11 @@ typedef struct sluice_server_config {
      * more), each on its own (no context kept), so a broadcast's payload
      * is compressed once for all its connections. */
     int deflate;
+    /* TLS (https:// and wss:// on the port): PEM files of the certificate
+     * (its chain after it) and its private key (not encrypted); NULL:
+     * plaintext. tls_ca: PEM file of the CAs whose client certificates
+     * are required; NULL: none asked for. */
+    const char *tls_cert, *tls_key, *tls_ca;
 } sluice_server_config;
 #define SLUICE_DEFLATE_MIN 64
 
@@ -90,6 +105,11 @@ int sluice_server_new(sluice_loop *loop, const sluice_server_config *cfg,
                       const sluice_server_handlers *h, void *ud,
                       sluice_server **out, char *err, size_t errlen);
 int sluice_server_port(const sluice_server *s);
+int sluice_server_tls(const sluice_server *s);       /* serving TLS? */
+/* Reads the certificate and key files again and serves them to new
+ * connections; open ones keep theirs. On failure (err says which file and
+ * why) the server keeps serving the previous pair. */
+int sluice_server_reload_tls(sluice_server *s, char *err, size_t errlen);
 size_t sluice_server_conn_count(const sluice_server *s);
 /* Stop (or resume) reading from every WebSocket of this server: TCP flow
  * control pushes back on clients. Connections opened meanwhile start paused. */
@@ -115,6 +135,28 @@ typedef struct sluice_route_stats {
 /* Calls fn once per route, in the order routes were first used. */
 void sluice_server_routes(sluice_server *s,
                           void (*fn)(void *ud, const sluice_route_stats *r), void *ud);
+
+/* ---- WebSocket upgrade request (ws_upgrade) -------------------------------- */
+/* The id its connection will have if it is accepted (sluice_conn_id). */
+uint64_t sluice_upgrade_id(const sluice_upgrade *u);
+const char *sluice_upgrade_path(const sluice_upgrade *u);
+const char *sluice_upgrade_query(const sluice_upgrade *u);   /* "" if none */
+const char *sluice_upgrade_peer(const sluice_upgrade *u);
+/* The headers libwebsockets knows by name (as sluice_conn_headers). */
+void sluice_upgrade_headers(const sluice_upgrade *u, sluice_header_fn fn, void *ud);
+/* Any header by name (case-insensitive), custom ones (x-api-key)
+ * included: a malloc'd copy (free it), or NULL if absent. */
+char *sluice_upgrade_header(const sluice_upgrade *u, const char *name);
+/* The subprotocols the client offers (Sec-WebSocket-Protocol), in order. */
+size_t sluice_upgrade_protocol_count(const sluice_upgrade *u);
+const char *sluice_upgrade_protocol(const sluice_upgrade *u, size_t i);
+/* Accept with this subprotocol: it must be one the client offered
+ * (else SLUICE_EINVAL). */
+int sluice_upgrade_select(sluice_upgrade *u, const char *protocol);
+/* The refusal's reason (the JSON body's "error") and extra headers
+ * (NULL-terminated name, value pairs, or NULL), for a nonzero return of
+ * ws_upgrade. */
+int sluice_upgrade_refuse(sluice_upgrade *u, const char *reason, const char *const *headers);
 
 /* ---- client ------------------------------------------------------------ */
 typedef struct sluice_client_config {
@@ -168,6 +210,9 @@ const char *sluice_http_path(const sluice_http_req *r);
 const char *sluice_http_query(const sluice_http_req *r);   /* "" if none */
 const char *sluice_http_peer(const sluice_http_req *r);
 void sluice_http_headers(const sluice_http_req *r, sluice_header_fn fn, void *ud);
+/* Any header by name, custom ones included, while the request is
+ * unanswered and its client connected: a malloc'd copy, or NULL. */
+char *sluice_http_header(const sluice_http_req *r, const char *name);
 const char *sluice_http_body(const sluice_http_req *r, size_t *len);
 void sluice_http_set_userdata(sluice_http_req *r, void *p);
 void *sluice_http_userdata(const sluice_http_req *r);

@@ -34,11 +34,11 @@ local ROUTE = { schema = rows.SCHEMA, topic = RESULTS, key = "actorId", ack = "i
 -- to open, once the port is known.
 local function log(level, msg)
   io.stderr:write(os.date("%Y-%m-%d %H:%M:%S"), " sluice ", level, ": ", msg, "\n")
-  local host, port = msg:match("^listening on http://([^/]*):(%d+)/")
+  local scheme, host, port = msg:match("^listening on (https?)://([^/]*):(%d+)/")
   if port then
     if host == "0.0.0.0" or host == "[::]" then host = "localhost" end
     io.stderr:write(os.date("%Y-%m-%d %H:%M:%S"), " sluice ", level,
-      ": movies: open http://", host, ":", port, "/ in a browser\n")
+      ": movies: open ", scheme, "://", host, ":", port, "/ in a browser\n")
   end
 end
 

@@ -2,6 +2,7 @@
 -- their (status, body, headers) answer becomes the response.
 local util = require "sluice.util"
 local ops = require "sluice.ops"
+local door = require "sluice.app.door"
 local cjson = require "cjson"
 
 local json = cjson.new()
@@ -30,6 +31,10 @@ local function split_headers(headers)
   return ctype, rest
 end
 
+local REASONS = { [400] = "Bad Request", [401] = "Unauthorized", [403] = "Forbidden",
+  [429] = "Too Many Requests" }
+local function http_reason(status) return REASONS[status] or ("HTTP " .. status) end
+
 local function respond(raw, status, body, headers)
   local text, default_ctype = encode_body(body)
   local ctype, rest = split_headers(headers)
@@ -48,10 +53,41 @@ function Request:json()
   return value
 end
 
+-- From the handler: a function that answers later. From the route's
+-- auth: a function that takes auth's answer later (true [, claims], or
+-- status, reason [, headers]), then runs the handler.
 function Request:defer()
   self._deferred = true
   local raw = self._raw
+  local admitting = self._admitting
+  if admitting then
+    -- called later from another handler (a timer, a delivery report): a
+    -- failure there still answers this request
+    return function(...)
+      local ok, err = pcall(admitting, ...)
+      if not ok then
+        if raw:is_pending() then
+          raw:respond(500, "application/json", '{"error":"handler failed","code":"HANDLER"}')
+        end
+        error(err, 0)
+      end
+    end
+  end
   return function(status, body, headers) return respond(raw, status, body, headers) end
+end
+
+local unpack = table.unpack or unpack
+local function pack(...) return { n = select("#", ...), ... } end
+
+local function refuse(raw, status, why, headers)
+  return respond(raw, status, { status = status, error = why or http_reason(status) }, headers)
+end
+
+local function run(handler, req)
+  local status, body, headers = handler(req)
+  if req._deferred then return end
+  if status == nil and body == nil then status = 204 end
+  respond(req._raw, status, body, headers)
 end
 
 -- Whether app serves method path (its routes, the health route, or an
@@ -64,7 +100,9 @@ end
 
 -- Runs app's handler for the core request raw (a sluice.http.req).
 function M.serve(app, raw)
-  local handler = app.http_routes[raw.method .. " " .. raw.path] or app.http_routes["* " .. raw.path]
+  local key = raw.method .. " " .. raw.path
+  if not app.http_routes[key] then key = "* " .. raw.path end
+  local handler = app.http_routes[key]
   if not handler and raw.path == M.HEALTH_PATH then
     handler = function() return 200, app:health() end
   end
@@ -79,10 +117,23 @@ function M.serve(app, raw)
     query = util.decode_query(raw.query_string), headers = raw.headers, body = raw.body,
     peer = raw.peer,
   }, Request)
-  local status, body, headers = handler(req)
+  local d = app.doors["http " .. key]
+  local refused, why = door.screen(d, req)
+  if refused then return refuse(raw, refused, why) end
+  if not (d and d.auth) then return run(handler, req) end
+  -- auth answers now, or later through req:defer()
+  req._admitting = function(...)
+    req._deferred = nil
+    local allowed, claims, reason, headers = door.answer(...)
+    if not allowed then return refuse(raw, claims, reason, headers) end
+    req.auth = claims
+    return run(handler, req)
+  end
+  local answer = pack(d.auth(req))
+  local admit = req._admitting
+  req._admitting = nil
   if req._deferred then return end
-  if status == nil and body == nil then status = 204 end
-  respond(raw, status, body, headers)
+  admit(unpack(answer, 1, answer.n))
 end
 
 return M

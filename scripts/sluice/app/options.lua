@@ -13,8 +13,20 @@ local OPTION_TYPES = {
   log = "function", log_level = "string",
   handler_timeout = "idle", handler_instructions = "number",
   handshake_timeout = "idle", max_pending = "number", max_in_flight = "number",
-  metrics = "metrics", catchups = "number", deflate = "boolean",
+  metrics = "metrics", catchups = "number", deflate = "boolean", tls = "tls",
 }
+
+local TLS_KEYS = { cert = true, key = true, ca = true }
+
+-- tls = { cert = FILE, key = FILE [, ca = FILE] }: nil, or what is wrong.
+local function tls_error(t)
+  if type(t) ~= "table" then return ("option 'tls' must be a table, got %s"):format(type(t)) end
+  for k, v in pairs(t) do
+    if not TLS_KEYS[k] then return ("unknown key '%s' in option 'tls' (known: ca, cert, key)"):format(tostring(k)) end
+    if type(v) ~= "string" then return ("tls.%s must be a file name, got %s"):format(k, type(v)) end
+  end
+  if not t.cert or not t.key then return "option 'tls' needs both cert and key (PEM files)" end
+end
 
 function M.check(options, level)
   for k, v in pairs(options) do
@@ -25,6 +37,10 @@ function M.check(options, level)
     local ok
     if want == "listen" then ok = v == false or type(v) == "number" or type(v) == "string"
     elseif want == "idle" then ok = v == false or type(v) == "number"
+    elseif want == "tls" then
+      local bad = tls_error(v)
+      if bad then error(("bad argument #1 to 'app' (%s)"):format(bad), level + 1) end
+      ok = true
     elseif want == "metrics" then
       local _, bad = metrics.config(v)
       if bad then error(("bad argument #1 to 'app' (%s)"):format(bad), level + 1) end

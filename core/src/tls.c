@@ -1,0 +1,128 @@
+/* The server's certificate, key and client CAs, loaded with OpenSSL into
+ * the SSL_CTX that libwebsockets made for the vhost: read and checked
+ * whole before anything is applied, so a bad file is one exact error and a
+ * failed reload leaves the previous pair serving. */
+#include "server_internal.h"
+
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static int tls_fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int tls_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    ERR_clear_error();
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return SLUICE_EINVAL;
+}
+
+/* Never prompt on the terminal for a passphrase: encrypted keys fail. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf; (void)size; (void)rwflag; (void)u;
+    return -1;
+}
+
+static BIO *open_pem(const char *what, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        tls_fail(err, errlen, "TLS %s %s: cannot read it: %s", what, path, strerror(errno));
+        return NULL;
+    }
+    BIO *b = BIO_new_fp(f, BIO_CLOSE);
+    if (!b) {
+        fclose(f);
+        tls_fail(err, errlen, "TLS %s %s: out of memory", what, path);
+    }
+    return b;
+}
+
+/* Every certificate in a PEM file, in order; NULL (err set) if none. */
+static STACK_OF(X509) *read_certs(const char *what, const char *path, char *err, size_t errlen)
+{
+    BIO *b = open_pem(what, path, err, errlen);
+    if (!b)
+        return NULL;
+    STACK_OF(X509) *certs = sk_X509_new_null();
+    X509 *x;
+    while (certs && (x = PEM_read_bio_X509(b, NULL, no_passphrase, NULL)))
+        if (!sk_X509_push(certs, x))
+            X509_free(x);
+    BIO_free(b);
+    ERR_clear_error();      /* the end of the file reads as an error */
+    if (!certs || sk_X509_num(certs) == 0) {
+        sk_X509_pop_free(certs, X509_free);
+        tls_fail(err, errlen, "TLS %s %s: no PEM certificate in it", what, path);
+        return NULL;
+    }
+    return certs;
+}
+
+int sluice_tls_use_pair(void *ssl_ctx, const char *cert, const char *key,
+                        char *err, size_t errlen)
+{
+    STACK_OF(X509) *certs = read_certs("certificate", cert, err, errlen);
+    if (!certs)
+        return SLUICE_EINVAL;
+    BIO *b = open_pem("key", key, err, errlen);
+    if (!b) {
+        sk_X509_pop_free(certs, X509_free);
+        return SLUICE_EINVAL;
+    }
+    EVP_PKEY *pkey = PEM_read_bio_PrivateKey(b, NULL, no_passphrase, NULL);
+    BIO_free(b);
+    int rc = SLUICE_OK;
+    X509 *leaf = sk_X509_shift(certs);      /* the rest is its chain */
+    if (!pkey)
+        rc = tls_fail(err, errlen, "TLS key %s: no PEM private key in it "
+                      "(an encrypted key is not supported)", key);
+    else if (X509_check_private_key(leaf, pkey) != 1)
+        rc = tls_fail(err, errlen, "TLS key %s does not belong to the certificate %s", key, cert);
+    else if (ssl_ctx && SSL_CTX_use_cert_and_key(ssl_ctx, leaf, pkey, certs, 1) != 1)
+        rc = tls_fail(err, errlen, "TLS certificate %s: OpenSSL refused it (%s)", cert,
+                      ERR_reason_error_string(ERR_peek_last_error()));
+    X509_free(leaf);
+    EVP_PKEY_free(pkey);
+    sk_X509_pop_free(certs, X509_free);
+    return rc;
+}
+
+int sluice_tls_use_ca(void *ssl_ctx, const char *ca, char *err, size_t errlen)
+{
+    STACK_OF(X509) *certs = read_certs("CA", ca, err, errlen);
+    if (!certs)
+        return SLUICE_EINVAL;
+    int rc = SLUICE_OK;
+    if (ssl_ctx) {
+        X509_STORE *store = SSL_CTX_get_cert_store(ssl_ctx);
+        STACK_OF(X509_NAME) *names = sk_X509_NAME_new_null();
+        for (int i = 0; i < sk_X509_num(certs) && rc == SLUICE_OK; i++) {
+            X509 *x = sk_X509_value(certs, i);
+            X509_NAME *n = X509_NAME_dup(X509_get_subject_name(x));
+            if (!names || !n || !sk_X509_NAME_push(names, n) || !X509_STORE_add_cert(store, x)) {
+                X509_NAME_free(n);
+                rc = tls_fail(err, errlen, "TLS CA %s: OpenSSL refused it", ca);
+            }
+        }
+        /* the CAs named to the client in the handshake */
+        if (rc == SLUICE_OK)
+            SSL_CTX_set_client_CA_list(ssl_ctx, names);
+        else
+            sk_X509_NAME_pop_free(names, X509_NAME_free);
+    }
+    sk_X509_pop_free(certs, X509_free);
+    return rc;
+}
