@@ -94,6 +94,11 @@ endif()
 if(TEST integration.cluster_faults)
   set_tests_properties(integration.cluster_faults PROPERTIES TIMEOUT 600)
 endif()
+# Two reload-under-load runs (a Lua handler, then a declared route): about
+# a minute alone; a load average of 49 on the two cores took it past 300 s.
+if(TEST integration.reload_load)
+  set_tests_properties(integration.reload_load PROPERTIES TIMEOUT 600)
+endif()
 
 # Further registrations (browser, benchmarks smoke, packaging…): one file each.
 file(GLOB SLUICE_MORE_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/spec/tests.d/*.cmake)
