@@ -144,7 +144,8 @@ end
 local function parse_listen(listen)
   if listen == false then return nil end
   if type(listen) == "number" then return nil, listen end
-  local host, port = tostring(listen):match("^(.*):(%d+)$")
+  local host, port = tostring(listen):match("^%[(.*)%]:(%d+)$")   -- "[::]:8080"
+  if not host then host, port = tostring(listen):match("^(.*):(%d+)$") end
   if host then return host ~= "" and host or nil, tonumber(port) end
   return nil, tonumber(listen)
 end
@@ -290,7 +291,9 @@ function App:_start_server()
   end
   self.server = server
   self.port = server:port()
-  self._listening = ("listening on http://%s:%d/ (WebSocket and HTTP)"):format(host or "0.0.0.0", self.port)
+  host = host or "0.0.0.0"
+  if host:find(":", 1, true) then host = "[" .. host .. "]" end   -- an IPv6 address in a URL
+  self._listening = ("listening on http://%s:%d/ (WebSocket and HTTP)"):format(host, self.port)
   return true
 end
 
@@ -517,11 +520,16 @@ function App:close(timeout_ms)
   if not self.started then self:_teardown(); return end
   timeout_ms = timeout_ms or 10000
   local loop = self.loop
+  -- Default dispositions again: a second SIGINT/SIGTERM ends a drain that
+  -- takes too long at once (what was not answered then is not reported).
   loop:on_signals(nil)
   if self.server then
     self.server:stop_listening()
     self.server:pause_reading(true)
   end
+  local s = self.producer and self.producer:stats() or { in_flight = 0, produced = 0 }
+  loop:log("info", ("draining: no new connections or messages; %d of the %d records accepted await Kafka's answer")
+    :format(s.in_flight, s.produced))
   if self.producer then
     local left = self.producer:flush(timeout_ms)
     if left > 0 then

@@ -36,7 +36,7 @@ local function log(level, msg)
   io.stderr:write(os.date("%Y-%m-%d %H:%M:%S"), " sluice ", level, ": ", msg, "\n")
   local host, port = msg:match("^listening on http://([^/]*):(%d+)/")
   if port then
-    if host == "0.0.0.0" or host == "[::]" or host == "::" then host = "localhost" end
+    if host == "0.0.0.0" or host == "[::]" then host = "localhost" end
     io.stderr:write(os.date("%Y-%m-%d %H:%M:%S"), " sluice ", level,
       ": movies: open http://", host, ":", port, "/ in a browser\n")
   end
