@@ -8,6 +8,7 @@
  *       or nil, "INVALID: ...", "INVALID" / nil, "MALFORMED: ...", "MALFORMED"
  *   route:topic() → topic
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "sluice_lua.h"
@@ -112,6 +113,17 @@ void sluice_lua_route_clear(lua_State *L, sluice_lua_route *r)
     }
 }
 
+void sluice_lua_route_free(lua_State *L, sluice_lua_route *r)
+{
+    if (r->busy) {   /* a transform running: its message finishes first */
+        r->orphan = 1;
+        return;
+    }
+    sluice_lua_route_clear(L, r);
+    sluice_ingest_batch_free(&r->batch);
+    free(r);
+}
+
 /* The row through the route's transform fn: fn(conn, value, key) →
  * value [, key] (key nil: unchanged, false: none) | nil [, reason].
  * 1: row holds what it returned, on the stack until the caller pops 2;
@@ -196,6 +208,7 @@ int sluice_lua_route_message(sluice_lua_loop *ctx, sluice_lua_route *r, int conn
     sluice_ingest_peer_release(p);
     sluice_ingest_release(decl);
     r->busy = 0;
+    if (r->orphan) sluice_lua_route_free(L, r);
     return 1;
 }
 

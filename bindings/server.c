@@ -47,9 +47,7 @@ static void server_collect(lua_State *L, sluice_lua_handle *h)
     while (ls->routes) {
         sluice_lua_route *r = ls->routes;
         ls->routes = r->next;
-        sluice_lua_route_clear(L, r);
-        sluice_ingest_batch_free(&r->batch);
-        free(r);
+        sluice_lua_route_free(L, r);
     }
 }
 

@@ -219,6 +219,7 @@ typedef struct sluice_lua_route {
     sluice_lua_handle *producer;     /* anchored by producer_ref */
     int producer_ref, transform_ref; /* LUA_NOREF: none */
     int busy;                        /* a message is being run through it */
+    int orphan;                      /* its server was collected meanwhile: freed when done */
     sluice_ingest_batch batch;
     char path[];
 } sluice_lua_route;
@@ -232,6 +233,8 @@ int sluice_lua_route_message(sluice_lua_loop *ctx, sluice_lua_route *r, int conn
                              struct sluice_conn *c, struct sluice_ingest_peer **peer,
                              const char *data, size_t len);
 void sluice_lua_route_clear(lua_State *L, sluice_lua_route *r);
+/* Clears and frees a slot; a busy one is freed when its message is done. */
+void sluice_lua_route_free(lua_State *L, sluice_lua_route *r);
 /* producer.c: the core producer of a producer handle (NULL once closed),
  * and the count of a record sent for it from C. */
 struct sluice_producer *sluice_lua_producer_obj(sluice_lua_handle *h);

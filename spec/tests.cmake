@@ -102,6 +102,11 @@ foreach(t unit.lua5.4 unit.luajit unit.lua5.1)
     set_tests_properties(${t} PROPERTIES COST 100)
   endif()
 endforeach()
+# Two reload-under-load runs (a Lua handler, then a declared route): about
+# a minute alone; a load average of 49 on the two cores took it past 300 s.
+if(TEST integration.reload_load)
+  set_tests_properties(integration.reload_load PROPERTIES TIMEOUT 600)
+endif()
 
 # Further registrations (browser, benchmarks smoke, packaging…): one file each.
 file(GLOB SLUICE_MORE_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/spec/tests.d/*.cmake)

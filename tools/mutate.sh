@@ -48,4 +48,9 @@ run stream scripts/sluice/stream/kafka.lua \
   --functions Runner:_new_epoch,Runner:produce,Runner:_record,Runner:seal,Runner:_complete \
   --sample 20 --seed 1 --busted spec/unit/stream_kafka_spec.lua
 
+# Declared routes in the core: rows produced and acked without Lua.
+run routes core/src/ingest.c --sample 25 --seed 1 \
+  --target test_ingest --target sluice_lua_lua5_4 \
+  --busted spec/unit/route_spec.lua --ctest 'core.test_ingest$'
+
 exit $status

@@ -90,6 +90,11 @@ static void test_rows(void)
     CHECK_EQ_INT(parse(in, &b, "[{\"actor\":\"a\",\"n\":1]}]"), SLUICE_EMALFORMED);
     CHECK_EQ_INT(parse(in, &b, "[]"), SLUICE_EINVAL);
     CHECK_EQ_STR(b.result.error, "an empty array has no rows");
+    /* no key and no ack field declared: none, whatever the row has */
+    sluice_ingest *bare = route(NULL, NULL, 0);
+    CHECK_EQ_INT(parse(bare, &b, "{\"id\":5,\"actor\":\"a\",\"n\":1}"), SLUICE_OK);
+    CHECK_EQ_STR(row_text(&b, 0), "{\"id\":5,\"actor\":\"a\",\"n\":1}|-|-");
+    sluice_ingest_release(bare);
     /* no arrays unless declared */
     CHECK_EQ_INT(parse(by_n, &b, "[{\"actor\":\"a\",\"n\":1}]"), SLUICE_EINVAL);
     CHECK_EQ_STR(b.result.error, "a row must be a JSON object");
