@@ -77,7 +77,7 @@ const running = new Set();
 // Starts `sluice run app.lua --listen PORT --embedded-port KAFKA` through a
 // small shell that records the gateway's pid and kills it should this
 // process die without cleaning up (e.g. killed by ctest's timeout).
-async function startGateway(port, kafkaPort) {
+async function startGateway(port, kafkaPort, env = {}) {
   const n = ++gateways;
   const logPath = path.join(OUT, `gateway-${n}.log`);
   const pidPath = path.join(OUT, `gateway-${n}.pid`);
@@ -87,7 +87,7 @@ async function startGateway(port, kafkaPort) {
     `(while kill -0 ${process.pid} 2>/dev/null && kill -0 $pid 2>/dev/null; do sleep 1; done; ` +
     `kill -KILL $pid 2>/dev/null) >/dev/null 2>&1 & wait $pid`;
   const child = spawn('sh', ['-c', watchdog, BIN, 'run', APP, '--listen', String(port),
-    '--embedded-port', String(kafkaPort)], { stdio: ['ignore', log, log] });
+    '--embedded-port', String(kafkaPort)], { stdio: ['ignore', log, log], env: { ...process.env, ...env } });
   fs.closeSync(log);
   let exited = null;
   child.on('exit', (code, sig) => { exited = sig || code; running.delete(pid); });
@@ -374,6 +374,32 @@ test('the gateway stopped mid-stream: the page shows it, then recovers when it r
   assert.deepEqual(records.map((r) => JSON.parse(r.value).id).sort(), shown.map((r) => r.id).sort());
   assert.ok(records.every((r) => r.key === 'nm0000233'));
   await pageA.screenshot({ path: path.join(OUT, 'movies-recovered.png'), fullPage: true });
+});
+
+test('with SLUICE_MOVIES_SECRET the page fetches a token for each WebSocket and streams as before', async () => {
+  const other = await startGateway(await freePort(), await freePort(),
+    { SLUICE_MOVIES_SECRET: 'browser-spec-secret-0123456789abcdefghij', SLUICE_MOVIES_PROCESSING: '0' });
+  try {
+    const page = await (await browser.newContext()).newPage();
+    const sockets = [];
+    page.on('websocket', (ws) => sockets.push(ws.url()));
+    await page.goto(other.url);
+    await page.waitForSelector('#conn[data-state="open"]', { timeout: 15000 });
+    await page.waitForSelector('#live-conn[data-state="open"]', { timeout: 15000 });
+    assert.deepEqual(sockets.map((u) => u.replace(/\?token=[\w-]+\.[\w-]+\.[\w-]+$/, '?token=JWT')).sort(),
+      [`ws://127.0.0.1:${other.port}/stats?token=JWT`, `ws://127.0.0.1:${other.port}/stream?token=JWT`]);
+    await search(page, 'Brad Pitt');
+    await page.waitForSelector('#results:not([hidden]) tbody tr', { timeout: 10000 });
+    await page.click('#stream');
+    await waitFor('every row to show stored', async () => {
+      const s = await statuses(page);
+      return s.length === 15 && s.every((x) => x === 'stored');
+    }, 30000);
+    assert.equal((await topicRecords(other.bootstrap, 'movie-results', 15)).length, 15);
+    await page.context().close();
+  } finally {
+    await other.stop();
+  }
 });
 
 test('shutdown', async () => {

@@ -1,6 +1,7 @@
 // Tokens and keys made by an independent JWT library (jose), for
 // spec/unit/jwt_spec.lua: one valid token per algorithm, and the attacks.
-// `verify SECRET TOKEN`: jose checks a token sluice.jwt.sign made.
+// `verify SECRET TOKEN`: jose checks a token sluice.jwt.sign made;
+// `sign SECRET CLAIMS_JSON`: jose makes an HS256 token.
 // Otherwise prints one JSON object: { now, secret, jwks, pem, wrong_jwks, tokens: { name: token } }.
 import * as jose from 'jose';
 import { generateKeyPairSync } from 'node:crypto';
@@ -10,6 +11,13 @@ if (process.argv[2] === 'verify') {
   const { payload, protectedHeader } = await jose.jwtVerify(process.argv[4],
     new TextEncoder().encode(process.argv[3]));
   process.stdout.write(JSON.stringify({ payload, protectedHeader }));
+  process.exit(0);
+}
+
+if (process.argv[2] === 'sign') {
+  // node jwt.mjs sign SECRET CLAIMS_JSON: an HS256 token jose makes.
+  process.stdout.write(await new jose.SignJWT(JSON.parse(process.argv[4]))
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).sign(new TextEncoder().encode(process.argv[3])));
   process.exit(0);
 }
 

@@ -28,6 +28,20 @@ local STATS_NAME = "movie-stats"           -- what clients subscribe to
 -- A valid row is checked and re-encoded in one C call (sluice.schema).
 local ROW = sluice.schema(rows.SCHEMA)
 
+-- SLUICE_MOVIES_SECRET (32 bytes or more), when set, makes the WebSockets
+-- demand a token: the page fetches a short-lived one from GET /api/token
+-- (same origin only: the answer has no CORS header, so another site's
+-- script cannot read it and open the socket in the user's name) and
+-- passes it as ?token=. The token is checked in C (sluice.jwt); a socket
+-- without a valid one is closed with 4401 and the reason (EXPIRED: …).
+local SECRET = os.getenv "SLUICE_MOVIES_SECRET"
+if SECRET == "" then SECRET = nil end
+local TOKEN_TTL = 300                      -- seconds
+local TOKEN_OPTS = { iss = "sluice-movies", aud = "movies", algorithms = { "HS256" }, leeway = 5 }
+if SECRET and #SECRET < 32 then
+  error("SLUICE_MOVIES_SECRET must be at least 32 bytes (it signs the page's tokens)", 0)
+end
+
 -- The default logger's format, plus one line a new user needs: the URL
 -- to open, once the port is known.
 local function log(level, msg)
@@ -133,6 +147,11 @@ end
 
 local function on_open(conn)
   conn.data.seq = 0                       -- rows received on this connection
+  if SECRET then
+    local claims, err = sluice.jwt.verify(sluice.jwt.token(conn), SECRET, TOKEN_OPTS)
+    if not claims then return conn:close(4401, err), false end
+  end
+  return true
 end
 
 local function on_close(conn)
@@ -143,7 +162,7 @@ local stream = { open = on_open, message = on_message, close = on_close }
 app:ws("/", stream)
 app:ws("/stream", stream)
 app:ws("/stats", {                        -- the same, subscribed from the start
-  open = function(conn) on_open(conn); subscribe(conn) end,
+  open = function(conn) if on_open(conn) then subscribe(conn) end end,
   message = on_message, close = on_close,
 })
 
@@ -160,6 +179,16 @@ app:http("GET", "/api/fetch", function(req)
   local headers = { ["content-type"] = "application/json", ["cache-control"] = "no-store" }
   if not result then return 400, rows.object("error", err), headers end
   return 200, catalog.encode(result), headers
+end)
+
+-- A token for the page's WebSockets (404 when no secret is set: the page
+-- then connects without one).
+app:http("GET", "/api/token", function()
+  local headers = { ["content-type"] = "application/json", ["cache-control"] = "no-store" }
+  if not SECRET then return 404, rows.object("error", "no token needed"), headers end
+  local token = sluice.jwt.sign({ iss = TOKEN_OPTS.iss, aud = TOKEN_OPTS.aud, sub = "page" }, SECRET,
+    { expires_in = TOKEN_TTL })
+  return 200, rows.object("token", token, "expires_in", TOKEN_TTL), headers
 end)
 
 app:http("GET", "/healthz", function()
