@@ -10,7 +10,7 @@ local cjson = require "cjson"
 
 local APP = [[
 local sluice = require "sluice"
-local app = sluice.app { max_connections_per_address = 3 }
+local app = sluice.app { max_connections_per_address = 6 }
 local function ack(conn, data)
   conn.data.n = (conn.data.n or 0) + 1
   conn:send("ack " .. conn.data.n)
@@ -63,31 +63,42 @@ describe("rate limits", function()
     H.cleanup()
   end)
 
-  it("pause: a client over its rate stops being read, without closing; a polite one is served", function()
-    local log = dir .. "/greedy.log"
-    local sizes = {}
-    for _ = 1, 50 do sizes[#sizes + 1] = "--size"; sizes[#sizes + 1] = "10" end
-    local args = { "--url", gw.url .. "/slow", "--wait", "2", "--log", log }
-    for _, a in ipairs(sizes) do args[#args + 1] = a end
-    local greedy = H.client_bg("probe.js", args)
-    finally(function() greedy:kill() end)
-    -- Its burst of 5, and the message that left the bucket short.
-    assert.truthy(H.wait_for(10, function() return #H.lines(H.read(log)) >= 6 end))
+  it("pause: clients flooding over their rate stop being read, without closing; a polite one is served", function()
+    -- Four clients each send 1 MB at once (500 messages of 2,000 bytes).
+    local greedy = {}
+    finally(function() for _, g in ipairs(greedy) do g:kill() end end)
+    for i = 1, 4 do
+      local args = { "--url", gw.url .. "/slow", "--wait", "2", "--log", dir .. "/greedy" .. i .. ".log" }
+      for _ = 1, 500 do args[#args + 1] = "--size"; args[#args + 1] = "2000" end
+      greedy[i] = H.client_bg("probe.js", args)
+    end
+    -- Each: its burst of 5, and the message that left the bucket short.
+    assert.truthy(H.wait_for(10, function()
+      for i = 1, 4 do
+        if #H.lines(H.read(dir .. "/greedy" .. i .. ".log")) < 6 then return false end
+      end
+      return true
+    end))
     -- Meanwhile, a polite client on the same route: its own bucket.
     local polite = H.client("probe.js", { "--url", gw.url .. "/slow", "--text", "a", "--text", "b",
       "--text", "c", "--replies", "3", "--wait", "10" })
     assert.same({ "ack 1", "ack 2", "ack 3" }, polite.replies)
     assert.same({ code = 1000, reason = "", by = "client" }, polite.close)
-    local r = greedy:result(15)
-    -- 50 sent, 6 read: the other 44 wait in TCP buffers until the bucket
-    -- refills, and so does the client's own close frame when it gives up
-    -- after 2 s: unanswered (close null), the server never closed it.
-    assert.same({ "ack 1", "ack 2", "ack 3", "ack 4", "ack 5", "ack 6" }, r.replies)
-    assert.is_true(r.opened)
-    assert.equal(cjson.null, r.close)
-    assert.is_nil(r.error)
+    for i = 1, 4 do
+      local r = greedy[i]:result(15)
+      -- 500 sent, 6 read: the rest waits in TCP buffers until the bucket
+      -- refills, and so does the client's own close frame when it gives
+      -- up after 2 s: unanswered (close null); the server never closed it.
+      assert.same({ "ack 1", "ack 2", "ack 3", "ack 4", "ack 5", "ack 6" }, r.replies)
+      assert.is_true(r.opened)
+      assert.equal(cjson.null, r.close)
+      assert.is_nil(r.error)
+    end
+    -- The gateway took 4 x 6 of their 2,000 messages, and the polite 3.
     local _, text = H.http(gw.port, "/metrics")
-    assert.equal(1, metric(text, "sluice_ws_rate_paused_total", "/slow"))
+    assert.equal(4 * 6 + 3, metric(text, "sluice_ws_messages_received_total", "/slow"))
+    assert.equal(4 * 6 * 2000 + 3, metric(text, "sluice_ws_received_bytes_total", "/slow"))
+    assert.equal(4, metric(text, "sluice_ws_rate_paused_total", "/slow"))
     assert.equal(0, metric(text, "sluice_ws_rate_closed_total", "/slow"))
   end)
 
@@ -141,7 +152,7 @@ describe("rate limits", function()
   it("caps connections per client address with HTTP 429; other addresses still connect", function()
     local open = {}
     finally(function() for _, c in ipairs(open) do c:close() end end)
-    for i = 1, 3 do
+    for i = 1, 6 do
       local status, _, c = upgrade(gw.port, "/refill", "127.0.0.2")
       assert.equal(101, status, "connection " .. i)
       open[#open + 1] = c
@@ -153,7 +164,7 @@ describe("rate limits", function()
     -- Another address is not affected.
     local r = H.client("probe.js", { "--url", gw.url .. "/refill", "--text", "hi", "--replies", "1" })
     assert.same({ "ack 1" }, r.replies)
-    -- One of the three leaves: its place is free again.
+    -- One of the six leaves: its place is free again.
     open[1]:close()
     table.remove(open, 1)
     assert.truthy(H.wait_for(10, function()
