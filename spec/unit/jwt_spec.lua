@@ -208,6 +208,13 @@ describe("sluice.jwt.keys", function()
       { jwt.keys { jwks = cjson.encode({ keys = { bad } }) } })
     assert.same({ nil, "INVALID: a RSA JWK whose \"alg\" is not one of its type's", "INVALID" },
       { jwt.keys { jwks = cjson.encode({ keys = { { kty = "RSA", n = F.jwks.keys[1].n, e = "AQAB", alg = "HS256" } } }) } })
+    -- A key for an algorithm sluice does not verify is skipped, like one
+    -- for encryption.
+    local rsa = F.jwks.keys[1]
+    local skipping = assert(jwt.keys { jwks = cjson.encode({ keys = {
+      { kty = "RSA", n = rsa.n, e = rsa.e, alg = "RSA-OAEP", kid = "x" },
+      { kty = "RSA", n = rsa.n, e = rsa.e, kid = "rsa" } } }) })
+    assert.equal(1, skipping:count())
     local r = { jwt.keys { file = "/nonexistent/jwks.json" } }
     assert.equal("IO", r[3])
     assert.matches("^IO: cannot read key file: /nonexistent/jwks.json", r[2])

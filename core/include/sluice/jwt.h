@@ -52,8 +52,8 @@ int sluice_jwt_keys_new(sluice_jwt_keys **out);
 void sluice_jwt_keys_free(sluice_jwt_keys *k);
 size_t sluice_jwt_keys_count(const sluice_jwt_keys *k);
 /* Adds every signing key of a JWK Set ({"keys": [...]}) or of a single JWK.
- * Keys of a type sluice does not know, or with "use" other than "sig", are
- * skipped (RFC 7517 5); *skipped (if not NULL) counts them. SLUICE_OK,
+ * Keys of a type sluice does not know, with "use" other than "sig" or an
+ * "alg" it does not verify, are skipped (RFC 7517 5); *skipped (if not NULL) counts them. SLUICE_OK,
  * SLUICE_EMALFORMED (not JSON) or SLUICE_EINVAL (a key that cannot be
  * used: a bad modulus, a point not on its curve, an RSA key under 2048
  * bits, a secret under 32 bytes…), the reason in err. Nothing is added
