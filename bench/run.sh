@@ -119,6 +119,8 @@ http_get() {   # http_get PORT PATH -> body
 rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 hwm_kb() { awk '/^VmHWM/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# the main thread's alone (the loop: WebSockets, Lua; librdkafka has its own)
+main_ticks() { awk '{print $14 + $15}' "/proc/$1/task/$1/stat" 2>/dev/null || echo 0; }
 CLK_TCK=$(getconf CLK_TCK)
 logfile() { echo "$OUT/logs/$1.log"; }   # appended to: one file per program
 
@@ -154,6 +156,12 @@ start_impl() {
       [ "$echo" = 1 ] && SERVER_CMD="SLUICE_BENCH_ECHO=1 SLUICE_BENCH_FETCH_WAIT=$RT_FETCH_WAIT $SERVER_CMD"
       [ "$proc" = 1 ] && SERVER_CMD="SLUICE_BENCH_PROCESSING=1 $SERVER_CMD"
       (cd "$ROOT" && export SLUICE_BENCH_ECHO=$echo SLUICE_BENCH_PROCESSING=$proc SLUICE_BENCH_FETCH_WAIT=$RT_FETCH_WAIT && exec $BUILD/bin/$bin run bench/apps/movies.lua \
+         --listen "$PORT" --kafka "$KAFKA" --log-level warn) >>"$log" 2>&1 & ;;
+    sluice-luajit-lua|sluice-lua5.4-lua|sluice-luajit-transform|sluice-lua5.4-transform)
+      # the movies app's "/" as a plain Lua route or with a Lua transform
+      local bin=${impl%-*} kind=${impl##*-}
+      SERVER_CMD="SLUICE_BENCH_ROUTE=$kind $BUILD/bin/$bin run bench/apps/routes.lua --listen $PORT --kafka $KAFKA --log-level warn"
+      (cd "$ROOT" && export SLUICE_BENCH_ROUTE=$kind SLUICE_BENCH_ECHO=0 && exec $BUILD/bin/$bin run bench/apps/routes.lua \
          --listen "$PORT" --kafka "$KAFKA" --log-level warn) >>"$log" 2>&1 & ;;
     base-luajit|base-lua5.4)
       [ -n "$BASE" ] || { echo "run.sh: $impl needs --base DIR" >&2; exit 2; }
@@ -254,18 +262,20 @@ ingest_one() {   # ingest_one SCENARIO CONNS IMPL REP
   esac
   warmup "$impl"
   local t0; t0=$(cpu_ticks "$PID")
+  local m0; m0=$(main_ticks "$PID")
   local res; res=$($cmd 2>>"$(logfile loadgen)")
   local hwm; hwm=$(hwm_kb "$PID")
-  # the gateway's CPU (all threads) during the measured rows
+  # the gateway's CPU (all threads, and its main thread) during the measured rows
   local cpu; cpu=$(awk -v a="$t0" -v b="$(cpu_ticks "$PID")" -v t="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/t}')
+  local mcpu; mcpu=$(awk -v a="$m0" -v b="$(main_ticks "$PID")" -v t="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/t}')
   stop_pid "$PID"
-  record "$scen" "$impl" "$rep" "$res" "\"peak_rss_kb\":$hwm,\"cpu_s\":$cpu" "$cmd"
+  record "$scen" "$impl" "$rep" "$res" "\"peak_rss_kb\":$hwm,\"cpu_s\":$cpu,\"main_cpu_s\":$mcpu" "$cmd"
 }
 if want ingest; then
   for conns in $CONN_SET; do
     scen=ingest-$conns
     for rep in $(seq 1 "$REPEAT"); do
-      impls="sluice-luajit sluice-lua5.4 c-ingest node-careful node-naive"
+      impls="sluice-luajit sluice-lua5.4 sluice-luajit-transform sluice-lua5.4-transform sluice-luajit-lua sluice-lua5.4-lua c-ingest node-careful node-naive"
       # The whole movies app, stream processing included, for information.
       [ "$conns" = 10 ] && [ "$SMOKE" = 0 ] && impls="$impls sluice-luajit-processing"
       [ -n "$IMPLS" ] && impls=$IMPLS
