@@ -254,6 +254,32 @@ static int conn_resume(lua_State *L)
     return 0;
 }
 
+/* conn:rate_limit({ messages =, bytes =, burst =, burst_bytes =,
+ * policy = "pause"|"close" } | nil): token buckets on what the peer sends
+ * (sluice_conn_set_rate); nil removes them. */
+static int conn_rate_limit(lua_State *L)
+{
+    lua_conn *lc = sluice_lua_handle_get(L, 1, &sluice_lua_conn_type);
+    sluice_rate r;
+    const char *policy;
+    if (lua_isnoneornil(L, 2)) {
+        if (lc->conn) sluice_conn_set_rate(lc->conn, NULL);
+        return 0;
+    }
+    luaL_checktype(L, 2, LUA_TTABLE);
+    memset(&r, 0, sizeof r);
+    r.messages = sluice_lua_opt_number(L, 2, "messages", 0, 0, 1e15);
+    r.bytes = sluice_lua_opt_number(L, 2, "bytes", 0, 0, 1e15);
+    r.burst = sluice_lua_opt_number(L, 2, "burst", 0, 0, 1e15);
+    r.burst_bytes = sluice_lua_opt_number(L, 2, "burst_bytes", 0, 0, 1e15);
+    policy = sluice_lua_opt_string(L, 2, "policy", "pause");
+    if (strcmp(policy, "pause") && strcmp(policy, "close"))
+        return luaL_argerror(L, 2, "'policy' must be \"pause\" or \"close\"");
+    r.close = policy[0] == 'c';
+    if (lc->conn) sluice_conn_set_rate(lc->conn, &r);
+    return 0;
+}
+
 static int conn_tostring(lua_State *L)
 {
     lua_conn *lc = sluice_lua_handle_get(L, 1, &sluice_lua_conn_type);
@@ -300,7 +326,7 @@ static int conn_connect(lua_State *L)
 static const luaL_Reg methods[] = {
     { "send", conn_send }, { "close", conn_close }, { "is_open", conn_is_open },
     { "queued", conn_queued }, { "pause", conn_pause }, { "resume", conn_resume },
-    { "next_row", conn_next_row }, { NULL, NULL }
+    { "rate_limit", conn_rate_limit }, { "next_row", conn_next_row }, { NULL, NULL }
 };
 static const luaL_Reg meta[] = { { "__tostring", conn_tostring }, { NULL, NULL } };
 static const luaL_Reg functions[] = {

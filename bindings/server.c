@@ -191,7 +191,7 @@ static void server_http_abort(void *ud, sluice_http_req *r)
 
 /* core.server(loop, options, handlers) → server | nil, err, code
  * options: host, port, max_message, max_body, idle_timeout, send_queue,
- *          max_connections, max_pending, handshake_timeout, static, deflate,
+ *          max_connections, max_per_address, max_pending, handshake_timeout, static, deflate,
  *          tls_cert, tls_key, tls_ca
  * handlers: accept(path), upgrade(req), open(conn), message(conn, data,
  *           binary), close(conn, code, reason), http_match(method, path),
@@ -218,6 +218,7 @@ static int server_new(lua_State *L)
     cfg.max_connections = (int)sluice_lua_opt_int(L, 2, "max_connections", 0, 0, INT_MAX);
     cfg.max_pending = (int)sluice_lua_opt_int(L, 2, "max_pending", 0, 0, INT_MAX);
     cfg.deflate = sluice_lua_opt_flag(L, 2, "deflate", 0);
+    cfg.max_per_address = (int)sluice_lua_opt_int(L, 2, "max_per_address", 0, 0, INT_MAX);
     lua_getfield(L, 2, "handshake_timeout");   /* seconds; false: off */
     if (lua_isboolean(L, -1)) cfg.handshake_timeout_s = lua_toboolean(L, -1) ? 0 : -1;
     else cfg.handshake_timeout_s = (int)sluice_lua_opt_int(L, 2, "handshake_timeout", 0, 0, INT_MAX);
@@ -280,7 +281,7 @@ static int server_conn_count(lua_State *L)
 static void push_route(void *ud, const sluice_route_stats *r)
 {
     lua_State *L = ud;
-    lua_createtable(L, 0, 8);
+    lua_createtable(L, 0, 10);
     lua_pushstring(L, r->path);
     lua_setfield(L, -2, "path");
     sluice_lua_setint(L, "connections", (lua_Integer)r->connections);
@@ -290,11 +291,13 @@ static void push_route(void *ud, const sluice_route_stats *r)
     sluice_lua_setint(L, "messages_out", (lua_Integer)r->messages_out);
     sluice_lua_setint(L, "bytes_out", (lua_Integer)r->bytes_out);
     sluice_lua_setint(L, "queued_bytes", (lua_Integer)r->queued_bytes);
+    sluice_lua_setint(L, "rate_paused", (lua_Integer)r->rate_paused);
+    sluice_lua_setint(L, "rate_closed", (lua_Integer)r->rate_closed);
     sluice_lua_append(L);
 }
 
 /* server:routes() → { { path, connections, opened, messages_in, bytes_in,
- * messages_out, bytes_out, queued_bytes }, ... } */
+ * messages_out, bytes_out, queued_bytes, rate_paused, rate_closed }, ... } */
 static int server_routes(lua_State *L)
 {
     sluice_server *s = check_server(L);

@@ -8,14 +8,14 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 secs="${1:-60}"; shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(ws_url query static_path server movies_rows)
+[ ${#targets[@]} -gt 0 ] || targets=(ws_url query static_path server jwt movies_rows)
 out="${SLUICE_FUZZ_BUILD_DIR:-$root/build-fuzz}"
 mkdir -p "$out/obj"
 cc="${CC_FUZZ:-clang}"
 san="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 flags=(-g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -I"$root/core/include" -I"$root/core/src"
        $(pkg-config --cflags libwebsockets rdkafka lua5.4))
-libs=($(pkg-config --libs libwebsockets rdkafka lua5.4 libssl libcrypto) -lpthread)
+libs=($(pkg-config --libs libwebsockets rdkafka lua5.4 libssl libcrypto zlib) -lpthread)
 
 objs=()
 for src in "$root"/core/src/*.c; do

@@ -36,13 +36,13 @@ build = {
         "core/src/kafka_queue.c", "core/src/kafka_producer.c",
         "core/src/kafka_consumer.c", "core/src/kafka_assign.c", "core/src/kafka_read.c", "core/src/kafka_catchup.c", "core/src/broker.c",
         "core/src/fswatch.c", "core/src/schema.c", "core/src/json.c", "core/src/ingest.c",
-        "core/src/http_status.c", "core/src/tls.c",
+        "core/src/http_status.c", "core/src/tls.c", "core/src/jwt.c",
         -- bindings
         "bindings/module.c", "bindings/handle.c", "bindings/options.c",
         "bindings/loop.c", "bindings/timer.c",
         "bindings/conn.c", "bindings/http.c", "bindings/server.c",
         "bindings/producer.c", "bindings/consumer.c", "bindings/broker.c",
-        "bindings/fswatch.c", "bindings/schema.c", "bindings/route.c", "bindings/catchup.c",
+        "bindings/fswatch.c", "bindings/schema.c", "bindings/route.c", "bindings/catchup.c", "bindings/jwt.c",
       },
       defines = { "_GNU_SOURCE" },
       incdirs = { "core/include", "core/src", "bindings",
@@ -71,6 +71,7 @@ build = {
     ["sluice.reload"] = "scripts/sluice/reload.lua",
     ["sluice.metrics"] = "scripts/sluice/metrics.lua",
     ["sluice.ops"] = "scripts/sluice/ops.lua",
+    ["sluice.jwt"] = "scripts/sluice/jwt.lua",
   },
   install = {
     bin = { sluice = "scripts/bin/sluice" },

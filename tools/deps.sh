@@ -7,7 +7,7 @@ set -euo pipefail
 if [ $# -gt 0 ]; then pkgs=("$@"); else
 pkgs=(build-essential cmake pkg-config libwebsockets-dev librdkafka-dev zlib1g-dev
       liblua5.4-dev libluajit-5.1-dev liblua5.1-0-dev lua5.4 luajit lua5.1
-      lua-cjson lua-busted lua-socket luarocks kcat)
+      lua-cjson lua-busted lua-socket luarocks kcat libssl-dev)
 pkgs+=(chromium fonts-liberation)   # the browser test (spec/browser)
 pkgs+=(openssl libssl-dev libnss3-tools) # TLS: the core links OpenSSL; test CAs, trusted by Chromium
 pkgs+=(gnuplot-nox)                 # the benchmarks' chart (bench/run.sh)

@@ -37,6 +37,7 @@ struct sluice_server {
     void *ud;
     size_t max_message, max_body, send_queue_max;
     int max_connections;
+    int max_per_address;        /* open WebSockets per client address */
     int handshake_timeout_s;    /* <= 0: off */
     int max_pending;            /* accepted sockets before their request head */
     size_t npending;

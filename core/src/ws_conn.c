@@ -237,6 +237,7 @@ void sluice_conn_destroy(sluice_conn *c)
     if (!c)
         return;
     lws_sul_cancel(&c->defer_sul);
+    lws_sul_cancel(&c->rate_sul);
     drop_queue(c);
     free(c->rx);
     free(c->path);
@@ -260,7 +261,7 @@ void sluice_conn_apply_flow(sluice_conn *c)
 {
     if (!c->wsi || c->state != SLUICE_CONN_OPEN)
         return;
-    int paused = c->paused || (c->sink && c->sink->paused);
+    int paused = c->paused || c->rate_paused || (c->sink && c->sink->paused);
     lws_rx_flow_control(c->wsi, paused ? 0 : 1);
 }
 
@@ -312,11 +313,100 @@ int sluice_conn_on_open(sluice_conn *c)
 }
 
 static void begin_close(sluice_conn *c, int code, const char *reason, int grace);
+/* ---- rate limits ----------------------------------------------------------- */
+
+static void rate_refill(sluice_conn *c)
+{
+    lws_usec_t now = lws_now_usecs();
+    double dt = (double)(now - c->rate_at_us) / 1e6;
+    c->rate_at_us = now;
+    if (c->rate.messages > 0) {
+        c->tok_messages += dt * c->rate.messages;
+        if (c->tok_messages > c->rate.burst)
+            c->tok_messages = c->rate.burst;
+    }
+    if (c->rate.bytes > 0) {
+        c->tok_bytes += dt * c->rate.bytes;
+        if (c->tok_bytes > c->rate.burst_bytes)
+            c->tok_bytes = c->rate.burst_bytes;
+    }
+}
+
+static void rate_resume(lws_sorted_usec_list_t *sul)
+{
+    sluice_conn *c = lws_container_of(sul, sluice_conn, rate_sul);
+    c->rate_paused = 0;
+    sluice_conn_apply_flow(c);
+}
+
+/* Takes a message of len bytes from the buckets. 0: deliver it; -1: the
+ * connection is closing for it (close policy). With the pause policy a
+ * deficit stops reading until it is paid back. */
+static int rate_take(sluice_conn *c, size_t len)
+{
+    rate_refill(c);
+    int over_m = c->rate.messages > 0 && c->tok_messages < 1;
+    int over_b = c->rate.bytes > 0 && c->tok_bytes < (double)len;
+    if (c->rate.close && (over_m || over_b)) {
+        if (c->route)
+            c->route->rate_closed++;
+        sluice_conn_close(c, SLUICE_CLOSE_POLICY,
+                          over_m ? "rate limit: messages/s" : "rate limit: bytes/s");
+        sluice_loop_log(c->loop, SLUICE_LOG_INFO,
+                        "ws conn %llu from %s: over its %s rate, closing with 1008",
+                        (unsigned long long)c->id, c->peer, over_m ? "message" : "byte");
+        return -1;
+    }
+    if (c->rate.messages > 0)
+        c->tok_messages -= 1;
+    if (c->rate.bytes > 0)
+        c->tok_bytes -= (double)len;
+    double wait_s = 0;
+    if (c->tok_messages < 0)
+        wait_s = -c->tok_messages / c->rate.messages;
+    if (c->tok_bytes < 0 && -c->tok_bytes / c->rate.bytes > wait_s)
+        wait_s = -c->tok_bytes / c->rate.bytes;
+    if (wait_s > 0 && !c->rate_paused) {
+        if (c->route)
+            c->route->rate_paused++;
+        c->rate_paused = 1;
+        sluice_conn_apply_flow(c);
+        lws_sul_schedule(c->loop->ctx, 0, &c->rate_sul, rate_resume,
+                         (lws_usec_t)(wait_s * 1e6) + 1);
+    }
+    return 0;
+}
+
+int sluice_conn_set_rate(sluice_conn *c, const sluice_rate *r)
+{
+    if (!c)
+        return SLUICE_EINVAL;
+    if (r && (!(r->messages >= 0) || !(r->bytes >= 0) || !(r->burst >= 0) ||
+              !(r->burst_bytes >= 0)))
+        return SLUICE_EINVAL;
+    lws_sul_cancel(&c->rate_sul);
+    c->rate_paused = 0;
+    c->has_rate = r && (r->messages > 0 || r->bytes > 0);
+    if (c->has_rate) {
+        c->rate = *r;
+        if (c->rate.burst <= 0)
+            c->rate.burst = c->rate.messages > 1 ? c->rate.messages : 1;
+        if (c->rate.burst_bytes <= 0)
+            c->rate.burst_bytes = c->rate.bytes;
+        c->tok_messages = c->rate.burst;
+        c->tok_bytes = c->rate.burst_bytes;
+        c->rate_at_us = lws_now_usecs();
+    }
+    sluice_conn_apply_flow(c);
+    return SLUICE_OK;
+}
 
 /* Returns -1 if c was freed meanwhile. */
 static int deliver(sluice_conn *c, const char *data, size_t len, int binary)
 {
     if (c->state != SLUICE_CONN_OPEN || !c->h.message)
+        return 0;
+    if (c->has_rate && rate_take(c, len))
         return 0;
     if (c->route) {
         c->route->messages_in++;

@@ -124,6 +124,14 @@ struct sluice_conn {
     int close_sent;             /* our close frame is handed to lws */
     char peer_reason[124];
     int paused;
+    /* rate limit (sluice_conn_set_rate): tokens left, refilled lazily
+     * from rate_at_us; rate_paused while a deficit is paid back, with
+     * rate_sul pending to resume */
+    int has_rate, rate_paused;
+    sluice_rate rate;
+    double tok_messages, tok_bytes;
+    lws_usec_t rate_at_us;
+    lws_sorted_usec_list_t rate_sul;
     /* a user callback is running; if the close was reported meanwhile
      * (server freed from it), the caller frees c once it returns */
     int busy;

@@ -267,6 +267,19 @@ int sluice_upgrade_refuse(sluice_upgrade *u, const char *reason, const char *con
     return (reason && !u->reason) ? SLUICE_ENOMEM : SLUICE_OK;
 }
 
+/* Is the upgrading client's address at its max_per_address? A scan of the
+ * open connections: only made when the cap is set. */
+static int address_full(sluice_server *s, struct lws *wsi)
+{
+    char peer[64];
+    size_t n = 0;
+    sluice_copy_peer(wsi, peer, sizeof peer);
+    for (sluice_conn *c = s->conns; c; c = c->next)
+        if (strcmp(c->peer, peer) == 0 && ++n >= (size_t)s->max_per_address)
+            return 1;
+    return 0;
+}
+
 static int confirm_upgrade(sluice_server *s, struct wsi_slot *slot)
 {
     int status = 0;
@@ -277,6 +290,8 @@ static int confirm_upgrade(sluice_server *s, struct wsi_slot *slot)
     char *path = NULL;
     if (s->max_connections > 0 && s->nconns >= (size_t)s->max_connections) {
         status = HTTP_STATUS_SERVICE_UNAVAILABLE;
+    } else if (s->max_per_address > 0 && address_full(s, slot->wsi)) {
+        status = 429;
     } else {
         path = copy_token(slot->wsi, WSI_TOKEN_GET_URI);
         if (!path)
@@ -293,7 +308,8 @@ static int confirm_upgrade(sluice_server *s, struct wsi_slot *slot)
     /* Answered; then closed like every HTTP answer (see send_status in http.c). */
     return sluice_http_error(slot->wsi, status, NULL, NULL,
                              status == HTTP_STATUS_NOT_FOUND ? "no WebSocket route at this path"
-                                                             : "too many connections (max_connections)");
+                             : status == 429 ? "too many connections from this address (max_per_address)"
+                                             : "too many connections (max_connections)");
 }
 
 /* The counters of path, added on its first connection (only declared
@@ -698,6 +714,7 @@ int sluice_server_new(sluice_loop *loop, const sluice_server_config *cfg,
     s->max_body = cfg->max_body ? cfg->max_body : DEFAULT_MAX_BODY;
     s->send_queue_max = cfg->send_queue_max ? cfg->send_queue_max : DEFAULT_SEND_QUEUE;
     s->max_connections = cfg->max_connections;
+    s->max_per_address = cfg->max_per_address;
     s->handshake_timeout_s = cfg->handshake_timeout_s ? cfg->handshake_timeout_s
                                                       : DEFAULT_HANDSHAKE_S;
     s->max_pending = cfg->max_pending ? cfg->max_pending : DEFAULT_MAX_PENDING;

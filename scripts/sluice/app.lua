@@ -112,10 +112,28 @@ end
 -- The keys of an app:ws handlers table and app:http options; any other
 -- is a typo, refused.
 local WS_KEYS = { open = true, message = true, close = true, route = true, auth = true,
-  origins = true, protocols = true }
+  origins = true, protocols = true, rate = true }
 local HTTP_KEYS = { auth = true, origins = true }
 local CONSUME_KEYS = { group = true, from = true, broadcast = true, rebalance = true,
   batch = true, kafka = true, manual = true }
+-- A route's rate = { messages =, bytes =, burst =, burst_bytes =, policy = }
+-- (docs/api.md); raised at the app:ws call.
+local RATE_KEYS = { messages = true, bytes = true, burst = true, burst_bytes = true, policy = true }
+local function check_rate(rate)
+  -- level 4: bad, check_rate, App:ws, then the caller of app:ws
+  local function bad(msg) error(("bad argument #2 to 'ws' (rate: %s)"):format(msg), 4) end
+  if type(rate) ~= "table" then bad("a table expected, got " .. type(rate)) end
+  for k, v in pairs(rate) do
+    if not RATE_KEYS[k] then bad(("unknown field '%s' (messages, bytes, burst, burst_bytes, policy)"):format(tostring(k))) end
+    if k ~= "policy" and (type(v) ~= "number" or not (v > 0) or v == math.huge) then
+      bad(("'%s' must be a positive number"):format(k))
+    end
+  end
+  if rate.policy ~= nil and rate.policy ~= "pause" and rate.policy ~= "close" then
+    bad("policy must be \"pause\" or \"close\"")
+  end
+  if not rate.messages and not rate.bytes then bad("give messages or bytes (per second)") end
+end
 
 function App:ws(path, handlers)
   util.check(1, "ws", path, "string")
@@ -127,6 +145,7 @@ function App:ws(path, handlers)
     end
   end
   self.doors["ws " .. path] = door.compile(handlers, "ws", 2)
+  if handlers.rate ~= nil then check_rate(handlers.rate) end
   if handlers.route ~= nil then
     self._declared[path] = route.compile(self, handlers.route, handlers.message ~= nil, 2)
   else
@@ -222,6 +241,7 @@ function App:_server_handlers()
       if not set then set = {}; by_path[path] = set end
       set[conn] = true
       local r = routes_owner.routes[path]
+      if r and r.rate then conn:rate_limit(r.rate) end
       if r and r.open then r.open(conn) end
     end,
     -- Only what a declared route did not take reaches this.
@@ -331,7 +351,7 @@ function App:_start_server()
   local server, err, code = core.server(self.loop, {
     host = host, port = port, static = static, max_message = o.max_message,
     max_body = o.max_body, idle_timeout = idle, send_queue = o.send_queue,
-    max_connections = o.max_connections,
+    max_connections = o.max_connections, max_per_address = o.max_connections_per_address,
     handshake_timeout = o.handshake_timeout, max_pending = o.max_pending,
     deflate = o.deflate or nil,
     tls_cert = tls.cert, tls_key = tls.key, tls_ca = tls.ca,

@@ -25,6 +25,10 @@ end
 -- call per row (docs/api.md, "Row schemas").
 M.schema = core.schema
 
+-- JSON Web Tokens verified in C: sluice.jwt.keys, verify, sign, token
+-- (docs/api.md, "JWT").
+M.jwt = require "sluice.jwt"
+
 -- Loads an app file (which returns its app) so that it can be reloaded:
 -- app:reload(), app:watch(), SIGHUP under app:run(). Returns the app, or
 -- nil, "LOAD: file:line: message", "LOAD".

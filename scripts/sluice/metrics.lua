@@ -225,6 +225,8 @@ local function write_routes(out, app)
     { "sluice_ws_messages_sent_total", "counter", "WebSocket messages queued to clients", "messages_out" },
     { "sluice_ws_sent_bytes_total", "counter", "Payload bytes of the messages queued to clients", "bytes_out" },
     { "sluice_ws_send_queue_bytes", "gauge", "Bytes waiting in the send queues of the route's connections", "queued_bytes" },
+    { "sluice_ws_rate_paused_total", "counter", "Times a connection's reading was paused by its rate limit", "rate_paused" },
+    { "sluice_ws_rate_closed_total", "counter", "Connections closed with 1008 by their rate limit", "rate_closed" },
   }
   for _, d in ipairs(defs) do
     family(out, d[1], d[2], d[3] .. ", by route.")

@@ -307,6 +307,32 @@ test('after its gateway restarts, an EventSource (Last-Event-ID) and the live pa
   await kafka.stop();
 });
 
+test('with SLUICE_MOVIES_SECRET the page fetches a token for each WebSocket and streams as before', async () => {
+  const other = await startGateway(await freePort(), await freePort(), null,
+    { env: { SLUICE_MOVIES_SECRET: 'browser-spec-secret-0123456789abcdefghij', SLUICE_MOVIES_PROCESSING: '0' } });
+  try {
+    const page = await (await browser.newContext()).newPage();
+    const sockets = [];
+    page.on('websocket', (ws) => sockets.push(ws.url()));
+    await page.goto(other.url);
+    await page.waitForSelector('#conn[data-state="open"]', { timeout: 15000 });
+    await page.waitForSelector('#live-conn[data-state="open"]', { timeout: 15000 });
+    assert.deepEqual(sockets.map((u) => u.replace(/\?token=[\w-]+\.[\w-]+\.[\w-]+$/, '?token=JWT')).sort(),
+      [`ws://127.0.0.1:${other.port}/stats?token=JWT`, `ws://127.0.0.1:${other.port}/stream?token=JWT`]);
+    await search(page, 'Brad Pitt');
+    await page.waitForSelector('#results:not([hidden]) tbody tr', { timeout: 10000 });
+    await page.click('#stream');
+    await waitFor('every row to show stored', async () => {
+      const s = await statuses(page);
+      return s.length === 15 && s.every((x) => x === 'stored');
+    }, 30000);
+    assert.equal((await topicRecords(other.bootstrap, 'movie-results', 15)).length, 15);
+    await page.context().close();
+  } finally {
+    await other.stop();
+  }
+});
+
 test('shutdown', async () => {
   if (browser) await browser.close();
   if (gw) await gw.stop();

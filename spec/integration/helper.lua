@@ -106,6 +106,17 @@ function M.loop_wakeups(pid)
   return tonumber(status:match "\nvoluntary_ctxt_switches:%s*(%d+)")
 end
 
+-- Waits (up to `timeout` s) until the process's loop has not been woken
+-- for `quiet` seconds in a row; true if it got there.
+function M.wait_quiet(pid, quiet, timeout)
+  local last, quiet_from = M.loop_wakeups(pid), M.now()
+  return M.wait_for(timeout, function()
+    local now = M.loop_wakeups(pid)
+    if now ~= last then last, quiet_from = now, M.now() end
+    return M.now() - quiet_from >= quiet
+  end, 0.25)
+end
+
 function M.cpu_seconds(pid)
   if not clk_tck then
     local p = io.popen "getconf CLK_TCK"

@@ -29,12 +29,7 @@ describe("an idle gateway", function()
     assert.truthy(H.wait_for(60, function()
       return gw:stderr():find(" restored for partitions ", 1, true)
     end), "the stream processing restored no store")
-    local last, quiet_from = H.loop_wakeups(gw.pid), H.now()
-    assert.truthy(H.wait_for(60, function()
-      local now = H.loop_wakeups(gw.pid)
-      if now ~= last then last, quiet_from = now, H.now() end
-      return H.now() - quiet_from >= 2
-    end, 0.25), "the gateway's loop never went quiet")
+    assert.truthy(H.wait_quiet(gw.pid, 2, 60), "the gateway's loop never went quiet")
     local wakeups, cpu = H.loop_wakeups(gw.pid), H.cpu_seconds(gw.pid)
     H.sleep(5)
     local woken = H.loop_wakeups(gw.pid) - wakeups

@@ -1,7 +1,7 @@
 # The fuzz targets (fuzz/) built without libFuzzer, replaying their kept
 # corpus (fuzz/corpus/<target>/): every input that once found a bug or new
 # coverage stays a regression test. Fuzzing itself: fuzz/fuzz.sh (clang).
-set(SLUICE_FUZZ_TARGETS ws_url query static_path server)
+set(SLUICE_FUZZ_TARGETS ws_url query static_path server jwt)
 if("lua5.4" IN_LIST SLUICE_LUAS)
   list(APPEND SLUICE_FUZZ_TARGETS movies_rows)
 endif()

@@ -723,6 +723,30 @@ describe("sluice.app: misuse and expected failures", function()
     app:close()
   end)
 
+  it("checks a route's rate at app:ws, pointing at the caller's line", function()
+    local app = support.app { listen = false }
+    local line = debug.getinfo(1, "l").currentline
+    local ok, err = pcall(app.ws, app, "/r", { rate = { messages = 10, burts = 5 } })
+    assert.is_false(ok)
+    -- pcall calls app.ws directly: the caller is pcall itself, so no
+    -- file:line; through a Lua function it is that function's line.
+    assert.equal("bad argument #2 to 'ws' (rate: unknown field 'burts' (messages, bytes, burst, " ..
+      "burst_bytes, policy))", err)
+    local function declare(rate) app:ws("/r", { rate = rate }) end
+    ok, err = pcall(declare, { bytes = 0 })
+    assert.matches(("app_spec.lua:%d: bad argument #2 to 'ws' (rate: 'bytes' must be a positive number)")
+      :format(line + 7), err, 1, true)
+    raises("(rate: policy must be \"pause\" or \"close\")",
+      function() declare { messages = 1, policy = "drop" } end)
+    raises("(rate: give messages or bytes (per second))", function() declare { burst = 3 } end)
+    raises("(rate: a table expected, got number)", function() declare(5) end)
+    raises("bad argument #1 to 'app' (option 'max_connections_per_address' must be number, got string)",
+      function() support.app { listen = false, max_connections_per_address = "3" } end)
+    declare { messages = 10, bytes = 1e6, burst = 20, burst_bytes = 2e6, policy = "close" }
+    assert.same({ messages = 10, bytes = 1e6, burst = 20, burst_bytes = 2e6, policy = "close" }, app.routes["/r"].rate)
+    app:close()
+  end)
+
   it("raises on misuse of the producer binding, naming the argument", function()
     local core = require "sluice.core"
     local a = support.app { listen = false }

@@ -82,6 +82,8 @@ typedef struct sluice_server_config {
     size_t send_queue_max;   /* bytes queued per connection before the slow-
                                 reader policy (close 1008); 0: 8 MiB */
     int max_connections;     /* 0: unlimited; above it upgrades get 503 */
+    int max_per_address;     /* WebSockets open from one client address;
+                                0: unlimited; above it upgrades get 429 */
     int handshake_timeout_s; /* a socket must send its whole request head
                                 within this; else 408 and closed. 0: 10; <0: off */
     int max_pending;         /* accepted sockets that have not sent a whole
@@ -131,6 +133,8 @@ typedef struct sluice_route_stats {
     uint64_t opened;            /* connections accepted, ever */
     uint64_t messages_in, bytes_in, messages_out, bytes_out;
     size_t queued_bytes;        /* in its connections' send queues now */
+    uint64_t rate_paused;       /* reading paused for a rate limit, times */
+    uint64_t rate_closed;       /* connections closed for a rate limit */
 } sluice_route_stats;
 /* Calls fn once per route, in the order routes were first used. */
 void sluice_server_routes(sluice_server *s,
@@ -201,6 +205,25 @@ int sluice_conn_send_payload(sluice_conn *c, sluice_payload *p, int binary);
 /* Close after the queued messages are sent. code 0: 1000. */
 int sluice_conn_close(sluice_conn *c, int code, const char *reason);
 void sluice_conn_pause_reading(sluice_conn *c, int paused);
+
+/* Token buckets on what the peer sends: a message takes one token from
+ * the message bucket and its length from the byte bucket; the buckets
+ * refill at the given rates up to their burst sizes. A message that
+ * leaves a bucket short is delivered, then the connection stops reading
+ * (TCP pushes back on the peer) until the buckets are back to zero: the
+ * peer gets the rate, on average, and no timer runs unless it is over.
+ * With close set, the message is not delivered and the connection is
+ * closed with 1008 "rate limit: messages/s" (or "bytes/s"). */
+typedef struct sluice_rate {
+    double messages;         /* per second; 0: no message limit */
+    double bytes;            /* per second; 0: no byte limit */
+    double burst;            /* messages the bucket holds; 0: max(messages, 1) */
+    double burst_bytes;      /* bytes it holds; 0: bytes (one second's worth) */
+    int close;               /* over the limit: close 1008 instead of pausing */
+} sluice_rate;
+/* Sets (r NULL: removes) the limits of a connection; its buckets start
+ * full. SLUICE_EINVAL for negative rates or bursts. */
+int sluice_conn_set_rate(sluice_conn *c, const sluice_rate *r);
 void sluice_conn_set_userdata(sluice_conn *c, void *p);
 void *sluice_conn_userdata(const sluice_conn *c);
 

@@ -30,6 +30,20 @@ local STATS_NAME = "movie-stats"           -- what clients subscribe to
 -- and acked in C). The Lua handlers see the rest.
 local ROUTE = { schema = rows.SCHEMA, topic = RESULTS, key = "actorId", ack = "id" }
 
+-- SLUICE_MOVIES_SECRET (32 bytes or more), when set, makes the WebSockets
+-- demand a token: the page fetches a short-lived one from GET /api/token
+-- (same origin only: the answer has no CORS header, so another site's
+-- script cannot read it and open the socket in the user's name) and
+-- passes it as ?token=. The token is checked in C (sluice.jwt); a socket
+-- without a valid one is closed with 4401 and the reason (EXPIRED: …).
+local SECRET = os.getenv "SLUICE_MOVIES_SECRET"
+if SECRET == "" then SECRET = nil end
+local TOKEN_TTL = 300                      -- seconds
+local TOKEN_OPTS = { iss = "sluice-movies", aud = "movies", algorithms = { "HS256" }, leeway = 5 }
+if SECRET and #SECRET < 32 then
+  error("SLUICE_MOVIES_SECRET must be at least 32 bytes (it signs the page's tokens)", 0)
+end
+
 -- The default logger's format, plus one line a new user needs: the URL
 -- to open, once the port is known.
 local function log(level, msg)
@@ -142,17 +156,27 @@ local function on_message(conn, data, is_binary)
   end
 end
 
+-- With a secret, a connection without a valid token is closed before it
+-- is read from: nothing it sent reaches the route or the handlers.
+local function on_open(conn)
+  if SECRET then
+    local claims, err = sluice.jwt.verify(sluice.jwt.token(conn), SECRET, TOKEN_OPTS)
+    if not claims then return conn:close(4401, err), false end
+  end
+  return true
+end
+
 -- Every gateway instance pushes every stats record written after it
 -- started (a consumer in no group: app:feed, app:subscribe); the app drops
 -- a closed connection's subscriptions by itself.
 app:feed(STATS)
 
-local stream = { route = ROUTE, message = on_message }
+local stream = { route = ROUTE, open = on_open, message = on_message }
 app:ws("/", stream)
 app:ws("/stream", stream)
 app:ws("/stats", {                        -- the same, subscribed from the start
   route = ROUTE, message = on_message,
-  open = function(conn) subscribe(conn) end,   -- values unchanged, from now on
+  open = function(conn) if on_open(conn) then subscribe(conn) end end,   -- values unchanged, from now on
 })
 
 -- The page's form: rows of the data set for the given actor and/or movie
@@ -174,6 +198,16 @@ app:sse("/events", function(stream)
     stream:close()
   end
 end, { retry = 1000 })
+
+-- A token for the page's WebSockets (404 when no secret is set: the page
+-- then connects without one).
+app:http("GET", "/api/token", function()
+  local headers = { ["content-type"] = "application/json", ["cache-control"] = "no-store" }
+  if not SECRET then return 404, rows.object("error", "no token needed"), headers end
+  local token = sluice.jwt.sign({ iss = TOKEN_OPTS.iss, aud = TOKEN_OPTS.aud, sub = "page" }, SECRET,
+    { expires_in = TOKEN_TTL })
+  return 200, rows.object("token", token, "expires_in", TOKEN_TTL), headers
+end)
 
 app:http("GET", "/healthz", function()
   local s = app:stats()

@@ -10,6 +10,7 @@ local OPTION_TYPES = {
   name = "string", listen = "listen", static = "string", kafka = "table",
   embedded = "table", max_message = "number", max_body = "number",
   idle_timeout = "idle", send_queue = "number", max_connections = "number",
+  max_connections_per_address = "number",
   log = "function", log_level = "string",
   handler_timeout = "idle", handler_instructions = "number",
   handshake_timeout = "idle", max_pending = "number", max_in_flight = "number",

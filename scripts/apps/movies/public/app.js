@@ -48,11 +48,26 @@
 
     function state(s, detail) { handlers.state(s, detail); }
 
-    function open() {
+    // A gateway with SLUICE_MOVIES_SECRET hands out short-lived tokens
+    // (a fresh one for every connection); 404: none needed.
+    async function tokenQuery() {
+      const res = await fetch('/api/token', { cache: 'no-store' });
+      if (res.status === 404) return '';
+      if (!res.ok) throw new Error('HTTP ' + res.status);
+      return '?token=' + encodeURIComponent((await res.json()).token);
+    }
+
+    async function open() {
       clearTimeout(timer);
       state('connecting');
+      let query;
       try {
-        ws = new WebSocket(url);
+        query = await tokenQuery();
+      } catch (e) {
+        return schedule('cannot get a token: ' + e.message);
+      }
+      try {
+        ws = new WebSocket(url + query);
       } catch (e) {
         return schedule('cannot open: ' + e.message);
       }
