@@ -182,7 +182,7 @@ void sluice_lua_add_header(void *ud, const char *name, const char *value);
 extern const sluice_lua_type sluice_lua_timer_type, sluice_lua_server_type,
     sluice_lua_conn_type, sluice_lua_http_type, sluice_lua_producer_type,
     sluice_lua_consumer_type, sluice_lua_broker_type, sluice_lua_fswatch_type,
-    sluice_lua_schema_type;
+    sluice_lua_schema_type, sluice_lua_unix_type;
 
 /* ---- conn.c: shared by server.c and the client constructor --------------
  * The handle that owns a set of connections (a server, or a client

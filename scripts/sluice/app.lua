@@ -16,6 +16,7 @@ local timers = require "sluice.app.timers"
 local check_options = require("sluice.app.options").check
 local metrics = require "sluice.metrics"
 local ops = require "sluice.ops"
+local console = require "sluice.console"
 local cjson = require "cjson"
 
 local json = cjson.new()
@@ -173,6 +174,7 @@ function App:_server_handlers()
       if r and r.open then r.open(conn) end
     end,
     message = function(conn, data, binary)
+      if routes_owner._taps then console.tap_message(routes_owner, conn, data) end
       local r = routes_owner.routes[conn.path]
       if r and r.message then r.message(conn, data, binary) end
     end,
@@ -219,6 +221,7 @@ function App:start()
   end
   -- Said once everything is up, so a failure is never read after it.
   if self._listening then self.loop:log("info", self._listening) end
+  self:_start_console()
   self.started = true
   for _, decl in ipairs(self.consumer_decls) do
     if not decl.consumer.closed then
@@ -291,6 +294,20 @@ function App:_start_metrics()
   return true
 end
 
+-- The console (`sluice attach`): the command line's choice, else the
+-- app's `console` option, else on for `sluice run`. A console that cannot
+-- start is said, and the app serves without it.
+function App:_start_console()
+  local ov = self.overrides
+  local want = ov.console
+  if want == nil then want = self.options.console end
+  if want == nil then want = ov.console_default end
+  if not want then return end
+  local path, err = console.start(self, type(want) == "string" and want or nil)
+  if path then self.loop:log("info", ("console on %s (sluice attach %d)"):format(path, core.getpid()))
+  else self.loop:log("warn", "no console: " .. err) end
+end
+
 -- Handlers still run while the app shuts down (a signal closed it): for
 -- them a closed app is an expected failure, not misuse.
 function App:_ensure_started()
@@ -361,6 +378,7 @@ function App:produce(topic, record, on_delivery, context)
   else
     util.argerror(2, "produce", ("string or table expected, got %s"):format(rt))
   end
+  if self._taps then console.tap_record(self, "produce", topic, key, value) end
   local producer = self.producer
   if not producer then
     local err, code
@@ -535,6 +553,7 @@ end
 local CONSUMER_CLOSE_MS, CONSUMER_CLOSE_MIN_MS = 5000, 500
 function App:_teardown()
   if self._reloader then self._reloader:unwatch() end
+  console.stop(self)
   for t in pairs(self.timers) do t:close() end
   -- Commit and leave the groups within one budget: with the brokers gone
   -- each close would otherwise wait its own timeout (docs/reliability.md).

@@ -6,6 +6,7 @@ local M = {}
 
 local USAGE = [[
 usage: sluice [--lua NAME] run APP.lua [options]
+       sluice attach [PID|SOCKET] [--worker N] [--eval CHUNK]
        sluice --help | --version
 
 Runs APP.lua, a Lua script that returns a sluice app (`return app`).
@@ -31,6 +32,15 @@ options for run:
                          (the app file and what it requires from its directory)
                          changes; a file that fails to load changes nothing
   --watch-debounce MS    quiet time before a burst of changes reloads (default 100)
+  --console PATH|off     the console's socket (default: DIR/PID.sock, DIR being
+                         $SLUICE_RUN_DIR, $XDG_RUNTIME_DIR/sluice or /tmp/sluice-UID)
+
+sluice attach: a Lua console inside a running app (evaluated between two
+events; help() lists stats(), conns(), consumers(), log_level(), tap()).
+With no PID, the one gateway running; SOCKET: a path with a '/'.
+  --eval CHUNK           evaluate CHUNK, print its results, exit (1 if it failed);
+                         input that is not a terminal is evaluated the same way
+  --worker N             with --workers: worker N only (default: every worker)
 
 SIGINT/SIGTERM: stop accepting, let Kafka confirm what was accepted, close
 WebSockets with 1001, commit consumer offsets, exit 0. SIGHUP: hot reload.
@@ -86,6 +96,11 @@ local OPTIONS = {
     o.log_format = v
     return true
   end,
+  ["--console"] = function(o, v)
+    if not v or v == "" then return nil, "--console needs a socket path, or off" end
+    if v == "off" then o.console = false else o.console = v end
+    return true
+  end,
   ["--log-level"] = function(o, v)
     if v ~= "error" and v ~= "warn" and v ~= "info" and v ~= "debug" then
       return nil, "--log-level must be error, warn, info or debug"
@@ -138,6 +153,38 @@ local function take_lua_option(argv)
   return true
 end
 
+-- sluice attach [PID|SOCKET] [--worker N] [--eval CHUNK]
+function M.attach(argv)
+  local attach = require "sluice.attach"
+  local target, worker, eval
+  local i = 2
+  while argv[i] do
+    local a = argv[i]
+    local name, inline = a:match("^(%-%-[%w-]+)=(.*)$")
+    name = name or a
+    if name == "--eval" or name == "-e" then
+      eval = inline or argv[i + 1]
+      if inline == nil then i = i + 1 end
+      if not eval then return fail("--eval needs a Lua chunk") end
+    elseif name == "--worker" then
+      local v = inline or argv[i + 1]
+      if inline == nil then i = i + 1 end
+      worker = tonumber(v)
+      if not worker or worker < 1 or worker % 1 ~= 0 then return fail("--worker needs a worker number (1, 2, ...)") end
+    elseif a:sub(1, 1) == "-" then
+      return fail(("unknown option '%s' for attach (see sluice --help)"):format(a))
+    elseif target then
+      return fail(("unexpected argument '%s' (one PID or SOCKET)"):format(a))
+    else
+      target = a
+    end
+    i = i + 1
+  end
+  local targets, err = attach.targets(target, worker)
+  if not targets then return fail(err) end
+  return attach.run(targets, { eval = eval, interactive = eval == nil and attach.is_tty(0) })
+end
+
 function M.main(argv)
   argv = argv or {}
   local lua_ok, lua_err = take_lua_option(argv)
@@ -152,6 +199,7 @@ function M.main(argv)
       (jit and (", " .. jit.version) or ""), ")\n")
     return 0
   end
+  if first == "attach" then return M.attach(argv) end
   if first ~= "run" then
     -- `sluice app.lua`: say the command they most likely meant.
     local f = first:sub(1, 1) ~= "-" and io.open(first, "r")
@@ -186,6 +234,7 @@ function M.main(argv)
   end
   if not file then return fail("run needs an app file: sluice run APP.lua") end
 
+  overrides.console_default = true
   local watch, debounce = overrides.watch, overrides.watch_debounce
   overrides.watch, overrides.watch_debounce = nil, nil
   for k, v in pairs(overrides) do sluice.overrides[k] = v end
