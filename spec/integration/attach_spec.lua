@@ -50,11 +50,12 @@ describe("sluice attach", function()
   end
 
   -- Waits until the console has n taps running.
-  local function wait_tapping(n)
+  local function wait_tapping(n, t)
+    local out, err
     assert.truthy(H.wait_for(20, function()
-      local _, out = attach("--eval '#taps()'")
+      _, out, err = attach("--eval '#taps()'")
       return out == n .. "\n"
-    end, 0.05), "the tap did not start")
+    end, 0.05), ("the tap did not start: taps() %s %s; the tapping client: %s"):format(out, err, t and t.out() or ""))
   end
 
   setup(function()
@@ -131,7 +132,7 @@ describe("sluice attach", function()
 
   it("taps a route's messages, sampled, and ends after its limit with its counts", function()
     local t = attach_bg('tap("/echo", { every = 2, limit = 2 })')
-    wait_tapping(1)
+    wait_tapping(1, t)
     send({ "m1", "m2", "m3", "m4", "m5" })
     local code, out = t.result()
     assert.equal(0, code)
@@ -144,8 +145,12 @@ describe("sluice attach", function()
   end)
 
   it("taps a topic's records, produced and consumed", function()
+    -- Every record produced so far consumed first (the tap would show them).
+    assert.truthy(H.wait_for(30, function()
+      return select(2, attach("--eval 'local s = stats(); return s.consumed == s.delivered and s.in_flight == 0'")) == "true\n"
+    end, 0.1))
     local t = attach_bg(('tap(%q, { limit = 2 })'):format(topic))
-    wait_tapping(1)
+    wait_tapping(1, t)
     send({ "r1" })
     local code, out = t.result()
     assert.equal(0, code)
