@@ -66,7 +66,7 @@ static void server_http_abort(void *ud, sluice_http_req *r)
 
 /* core.server(loop, options, handlers) → server | nil, err, code
  * options: host, port, max_message, max_body, idle_timeout, send_queue,
- *          max_connections, max_pending, handshake_timeout, static
+ *          max_connections, max_pending, handshake_timeout, static, reuseport
  * handlers: accept(path), open(conn), message(conn, data, binary),
  *           close(conn, code, reason), http_match(method, path), http(req) */
 static int server_new(lua_State *L)
@@ -90,6 +90,7 @@ static int server_new(lua_State *L)
     cfg.send_queue_max = sluice_lua_opt_size(L, 2, "send_queue");
     cfg.max_connections = (int)sluice_lua_opt_int(L, 2, "max_connections", 0, 0, INT_MAX);
     cfg.max_pending = (int)sluice_lua_opt_int(L, 2, "max_pending", 0, 0, INT_MAX);
+    cfg.reuseport = sluice_lua_opt_flag(L, 2, "reuseport", 0);
     lua_getfield(L, 2, "handshake_timeout");   /* seconds; false: off */
     if (lua_isboolean(L, -1)) cfg.handshake_timeout_s = lua_toboolean(L, -1) ? 0 : -1;
     else cfg.handshake_timeout_s = (int)sluice_lua_opt_int(L, 2, "handshake_timeout", 0, 0, INT_MAX);

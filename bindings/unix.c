@@ -2,11 +2,20 @@
  * on the loop, for the console of a running app and `sluice attach`.
  * One type for a listener and a connection; a connection accepted by a
  * listener gets the listener's handlers. Also core.private_dir,
- * core.readdir and core.getuid, which finding a console needs. */
+ * core.readdir and core.getuid, which finding a console needs, and the
+ * few process calls a supervisor of worker processes needs (spawn,
+ * waitpid, kill, cpu_count). */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+extern char **environ;
 
 #include "sluice_lua.h"
 #include "sluice/unix.h"
@@ -223,6 +232,140 @@ static int getuid_lua(lua_State *L)
     return 1;
 }
 
+/* ---- processes (the --workers supervisor) ------------------------------ */
+
+static const struct { const char *name; int signo; } signals[] = {
+    { "TERM", SIGTERM }, { "INT", SIGINT }, { "HUP", SIGHUP }, { "KILL", SIGKILL }, { "QUIT", SIGQUIT },
+};
+
+static int signal_number(lua_State *L, int idx)
+{
+    const char *name = luaL_checkstring(L, idx);
+    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++)
+        if (strcmp(signals[i].name, name) == 0) return signals[i].signo;
+    return luaL_argerror(L, idx, "TERM, INT, HUP, KILL or QUIT expected");
+}
+
+static const char *signal_label(int signo)
+{
+    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++)
+        if (signals[i].signo == signo) return signals[i].name;
+    return NULL;
+}
+
+/* A list of strings at idx as a NULL-terminated array (a userdata pushed
+ * on the stack; the strings stay anchored by the table). extra: more
+ * entries taken from `base` first (the environment). */
+static const char **string_list(lua_State *L, int idx, char **base)
+{
+    size_t n = sluice_rawlen(L, idx), nb = 0, k = 0;
+    while (base && base[nb]) nb++;
+    const char **v = lua_newuserdata(L, (nb + n + 1) * sizeof *v);
+    for (size_t i = 0; i < nb; i++) v[k++] = base[i];
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, idx, (int)i);
+        v[k] = lua_tostring(L, -1);
+        lua_pop(L, 1);
+        if (!v[k]) luaL_argerror(L, idx, "strings expected");
+        k++;
+    }
+    v[k] = NULL;
+    return v;
+}
+
+/* core.spawn(argv, env) → pid, fd | nil, err, code. argv[1] is looked up
+ * in PATH; env: "NAME=value" strings added to this process's environment.
+ * The child starts with no signal blocked; its fd 3 is the write end of a
+ * pipe whose read end `fd` the caller gets (and closes): the child tells
+ * it things, and its end (EOF) says the child is gone. */
+static int spawn_lua(lua_State *L)
+{
+    int p[2], r = -1, w = -1, rc;
+    pid_t pid;
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    sigset_t none, dflt;
+    const char **argv, **envp;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    argv = string_list(L, 1, NULL);
+    envp = string_list(L, 2, environ);
+    if (!argv[0]) return luaL_argerror(L, 1, "empty argv");
+    if (pipe2(p, O_CLOEXEC) != 0) return sluice_lua_fail(L, "IO", "pipe: %s", strerror(errno));
+    /* Above 3, so that dup2 onto 3 always makes a new descriptor. */
+    r = fcntl(p[0], F_DUPFD_CLOEXEC, 10);
+    w = fcntl(p[1], F_DUPFD_CLOEXEC, 10);
+    close(p[0]);
+    close(p[1]);
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, w, 3);
+    posix_spawnattr_init(&at);
+    sigemptyset(&none);
+    sigemptyset(&dflt);
+    sigaddset(&dflt, SIGPIPE);
+    sigaddset(&dflt, SIGINT);
+    sigaddset(&dflt, SIGTERM);
+    sigaddset(&dflt, SIGHUP);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setsigdefault(&at, &dflt);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    rc = posix_spawnp(&pid, argv[0], &fa, &at, (char *const *)argv, (char *const *)envp);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    close(w);
+    if (rc != 0) {
+        close(r);
+        return sluice_lua_fail(L, "IO", "cannot start %s: %s", argv[0], strerror(rc));
+    }
+    lua_pushinteger(L, (lua_Integer)pid);
+    lua_pushinteger(L, r);
+    return 2;
+}
+
+/* core.waitpid(pid [, block]) → "exited", status | "signaled", NAME |
+ * nil (still running, when not blocking) */
+static int waitpid_lua(lua_State *L)
+{
+    pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+    int status = 0, got;
+    do got = waitpid(pid, &status, lua_toboolean(L, 2) ? 0 : WNOHANG);
+    while (got < 0 && errno == EINTR);
+    if (got < 0) return sluice_lua_fail(L, "IO", "waitpid %d: %s", (int)pid, strerror(errno));
+    if (got == 0) { lua_pushnil(L); return 1; }
+    if (WIFEXITED(status)) {
+        lua_pushliteral(L, "exited");
+        lua_pushinteger(L, WEXITSTATUS(status));
+    } else {
+        const char *name = signal_label(WTERMSIG(status));
+        lua_pushliteral(L, "signaled");
+        if (name) lua_pushstring(L, name); else lua_pushinteger(L, WTERMSIG(status));
+    }
+    return 2;
+}
+
+/* core.kill(pid, "TERM"|"INT"|"HUP"|"KILL"|"QUIT") → true | nil, err, code */
+static int kill_lua(lua_State *L)
+{
+    pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+    if (kill(pid, signal_number(L, 2)) != 0) return sluice_lua_fail(L, "IO", "kill %d: %s", (int)pid, strerror(errno));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int close_fd_lua(lua_State *L)
+{
+    close((int)luaL_checkinteger(L, 1));
+    return 0;
+}
+
+static int cpu_count_lua(lua_State *L)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    lua_pushinteger(L, n > 0 ? n : 1);
+    return 1;
+}
+
 static const luaL_Reg methods[] = {
     { "send", unix_send }, { "queued", unix_queued }, { "set_limit", unix_set_limit },
     { "shutdown", unix_shutdown }, { "finish", unix_finish }, { NULL, NULL }
@@ -231,6 +374,8 @@ static const luaL_Reg functions[] = {
     { "unix_listen", unix_listen }, { "unix_connect", unix_connect }, { "unix_adopt", unix_adopt },
     { "private_dir", private_dir }, { "readdir", readdir_lua }, { "getuid", getuid_lua },
     { "isatty", isatty_lua },
+    { "spawn", spawn_lua }, { "waitpid", waitpid_lua }, { "kill", kill_lua },
+    { "close_fd", close_fd_lua }, { "cpu_count", cpu_count_lua },
     { NULL, NULL }
 };
 

@@ -201,7 +201,8 @@ function App:start()
   local handler_timeout = o.handler_timeout
   if handler_timeout == nil then handler_timeout = 10 end   -- docs/limits.md
   local log = o.log
-  if not log and ov.log_format == "json" then log = ops.json_logger(self.name) end
+  if not log and ov.log_format == "json" then log = ops.json_logger(self.name, ov.worker)
+  elseif not log and ov.worker then log = ops.worker_logger(ov.worker) end
   local loop, err, code = core.loop { log = log, log_level = o.log_level or ov.log_level or "info",
     handler_timeout = handler_timeout, handler_instructions = o.handler_instructions }
   if not loop then return nil, err, code end
@@ -235,7 +236,8 @@ end
 
 function App:_start_kafka()
   local props = self.options.kafka or {}
-  local bootstrap = self.overrides.bootstrap or props["bootstrap.servers"]
+  -- Under --workers, with no cluster named: the supervisor's embedded broker.
+  local bootstrap = self.overrides.bootstrap or props["bootstrap.servers"] or self.overrides.shared_kafka
   if bootstrap then
     self.kafka_bootstrap, self.bootstrap = bootstrap, bootstrap
     return true
@@ -273,6 +275,7 @@ function App:_start_server()
     max_body = o.max_body, idle_timeout = idle, send_queue = o.send_queue,
     max_connections = o.max_connections,
     handshake_timeout = o.handshake_timeout, max_pending = o.max_pending,
+    reuseport = self.overrides.worker ~= nil,   -- --workers: every worker on one port
   }, self:_server_handlers())
   if not server then
     if code == "ADDRINUSE" then err = err .. " (choose another with --listen PORT or listen = PORT)" end
@@ -303,8 +306,12 @@ function App:_start_console()
   if want == nil then want = self.options.console end
   if want == nil then want = ov.console_default end
   if not want then return end
-  local path, err = console.start(self, type(want) == "string" and want or nil)
-  if path then self.loop:log("info", ("console on %s (sluice attach %d)"):format(path, core.getpid()))
+  local path = type(want) == "string" and want or nil
+  if not path and ov.worker then path = console.path(("%d-%d"):format(ov.supervisor, ov.worker)) end
+  local err
+  path, err = console.start(self, path)
+  local how = ov.worker and ("%d --worker %d"):format(ov.supervisor, ov.worker) or tostring(core.getpid())
+  if path then self.loop:log("info", ("console on %s (sluice attach %s)"):format(path, how))
   else self.loop:log("warn", "no console: " .. err) end
 end
 

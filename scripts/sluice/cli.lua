@@ -1,6 +1,7 @@
 -- The `sluice` command. Every failure a user can cause ends in one line on
 -- stderr and a non-zero exit status.
 local sluice = require "sluice"
+local core = require "sluice.core"
 
 local M = {}
 
@@ -32,6 +33,9 @@ options for run:
                          (the app file and what it requires from its directory)
                          changes; a file that fails to load changes nothing
   --watch-debounce MS    quiet time before a burst of changes reloads (default 100)
+  --workers N|auto       N worker processes on the port (auto: one per core)
+                         under a supervisor that restarts them; signals go to
+                         every worker (docs/operations.md)
   --console PATH|off     the console's socket (default: DIR/PID.sock, DIR being
                          $SLUICE_RUN_DIR, $XDG_RUNTIME_DIR/sluice or /tmp/sluice-UID)
 
@@ -96,6 +100,12 @@ local OPTIONS = {
     o.log_format = v
     return true
   end,
+  ["--workers"] = function(o, v)
+    local n = v == "auto" and core.cpu_count() or tonumber(v)
+    if not n or n < 1 or n % 1 ~= 0 or n > 1024 then return nil, "--workers needs a number of processes (1-1024) or auto" end
+    o.workers = n
+    return true
+  end,
   ["--console"] = function(o, v)
     if not v or v == "" then return nil, "--console needs a socket path, or off" end
     if v == "off" then o.console = false else o.console = v end
@@ -151,6 +161,26 @@ local function take_lua_option(argv)
     end
   end
   return true
+end
+
+-- sluice run APP --workers N: the supervisor, which runs this same command
+-- (less --workers) once per worker.
+function M.supervise(argv, overrides)
+  local cmd = { argv[-1] or "lua", argv[0] }
+  local i = 1
+  while argv[i] do
+    local a = argv[i]
+    if a == "--workers" then i = i + 1
+    elseif not a:match("^%-%-workers=") then cmd[#cmd + 1] = a end
+    i = i + 1
+  end
+  local status, err = require("sluice.supervisor").run {
+    n = overrides.workers, argv = cmd, embedded = overrides.bootstrap == nil,
+    embedded_port = overrides.embedded_port, log_format = overrides.log_format,
+    log_level = overrides.log_level,
+  }
+  if not status then return fail(err) end
+  return status
 end
 
 -- sluice attach [PID|SOCKET] [--worker N] [--eval CHUNK]
@@ -235,6 +265,13 @@ function M.main(argv)
   if not file then return fail("run needs an app file: sluice run APP.lua") end
 
   overrides.console_default = true
+  if overrides.workers then return M.supervise(argv, overrides) end
+  -- A worker of a supervisor (sluice.supervisor sets these).
+  local worker = tonumber(os.getenv("SLUICE_WORKER") or "")
+  if worker then
+    overrides.worker, overrides.supervisor = worker, tonumber(os.getenv("SLUICE_SUPERVISOR"))
+    overrides.shared_kafka = os.getenv("SLUICE_SHARED_KAFKA")
+  end
   local watch, debounce = overrides.watch, overrides.watch_debounce
   overrides.watch, overrides.watch_debounce = nil, nil
   for k, v in pairs(overrides) do sluice.overrides[k] = v end
@@ -245,6 +282,11 @@ function M.main(argv)
   if watch then
     local ok, watch_err = app:watch { debounce = debounce }
     if not ok then return fail(watch_err) end
+  end
+  if worker then
+    -- Tell the supervisor this worker serves (fd 3 is its pipe).
+    local f = io.open("/dev/fd/3", "w")
+    if f then f:write("ready\n"); f:close() end
   end
   local ok, run_err = app:run()
   if not ok then return fail(run_err) end

@@ -78,6 +78,9 @@ typedef struct sluice_server_config {
                                 request head yet; beyond it new sockets get
                                 503 and are closed. 0: 1024; <0: unlimited */
     const char *static_dir;  /* NULL: no static files */
+    int reuseport;           /* share the port with other processes that set
+                                it too (SO_REUSEPORT: the kernel spreads the
+                                connections among them) */
 } sluice_server_config;
 
 int sluice_server_new(sluice_loop *loop, const sluice_server_config *cfg,
