@@ -253,15 +253,15 @@ static const char *signal_label(int signo)
     return NULL;
 }
 
-/* A list of strings at idx as a NULL-terminated array (a userdata pushed
- * on the stack; the strings stay anchored by the table). extra: more
- * entries taken from `base` first (the environment). */
+/* The strings of the list at idx as a NULL-terminated array (a userdata
+ * pushed on the stack; the strings stay anchored by the table), followed
+ * by those of base (the environment: getenv finds the first of two
+ * entries with one name, so the list's win). */
 static const char **string_list(lua_State *L, int idx, char **base)
 {
     size_t n = sluice_rawlen(L, idx), nb = 0, k = 0;
     while (base && base[nb]) nb++;
     const char **v = lua_newuserdata(L, (nb + n + 1) * sizeof *v);
-    for (size_t i = 0; i < nb; i++) v[k++] = base[i];
     for (size_t i = 1; i <= n; i++) {
         lua_rawgeti(L, idx, (int)i);
         v[k] = lua_tostring(L, -1);
@@ -269,6 +269,7 @@ static const char **string_list(lua_State *L, int idx, char **base)
         if (!v[k]) luaL_argerror(L, idx, "strings expected");
         k++;
     }
+    for (size_t i = 0; i < nb; i++) v[k++] = base[i];
     v[k] = NULL;
     return v;
 }
@@ -323,6 +324,21 @@ static int spawn_lua(lua_State *L)
     return 2;
 }
 
+/* core.exec(argv, env): replace this process with argv[1] (looked up in
+ * PATH), env ("NAME=value") added to the environment. Returns only on
+ * failure: nil, "IO: …", "IO". */
+static int exec_lua(lua_State *L)
+{
+    const char **argv, **envp;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    argv = string_list(L, 1, NULL);
+    envp = string_list(L, 2, environ);
+    if (!argv[0]) return luaL_argerror(L, 1, "empty argv");
+    execvpe(argv[0], (char *const *)argv, (char *const *)envp);
+    return sluice_lua_fail(L, "IO", "cannot run %s: %s", argv[0], strerror(errno));
+}
+
 /* core.waitpid(pid [, block]) → "exited", status | "signaled", NAME |
  * nil (still running, when not blocking) */
 static int waitpid_lua(lua_State *L)
@@ -374,7 +390,7 @@ static const luaL_Reg functions[] = {
     { "unix_listen", unix_listen }, { "unix_connect", unix_connect }, { "unix_adopt", unix_adopt },
     { "private_dir", private_dir }, { "readdir", readdir_lua }, { "getuid", getuid_lua },
     { "isatty", isatty_lua },
-    { "spawn", spawn_lua }, { "waitpid", waitpid_lua }, { "kill", kill_lua },
+    { "spawn", spawn_lua }, { "exec", exec_lua }, { "waitpid", waitpid_lua }, { "kill", kill_lua },
     { "close_fd", close_fd_lua }, { "cpu_count", cpu_count_lua },
     { NULL, NULL }
 };

@@ -2,6 +2,8 @@
 --   luarocks make rockspec/sluice-scm-1.rockspec                 (with the LuaRocks server)
 --   luarocks make --deps-mode=none rockspec/sluice-scm-1.rockspec (offline, Debian's lua-cjson)
 -- Add --lua-version 5.4 for Lua 5.4 (LuaRocks on Debian defaults to 5.1/LuaJIT).
+-- Installed for two Luas into one tree, bin/sluice is the last install's
+-- and `sluice --lua lua5.1|lua5.4|luajit` runs the other install's command.
 rockspec_format = "3.0"
 package = "sluice"
 version = "scm-1"
@@ -68,6 +70,9 @@ build = {
     ["sluice.reload"] = "scripts/sluice/reload.lua",
     ["sluice.metrics"] = "scripts/sluice/metrics.lua",
     ["sluice.ops"] = "scripts/sluice/ops.lua",
+    ["sluice.console"] = "scripts/sluice/console.lua",
+    ["sluice.attach"] = "scripts/sluice/attach.lua",
+    ["sluice.supervisor"] = "scripts/sluice/supervisor.lua",
   },
   install = {
     bin = { sluice = "scripts/bin/sluice" },

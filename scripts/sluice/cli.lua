@@ -142,8 +142,48 @@ local function running_lua()
   return "lua" .. _VERSION:match("%d+%.%d+")
 end
 
+-- The LuaRocks tree this command was installed into (LuaRocks runs
+-- TREE/lib/luarocks/rocks-VERSION/sluice/VERSION/bin/sluice), or nil.
+local function rocks_tree(script)
+  return script and script:match("^(.*)/lib/luarocks/rocks%-[%d.]+/sluice/[^/]+/bin/sluice$")
+end
+
+-- Installed for several Luas into one LuaRocks tree, the last install owns
+-- the tree's bin/sluice; `--lua NAME` runs the command of NAME's install
+-- from the same tree instead (LuaJIT uses LuaRocks' 5.1 install).
+local function exec_other_lua(name, argv)
+  local ver = name == "luajit" and "5.1" or name:match("^lua(5%.[14])$")
+  if not ver then return nil, ("--lua must be luajit, lua5.4 or lua5.1, got '%s'"):format(name) end
+  local tree = rocks_tree(argv[0])
+  local how = "run the build tree's build/bin/sluice --lua " .. name
+  if not tree then
+    return nil, ("--lua %s: this sluice command runs on %s (%s)"):format(name, running_lua(), how)
+  end
+  local rock_dir = ("%s/lib/luarocks/rocks-%s/sluice"):format(tree, ver)
+  local versions = core.readdir(rock_dir)
+  local cmod = io.open(("%s/lib/lua/%s/sluice/core.so"):format(tree, ver), "rb")
+  if not (versions and versions[1] and cmod) then
+    return nil, ("--lua %s: sluice is not installed for Lua %s in %s (luarocks --lua-version %s make …)")
+      :format(name, ver, tree, ver)
+  end
+  cmod:close()
+  local share, lib = ("%s/share/lua/%s"):format(tree, ver), ("%s/lib/lua/%s"):format(tree, ver)
+  local path = ("%s/?.lua;%s/?/init.lua;;"):format(share, share)
+  local cpath = ("%s/?.so;;"):format(lib)
+  local env = { "LUA_PATH=" .. path, "LUA_CPATH=" .. cpath }
+  if ver ~= "5.1" then
+    local suffix = ver:gsub("%.", "_")
+    env[#env + 1] = ("LUA_PATH_%s=%s"):format(suffix, path)
+    env[#env + 1] = ("LUA_CPATH_%s=%s"):format(suffix, cpath)
+  end
+  local cmd = { name, ("%s/%s/bin/sluice"):format(rock_dir, versions[1]) }
+  for i = 1, #argv do cmd[#cmd + 1] = argv[i] end
+  local _, err = core.exec(cmd, env)
+  return nil, err
+end
+
 -- --lua NAME: the build tree's wrapper handles it (and never passes it on);
--- here it can only confirm the Lua we run on.
+-- an installed command runs on its own Lua, or execs NAME's install.
 local function take_lua_option(argv)
   local i = 1
   while argv[i] do
@@ -152,10 +192,7 @@ local function take_lua_option(argv)
     if a == "--lua" then name = argv[i + 1] or ""; table.remove(argv, i + 1) end
     if name then
       table.remove(argv, i)
-      if name ~= running_lua() then
-        return nil, ("--lua %s: this sluice command runs on %s (install sluice with LuaRocks for %s" ..
-          " to get its command, or run the build tree's build/bin/sluice)"):format(name, running_lua(), name)
-      end
+      if name ~= running_lua() then return exec_other_lua(name, argv) end
     else
       i = i + 1
     end
