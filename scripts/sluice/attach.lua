@@ -11,13 +11,16 @@ local console = require "sluice.console"
 
 local M = {}
 
--- Consoles that answer, as { id = "1234" or "1234-2", path = ... }, sorted.
+-- Consoles of live processes, as { id = "1234" or "1234-2", path = ... }, sorted.
 local function live_consoles(dir)
   local names = core.readdir(dir) or {}
   local found = {}
   for _, name in ipairs(names) do
     local id = name:match("^([%d%-]+)%.sock$")
-    if id then found[#found + 1] = { id = id, path = dir .. "/" .. name } end
+    -- A process killed outright leaves its socket file: skip the dead.
+    if id and core.readdir("/proc/" .. id:match("^%d+")) then
+      found[#found + 1] = { id = id, path = dir .. "/" .. name }
+    end
   end
   table.sort(found, function(a, b) return a.id < b.id end)
   return found
