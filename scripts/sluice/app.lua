@@ -307,7 +307,11 @@ function App:_start_console()
   if want == nil then want = ov.console_default end
   if not want then return end
   local path = type(want) == "string" and want or nil
-  if not path and ov.worker then path = console.path(("%d-%d"):format(ov.supervisor, ov.worker)) end
+  -- Under --workers, one socket per worker: SUPERVISOR-N.sock, or PATH-N.sock.
+  if ov.worker then
+    path = path and (path:gsub("%.sock$", "") .. ("-%d.sock"):format(ov.worker))
+      or console.path(("%d-%d"):format(ov.supervisor, ov.worker))
+  end
   local err
   path, err = console.start(self, path)
   local how = ov.worker and ("%d --worker %d"):format(ov.supervisor, ov.worker) or tostring(core.getpid())
