@@ -4,7 +4,15 @@
  * --stamp each value carries "t": CLOCK_MONOTONIC ns at produce time,
  * which the load generator's recv mode turns into a fan-out latency.
  *
+ * --centrifugo CHANNEL wraps the stamped value in Centrifugo's API command
+ * form, {"method":"publish","payload":{"channel":CHANNEL,"data":{…}}}, so
+ * that Centrifugo's Kafka consumer and sluice read the same records.
+ * --warmup N first produces N values without "t" and waits for their
+ * acknowledgement: the producer id and connections are in place before
+ * the first stamped record (they are not counted as deliveries).
+ *
  *   sluice-kprod --kafka BOOTSTRAP --topic T --rows N [--rate R] [--stamp]
+ *                [--centrifugo CHANNEL] [--warmup N]
  * Prints one JSON line once every row is acknowledged. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +46,8 @@ int main(int argc, char **argv) {
     unsigned long long rows = 100000;
     double rate = 0;
     int stamp = 0;
+    const char *channel = NULL;
+    unsigned long long warmup = 0;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : "";
         if (!strcmp(argv[i], "--kafka")) kafka = argv[++i];
@@ -45,6 +55,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--rows")) { rows = strtoull(v, NULL, 10); i++; }
         else if (!strcmp(argv[i], "--rate")) { rate = atof(v); i++; }
         else if (!strcmp(argv[i], "--stamp")) stamp = 1;
+        else if (!strcmp(argv[i], "--centrifugo")) { channel = argv[++i]; stamp = 1; }
+        else if (!strcmp(argv[i], "--warmup")) { warmup = strtoull(v, NULL, 10); i++; }
         else { fprintf(stderr, "kprod: unknown option %s\n", argv[i]); return 2; }
     }
     if (!kafka) { fprintf(stderr, "usage: sluice-kprod --kafka BOOTSTRAP --topic T --rows N [--rate R] [--stamp]\n"); return 2; }
@@ -58,14 +70,26 @@ int main(int argc, char **argv) {
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
     if (!rk) { fprintf(stderr, "kprod: %s\n", err); return 1; }
 
-    char value[256], key[16];
+    char value[384], key[16];
+    for (unsigned long long i = 1; i <= warmup; i++) {
+        static const char w[] = "{\"warmup\":true}";
+        rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                          RD_KAFKA_V_VALUE((void *)w, sizeof w - 1), RD_KAFKA_V_END);
+    }
+    double w0 = now_s();
+    while (delivered + failed < warmup && now_s() - w0 < 60) rd_kafka_poll(rk, 10);
+    if (failed) return 1;
+    delivered = 0;
     double t0 = now_s();
     for (unsigned long long i = 1; i <= rows; i++) {
         if (rate > 0) {
             double due = t0 + (double)(i - 1) / rate;
             while (now_s() < due) { rd_kafka_poll(rk, 0); usleep(200); }
         }
-        int n = stamp
+        int n = channel
+            ? snprintf(value, sizeof value, "{\"method\":\"publish\",\"payload\":{\"channel\":\"%s\",\"data\":"
+                       "{\"t\":%llu,\"seq\":%llu,\"movieId\":\"tt0133093\",\"views\":%llu}}}", channel, now_ns(), i, i)
+            : stamp
             ? snprintf(value, sizeof value, "{\"t\":%llu,\"seq\":%llu,\"movieId\":\"tt0133093\",\"views\":%llu}",
                        now_ns(), i, i)
             : snprintf(value, sizeof value,

@@ -11,9 +11,10 @@
  *   send   send rows, expect nothing back (the Node peers, lws alone); with
  *          --kafka/--topic, wait until that many records landed in Kafka
  *          (sum of high watermarks) and time that instead.
- *   recv   connect, optionally send --hello, then count received frames
- *          until --expect per connection (fan-out); frames holding
- *          "t":<CLOCK_MONOTONIC ns> give a latency.
+ *   recv   connect, optionally send --hello, then count received records
+ *          until --expect per connection (fan-out): each "t":<CLOCK_MONOTONIC
+ *          ns> in a frame is one record and gives a latency; frames without
+ *          one are not counted.
  *   idle   connect, hold for --hold seconds, report.
  * --sub URL adds, in ack/send mode, one subscriber connection that receives
  * the rows back (client -> gateway -> Kafka -> gateway -> client): latency
@@ -249,11 +250,22 @@ static void on_text(conn *c, const char *p, size_t n) {
     }
     if (opt.mode == M_RECV) {
         if (n >= 6 && memmem(p, n < 24 ? n : 24, "subscribed", 10)) return;
-        c->received++; received_total++;
+        /* A server's application-level ping (Centrifugo's JSON protocol:
+         * an empty object, alone or as one line of a frame of several) is
+         * answered in kind. */
+        if ((n == 2 && p[0] == '{' && p[1] == '}') || (n > 2 && (!memcmp(p, "{}\n", 3) ||
+            !memcmp(p + n - 3, "\n{}", 3) || memmem(p, n, "\n{}\n", 4)))) {
+            queue_text(c, "{}");
+            flush_out(c);
+        }
+        /* Each "t" is one record: a frame may carry several (Centrifugo
+         * sends newline-separated pushes in one frame). */
+        const char *q = memmem(p, n, "\"t\":", 4);
+        if (!q) return;
         if (!t_first_rx) t_first_rx = t;
         t_last_rx = t;
-        const char *q = memmem(p, n, "\"t\":", 4);
-        if (q) {
+        for (; q; q = memmem(q + 4, (size_t)(end - q - 4), "\"t\":", 4)) {
+            c->received++; received_total++;
             uint64_t sent = parse_digits(q + 4, end);
             if (sent && sent <= t) {
                 if (n_fan_lat == cap_fan_lat) {

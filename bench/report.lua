@@ -92,7 +92,16 @@ end
 
 -- ---- summary --------------------------------------------------------------
 local SLUICE = { "sluice-luajit", "sluice-lua5.4" }
-local ALL_INGEST = { "sluice-luajit", "sluice-lua5.4", "c-ingest", "node-careful", "node-naive", "sluice-luajit-processing" }
+local ALL_INGEST = { "sluice-luajit", "sluice-lua5.4", "sluice-luajit-transform", "sluice-lua5.4-transform",
+  "sluice-luajit-lua", "sluice-lua5.4-lua", "c-ingest", "node-careful", "node-naive", "sluice-luajit-processing" }
+-- What each ingest implementation's route is (the per-row CPU table).
+local ROUTE_KIND = {
+  ["sluice-luajit"] = "declared route (C)", ["sluice-lua5.4"] = "declared route (C)",
+  ["sluice-luajit-transform"] = "declared route + Lua transform", ["sluice-lua5.4-transform"] = "declared route + Lua transform",
+  ["sluice-luajit-lua"] = "Lua message handler", ["sluice-lua5.4-lua"] = "Lua message handler",
+  ["c-ingest"] = "C-only path (no Lua at all)", ["node-careful"] = "Node (ws + kafkajs)", ["node-naive"] = "Node, as the tutorial",
+  ["sluice-luajit-processing"] = "declared route + stream processing",
+}
 local summary = { machine = machine, targets = {}, scenarios = {} }
 local md = {}
 local function p(...) md[#md + 1] = table.concat({ ... }) end
@@ -152,6 +161,44 @@ for _, impl in ipairs(ALL_INGEST) do
     summary.scenarios.ingest[s][impl] = { rows_per_s = r, peak_rss_kb = rss, ack_p50_ms = p50 }
   end
   if any then p(table.concat(line)) end
+end
+p("")
+p("sluice-luajit and sluice-lua5.4 are the movies app, whose routes are declared (valid rows never enter Lua); ",
+  "`-transform`: the same route with a Lua transform run per row; `-lua`: the route as a plain Lua `message` handler ",
+  "(`sluice.schema` check, `app:produce`, an ack from the delivery callback). `bench/apps/routes.lua`.")
+p("")
+p("### CPU per row, by kind of route")
+p("")
+p("CPU time of the server process during the measured rows divided by the rows: its main thread (the loop: ",
+  "WebSockets, the route, Lua) and all its threads (with librdkafka's). µs per row, median.")
+p("")
+do
+  local h, sp = { "| implementation | route |" }, { "|---|---|" }
+  for _, s in ipairs(ingest_scens) do
+    h[#h + 1] = (" %s conns main µs/row | all threads µs/row |"):format(s:match "%d+")
+    sp[#sp + 1] = "---:|---:|"
+  end
+  p(table.concat(h)); p(table.concat(sp))
+  local function per_row(field)
+    return function(x)
+      local rows_n = x.result.rows or x.result.acked
+      if not (x[field] and rows_n and rows_n > 0) then return nil end
+      return x[field] * 1e6 / rows_n
+    end
+  end
+  for _, impl in ipairs(ALL_INGEST) do
+    local line, any = { "| ", impl, " | ", ROUTE_KIND[impl] or "", " |" }, false
+    for _, s in ipairs(ingest_scens) do
+      local m, a = med(s, impl, per_row("main_cpu_s")), med(s, impl, per_row("cpu_s"))
+      any = any or m ~= nil or a ~= nil
+      line[#line + 1] = (" %s | %s |"):format(m and string.format("%.2f", m) or "–", a and string.format("%.2f", a) or "–")
+      if summary.scenarios.ingest[s] and summary.scenarios.ingest[s][impl] then
+        summary.scenarios.ingest[s][impl].main_us_per_row = m
+        summary.scenarios.ingest[s][impl].cpu_us_per_row = a
+      end
+    end
+    if any then p(table.concat(line)) end
+  end
 end
 p("")
 p("Limits on the same machine: librdkafka alone (`sluice-kprod`, same producer settings as sluice) ",

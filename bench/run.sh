@@ -99,25 +99,7 @@ cleanup() {
   wait 2>/dev/null || true
 }
 trap cleanup EXIT
-stop_pid() {   # stop_pid PID: SIGTERM, then SIGKILL after 10 s
-  local p=$1 i keep=() q
-  for q in "${PIDS[@]:-}"; do [ "$q" != "$p" ] && keep+=("$q"); done
-  PIDS=("${keep[@]:-}")
-  kill "$p" 2>/dev/null || return 0
-  for i in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$p" 2>/dev/null || true
-  wait "$p" 2>/dev/null || true
-}
-
-free_port() {
-  lua5.4 -e 'local s=require"socket".bind("127.0.0.1",0); local _,p=s:getsockname(); print(p); s:close()'
-}
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-http_get() {   # http_get PORT PATH -> body
-  (exec 3<>"/dev/tcp/127.0.0.1/$1" && printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "$2" >&3 &&
-   tr -d '\r' <&3 | sed '1,/^$/d') 2>/dev/null || true
-}
-rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+. "$ROOT/bench/lib.sh"   # stop_pid, free_port, port_open, http_get, rss_kb
 hwm_kb() {   # of PID and its children, added up
   local p t=0
   for p in "$1" $(workers_of "$1"); do
@@ -133,6 +115,8 @@ cpu_ticks() {   # of PID and its children (the workers of --workers)
   echo "$t"
 }
 workers_of() { ps -o pid= --ppid "$1" 2>/dev/null | tr -s ' \n' ' '; }
+# the main thread's alone (the loop: WebSockets, Lua; librdkafka has its own)
+main_ticks() { awk '{print $14 + $15}' "/proc/$1/task/$1/stat" 2>/dev/null || echo 0; }
 CLK_TCK=$(getconf CLK_TCK)
 logfile() { echo "$OUT/logs/$1.log"; }   # appended to: one file per program
 
@@ -171,6 +155,12 @@ start_impl() {
       [ "$proc" = 1 ] && SERVER_CMD="SLUICE_BENCH_PROCESSING=1 $SERVER_CMD"
       (cd "$ROOT" && export SLUICE_BENCH_ECHO=$echo SLUICE_BENCH_PROCESSING=$proc SLUICE_BENCH_FETCH_WAIT=$RT_FETCH_WAIT && exec $BUILD/bin/$bin run bench/apps/movies.lua \
          --listen "$PORT" --kafka "$KAFKA" --log-level warn $workers) >>"$log" 2>&1 & ;;
+    sluice-luajit-lua|sluice-lua5.4-lua|sluice-luajit-transform|sluice-lua5.4-transform)
+      # the movies app's "/" as a plain Lua route or with a Lua transform
+      local bin=${impl%-*} kind=${impl##*-}
+      SERVER_CMD="SLUICE_BENCH_ROUTE=$kind $BUILD/bin/$bin run bench/apps/routes.lua --listen $PORT --kafka $KAFKA --log-level warn"
+      (cd "$ROOT" && export SLUICE_BENCH_ROUTE=$kind SLUICE_BENCH_ECHO=0 && exec $BUILD/bin/$bin run bench/apps/routes.lua \
+         --listen "$PORT" --kafka "$KAFKA" --log-level warn) >>"$log" 2>&1 & ;;
     base-luajit|base-lua5.4)
       [ -n "$BASE" ] || { echo "run.sh: $impl needs --base DIR" >&2; exit 2; }
       local src; src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$BASE/CMakeCache.txt")
@@ -278,18 +268,20 @@ ingest_one() {   # ingest_one SCENARIO CONNS IMPL REP
   esac
   warmup "$impl"
   local t0; t0=$(cpu_ticks "$PID")
+  local m0; m0=$(main_ticks "$PID")
   local res; res=$($cmd 2>>"$(logfile loadgen)")
   local hwm; hwm=$(hwm_kb "$PID")
-  # the gateway's CPU (all threads) during the measured rows
+  # the gateway's CPU (all threads, and its main thread) during the measured rows
   local cpu; cpu=$(awk -v a="$t0" -v b="$(cpu_ticks "$PID")" -v t="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/t}')
+  local mcpu; mcpu=$(awk -v a="$m0" -v b="$(main_ticks "$PID")" -v t="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/t}')
   stop_pid "$PID"
-  record "$scen" "$impl" "$rep" "$res" "\"peak_rss_kb\":$hwm,\"cpu_s\":$cpu" "$cmd"
+  record "$scen" "$impl" "$rep" "$res" "\"peak_rss_kb\":$hwm,\"cpu_s\":$cpu,\"main_cpu_s\":$mcpu" "$cmd"
 }
 if want ingest; then
   for conns in $CONN_SET; do
     scen=ingest-$conns
     for rep in $(seq 1 "$REPEAT"); do
-      impls="sluice-luajit sluice-lua5.4 c-ingest node-careful node-naive"
+      impls="sluice-luajit sluice-lua5.4 sluice-luajit-transform sluice-lua5.4-transform sluice-luajit-lua sluice-lua5.4-lua c-ingest node-careful node-naive"
       # The whole movies app, stream processing included, for information.
       [ "$conns" = 10 ] && [ "$SMOKE" = 0 ] && impls="$impls sluice-luajit-processing"
       [ -n "$IMPLS" ] && impls=$IMPLS

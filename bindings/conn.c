@@ -11,6 +11,8 @@ typedef struct lua_conn {
                                 * also holds its loop and handlers here */
     sluice_conn *conn;         /* NULL once closed */
     sluice_lua_handle *owner;  /* whose handlers: the server's, or h */
+    sluice_lua_route *route;   /* its path's declared route (server side) */
+    sluice_ingest_peer *peer;  /* its row count, shared with rows in flight */
 } lua_conn;
 
 static const char handler_failed_frame[] = "{\"error\":\"handler failed\",\"code\":\"HANDLER\"}";
@@ -23,6 +25,8 @@ static void conn_detach(lua_State *L, sluice_lua_handle *h)
     lua_conn *lc = (lua_conn *)h;
     (void)L;
     if (lc->conn == NULL) return;
+    sluice_ingest_peer_detach(lc->peer);
+    lc->peer = NULL;
     sluice_conn_set_userdata(lc->conn, NULL);
     sluice_conn_close(lc->conn, 1001, "going away");
     lc->conn = NULL;
@@ -68,6 +72,7 @@ static void conn_opened(void *ud, sluice_conn *c)
     if (lc == NULL) {                   /* a server connection */
         lc = sluice_lua_handle_new(L, &sluice_lua_conn_type, sizeof *lc, 0);
         lc->owner = o;
+        lc->route = sluice_lua_server_route(o, sluice_conn_path(c));
         attach(L, lc, c, NULL);
     } else lua_rawgeti(L, LUA_REGISTRYINDEX, lc->h.self_ref);
     if (!sluice_lua_handle_callback(o, SLUICE_LUA_CONN_OPEN)) { lua_pop(L, 1); return; }
@@ -81,7 +86,12 @@ static void conn_message(void *ud, sluice_conn *c, const char *data, size_t len,
     lua_State *L = o->ctx->L;
     lua_conn *lc = sluice_conn_userdata(c);
 
-    if (lc == NULL || !sluice_lua_handle_callback(o, SLUICE_LUA_CONN_MESSAGE)) return;
+    if (lc == NULL || o->from_gc) return;
+    /* A declared route takes what is its own without entering Lua. */
+    if (!binary && lc->route && lc->route->decl &&
+        sluice_lua_route_message(o->ctx, lc->route, lc->h.self_ref, c, &lc->peer, data, len))
+        return;
+    if (!sluice_lua_handle_callback(o, SLUICE_LUA_CONN_MESSAGE)) return;
     lua_rawgeti(L, LUA_REGISTRYINDEX, lc->h.self_ref);
     lua_pushlstring(L, data, len);
     lua_pushboolean(L, binary);
@@ -99,6 +109,9 @@ static void conn_closed(void *ud, sluice_conn *c, int code, const char *reason)
     if (lc == NULL) return;
     sluice_conn_set_userdata(c, NULL);
     lc->conn = NULL;
+    lc->route = NULL;
+    sluice_ingest_peer_detach(lc->peer);
+    lc->peer = NULL;
     if (o->from_gc) return;
     lua_rawgeti(L, LUA_REGISTRYINDEX, lc->h.self_ref);
     if (sluice_lua_handle_callback(o, SLUICE_LUA_CONN_CLOSE)) {
@@ -201,6 +214,18 @@ static int conn_close(lua_State *L)
     return 1;
 }
 
+/* conn:next_row() → n: numbers a row of this connection (1, 2, ...), in
+ * the count its declared route numbers its rows with. */
+static int conn_next_row(lua_State *L)
+{
+    lua_conn *lc = sluice_lua_handle_get(L, 1, &sluice_lua_conn_type);
+    if (lc->conn == NULL) return sluice_lua_fail_core(L, SLUICE_ECLOSED, "connection is closed");
+    if (!lc->peer && !(lc->peer = sluice_ingest_peer_new(lc->conn)))
+        return sluice_lua_fail_core(L, SLUICE_ENOMEM, NULL);
+    lua_pushinteger(L, (lua_Integer)sluice_ingest_peer_next_row(lc->peer));
+    return 1;
+}
+
 static int conn_is_open(lua_State *L)
 {
     lua_conn *lc = sluice_lua_handle_get(L, 1, &sluice_lua_conn_type);
@@ -275,7 +300,7 @@ static int conn_connect(lua_State *L)
 static const luaL_Reg methods[] = {
     { "send", conn_send }, { "close", conn_close }, { "is_open", conn_is_open },
     { "queued", conn_queued }, { "pause", conn_pause }, { "resume", conn_resume },
-    { NULL, NULL }
+    { "next_row", conn_next_row }, { NULL, NULL }
 };
 static const luaL_Reg meta[] = { { "__tostring", conn_tostring }, { NULL, NULL } };
 static const luaL_Reg functions[] = {

@@ -37,8 +37,11 @@ static void producer_collect(lua_State *L, sluice_lua_handle *h)
 }
 
 
-/* The opaque: ref * 2, + 1 when a value for the callback was given. */
+/* The opaque of a record sent from Lua is odd: ref * 4 + 1, + 2 when a
+ * value for the callback was given. A declared route's rows (route.c)
+ * carry an aligned pointer: even. */
 #define OPAQUE_NONE ((intptr_t)-1)
+#define OPAQUE_LUA(ref, has_arg) (((intptr_t)(ref) << 2) | ((has_arg) ? 2 : 0) | 1)
 
 /* dispatch(batch, i, n): calls entries i..n of batch. batch[0] names the
  * entry being called, so that after an error the caller resumes past it.
@@ -67,9 +70,13 @@ static void on_delivery(void *ud, void *opaque, const sluice_delivery *d)
     lua_producer *p = ud;
     lua_State *L = p->h.ctx->L;
     intptr_t op = (intptr_t)opaque;
-    int ref = (int)(op >> 1), base;
+    int ref = (int)(op >> 2), base;
 
     if (d->error) p->failed++; else p->delivered++;
+    if (!(op & 1)) {   /* a declared route's row: acked in C */
+        sluice_ingest_delivered(opaque, d);
+        return;
+    }
     if (op == OPAQUE_NONE || p->h.from_gc) return;
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->batch_ref);
     base = (int)(p->batch_n++ * 4);
@@ -78,7 +85,7 @@ static void on_delivery(void *ud, void *opaque, const sluice_delivery *d)
     lua_rawseti(L, -3, base + 1);
     luaL_unref(L, -1, ref);
     lua_pop(L, 1);
-    if (op & 1) {
+    if (op & 2) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, p->args_ref);
         lua_rawgeti(L, -1, ref);
         lua_rawseti(L, -3, base + 4);
@@ -273,7 +280,7 @@ static int producer_send(lua_State *L)
             lua_pop(L, 1);
         }
         lua_pop(L, 1);
-        opaque = ((intptr_t)ref << 1) | has_arg;
+        opaque = OPAQUE_LUA(ref, has_arg);
     }
     rc = sluice_producer_send(p->h.obj, &m, (void *)opaque, err, sizeof err);
     if (rc) {
@@ -376,6 +383,16 @@ static int producer_config(lua_State *L)
     if (rc) return sluice_lua_fail_core(L, rc, err);
     lua_pushstring(L, value);
     return 1;
+}
+
+struct sluice_producer *sluice_lua_producer_obj(sluice_lua_handle *h)
+{
+    return h->obj;
+}
+
+void sluice_lua_producer_count_sent(sluice_lua_handle *h)
+{
+    ((lua_producer *)h)->sent++;
 }
 
 /* close/__close: messages still in flight are reported failed to their

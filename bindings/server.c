@@ -2,6 +2,7 @@
  * the server calls accept(path), open/message/close(conn, ...),
  * http_match(method, path) and http(req) functions given at creation. */
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sluice_lua.h"
@@ -15,7 +16,42 @@ enum { ACCEPT = 3, HTTP_MATCH, HTTP };
 
 /* h.obj: the sluice_server. h is the ud of every core callback. From
  * close(), connections still open get their close handlers (1006); from
- * __gc no Lua is called. */
+ * __gc no Lua is called. routes: the declared routes by path (route.c),
+ * freed at __gc, after every connection pointing to them is gone. */
+typedef struct lua_server {
+    sluice_lua_handle h;
+    sluice_lua_route *routes;
+} lua_server;
+
+sluice_lua_route *sluice_lua_server_route(sluice_lua_handle *o, const char *path)
+{
+    lua_server *ls = (lua_server *)o;
+    sluice_lua_route *r;
+    size_t len;
+    if (o->type != &sluice_lua_server_type) return NULL;
+    for (r = ls->routes; r; r = r->next)
+        if (strcmp(r->path, path) == 0) return r;
+    len = strlen(path);
+    r = calloc(1, sizeof *r + len + 1);
+    if (!r) return NULL;
+    memcpy(r->path, path, len + 1);
+    r->producer_ref = r->transform_ref = LUA_NOREF;
+    r->next = ls->routes;
+    ls->routes = r;
+    return r;
+}
+
+static void server_collect(lua_State *L, sluice_lua_handle *h)
+{
+    lua_server *ls = (lua_server *)h;
+    while (ls->routes) {
+        sluice_lua_route *r = ls->routes;
+        ls->routes = r->next;
+        sluice_lua_route_clear(L, r);
+        sluice_ingest_batch_free(&r->batch);
+        free(r);
+    }
+}
 
 /* A Lua predicate; an error or a missing function counts as `dflt`. */
 static int ask(sluice_lua_handle *h, int slot, const char *a, const char *b, int dflt)
@@ -96,7 +132,7 @@ static int server_new(lua_State *L)
     else cfg.handshake_timeout_s = (int)sluice_lua_opt_int(L, 2, "handshake_timeout", 0, 0, INT_MAX);
     lua_pop(L, 1);
 
-    h = sluice_lua_handle_new(L, &sluice_lua_server_type, sizeof *h, 1);
+    h = sluice_lua_handle_new(L, &sluice_lua_server_type, sizeof(lua_server), 1);
     sluice_lua_conn_refs(L, h, 3);
     sluice_lua_handle_ref(L, h, ACCEPT, 3, "accept", 0);
     sluice_lua_handle_ref(L, h, HTTP_MATCH, 3, "http_match", 0);
@@ -177,16 +213,45 @@ static int server_close_all(lua_State *L)
     return 0;
 }
 
+/* server:declare(path [, route, producer [, transform]]) — the declared
+ * route of path from the next message on (no route: none). Rows already
+ * in flight finish under the route that took them. */
+static int server_declare(lua_State *L)
+{
+    sluice_lua_handle *h = sluice_lua_handle_check(L, 1, &sluice_lua_server_type);
+    const char *path = luaL_checkstring(L, 2);
+    sluice_lua_route *r;
+    sluice_ingest *decl = NULL;
+    if (!lua_isnoneornil(L, 3)) {
+        decl = sluice_lua_handle_obj(L, 3, &sluice_lua_route_type);
+        sluice_lua_handle_check(L, 4, &sluice_lua_producer_type);
+        if (!lua_isnoneornil(L, 5)) luaL_checktype(L, 5, LUA_TFUNCTION);
+    }
+    r = sluice_lua_server_route(h, path);
+    if (!r) return sluice_lua_fail_core(L, SLUICE_ENOMEM, NULL);
+    sluice_lua_route_clear(L, r);
+    if (!decl) return sluice_lua_result(L, 0, NULL);
+    r->decl = sluice_ingest_retain(decl);
+    r->producer = lua_touserdata(L, 4);
+    lua_pushvalue(L, 4);
+    r->producer_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (!lua_isnoneornil(L, 5)) {
+        lua_pushvalue(L, 5);
+        r->transform_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    return sluice_lua_result(L, 0, NULL);
+}
+
 static void server_free(void *s) { sluice_server_free(s); }
 
 static const luaL_Reg methods[] = {
     { "port", server_port }, { "conn_count", server_conn_count }, { "routes", server_routes },
     { "pause_reading", server_pause_reading }, { "stop_listening", server_stop_listening },
-    { "close_all", server_close_all }, { NULL, NULL }
+    { "close_all", server_close_all }, { "declare", server_declare }, { NULL, NULL }
 };
 static const luaL_Reg functions[] = { { "server", server_new }, { NULL, NULL } };
 
 const sluice_lua_type sluice_lua_server_type = {
-    .name = "sluice.server", .free = server_free, .closable = 1,
+    .name = "sluice.server", .free = server_free, .collect = server_collect, .closable = 1,
     .methods = methods, .functions = functions,
 };

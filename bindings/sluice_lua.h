@@ -182,7 +182,7 @@ void sluice_lua_add_header(void *ud, const char *name, const char *value);
 extern const sluice_lua_type sluice_lua_timer_type, sluice_lua_server_type,
     sluice_lua_conn_type, sluice_lua_http_type, sluice_lua_producer_type,
     sluice_lua_consumer_type, sluice_lua_broker_type, sluice_lua_fswatch_type,
-    sluice_lua_schema_type, sluice_lua_unix_type;
+    sluice_lua_schema_type, sluice_lua_route_type, sluice_lua_unix_type;
 
 /* ---- conn.c: shared by server.c and the client constructor --------------
  * The handle that owns a set of connections (a server, or a client
@@ -194,6 +194,36 @@ struct sluice_conn_handlers;
 void sluice_lua_conn_handlers(struct sluice_conn_handlers *h);
 /* Read open/message/close functions from the table at idx into o's refs. */
 void sluice_lua_conn_refs(lua_State *L, sluice_lua_handle *o, int idx);
+
+/* ---- declared routes (route.c, server.c) --------------------------------
+ * A server keeps, per path, what is declared there: the route (a core
+ * sluice_ingest), the producer its rows go to and an optional Lua
+ * transform. Its connections point to their path's slot and run each text
+ * message through the route before (instead of) the message handler. */
+#include "sluice/ingest.h"
+typedef struct sluice_lua_route {
+    struct sluice_lua_route *next;
+    struct sluice_ingest *decl;      /* retained; NULL: nothing declared */
+    sluice_lua_handle *producer;     /* anchored by producer_ref */
+    int producer_ref, transform_ref; /* LUA_NOREF: none */
+    int busy;                        /* a message is being run through it */
+    sluice_ingest_batch batch;
+    char path[];
+} sluice_lua_route;
+/* The slot of path on server handle o, made on first use; NULL for a
+ * handle that is not a server's, or when out of memory. */
+sluice_lua_route *sluice_lua_server_route(sluice_lua_handle *o, const char *path);
+/* Runs a text message through the slot's route: 1 when the route took it
+ * (every row is in flight or refused to its client), 0 when it is the
+ * message handler's. *peer is the connection's, made on first use. */
+int sluice_lua_route_message(sluice_lua_loop *ctx, sluice_lua_route *r, int conn_ref,
+                             struct sluice_conn *c, struct sluice_ingest_peer **peer,
+                             const char *data, size_t len);
+void sluice_lua_route_clear(lua_State *L, sluice_lua_route *r);
+/* producer.c: the core producer of a producer handle (NULL once closed),
+ * and the count of a record sent for it from C. */
+struct sluice_producer *sluice_lua_producer_obj(sluice_lua_handle *h);
+void sluice_lua_producer_count_sent(sluice_lua_handle *h);
 
 /* http.c */
 struct sluice_http_req;

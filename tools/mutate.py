@@ -294,7 +294,7 @@ def main():
     targets = a.target or ["sluice_lua_lua5_4"]
 
     work = os.environ.get("SLUICE_MUTATE_DIR") or os.path.join(ROOT, "build-mutate")
-    src, build = prepare(work, any("integration" in t for t in a.ctest))
+    src, build = prepare(work, bool(a.ctest or a.busted))
     target_path = os.path.join(src, rel)
     original = "\n".join(lines)
 

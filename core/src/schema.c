@@ -30,6 +30,7 @@ struct schema_field {
 };
 
 struct sluice_schema {
+    size_t refs;
     size_t n;
     struct schema_field *f;
     locale_t c_locale;      /* strtod/snprintf with '.' whatever the host set */
@@ -73,6 +74,7 @@ int sluice_schema_new(sluice_schema **out, const sluice_schema_field *fields,
     sluice_schema *s = calloc(1, sizeof *s);
     if (!s || !(s->f = calloc(nfields, sizeof *s->f)))
         goto nomem;
+    s->refs = 1;
     s->n = nfields;
     for (size_t i = 0; i < nfields; i++) {
         struct schema_field *f = &s->f[i];
@@ -99,9 +101,15 @@ nomem:
     return SLUICE_ENOMEM;
 }
 
+sluice_schema *sluice_schema_retain(sluice_schema *s)
+{
+    s->refs++;
+    return s;
+}
+
 void sluice_schema_free(sluice_schema *s)
 {
-    if (!s)
+    if (!s || --s->refs > 0)
         return;
     free_fields(s->f, s->n);
     freelocale(s->c_locale);

@@ -522,6 +522,10 @@ void sluice_server_stop_listening(sluice_server *s)
         return;
     sluice_watch_free(s->listen_watch);
     s->listen_watch = NULL;
+    /* The watch's duplicate of the socket closes only when the loop next
+     * runs lws' timers; shutdown stops the listening now (new connections
+     * are refused while a drain blocks the loop). */
+    shutdown(s->listen_fd, SHUT_RDWR);
     close(s->listen_fd);
     s->listen_fd = -1;
 }

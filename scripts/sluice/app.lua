@@ -13,6 +13,7 @@ local util = require "sluice.util"
 local Consumer = require "sluice.app.consumer"
 local http = require "sluice.app.http"
 local timers = require "sluice.app.timers"
+local route = require "sluice.app.route"
 local check_options = require("sluice.app.options").check
 local metrics = require "sluice.metrics"
 local ops = require "sluice.ops"
@@ -73,7 +74,8 @@ function App.new(options, overrides, level)
     base_dir = caller_dir(level + 1) or overrides.app_dir or ".",
     name = options.name or "sluice",
     -- declarations
-    routes = {},        -- path → { open, message, close }
+    routes = {},        -- path → { open, message, close, route }
+    _declared = {},     -- path → its compiled route declaration (sluice.app.route)
     http_routes = {},   -- "METHOD path" → handler
     consumer_decls = {},
     -- runtime
@@ -112,8 +114,14 @@ function App:ws(path, handlers)
       util.argerror(2, "ws", ("handler '%s' must be a function, got %s"):format(k, type(handlers[k])))
     end
   end
+  if handlers.route ~= nil then
+    self._declared[path] = route.compile(self, handlers.route, handlers.message ~= nil, 2)
+  else
+    self._declared[path] = nil
+  end
   self.routes[path] = handlers
   self._where["ws " .. path] = where(2)
+  if self.started and not self._candidate then route.declare_all(self) end
   return self
 end
 
@@ -137,7 +145,8 @@ end
 local function parse_listen(listen)
   if listen == false then return nil end
   if type(listen) == "number" then return nil, listen end
-  local host, port = tostring(listen):match("^(.*):(%d+)$")
+  local host, port = tostring(listen):match("^%[(.*)%]:(%d+)$")   -- "[::]:8080"
+  if not host then host, port = tostring(listen):match("^(.*):(%d+)$") end
   if host then return host ~= "" and host or nil, tonumber(port) end
   return nil, tonumber(listen)
 end
@@ -173,10 +182,14 @@ function App:_server_handlers()
       local r = routes_owner.routes[path]
       if r and r.open then r.open(conn) end
     end,
+    -- Only what a declared route did not take reaches this.
     message = function(conn, data, binary)
       if routes_owner._taps then console.tap_message(routes_owner, conn, data) end
-      local r = routes_owner.routes[conn.path]
-      if r and r.message then r.message(conn, data, binary) end
+      local path = conn.path
+      local r = routes_owner.routes[path]
+      if r and r.message then return r.message(conn, data, binary) end
+      local d = routes_owner._declared[path]
+      if d and d.refuse then d.refuse(conn, data, binary) end
     end,
     close = function(conn, code, reason)
       local path = conn.path
@@ -224,6 +237,7 @@ function App:start()
   if self._listening then self.loop:log("info", self._listening) end
   self:_start_console()
   self.started = true
+  if next(self._declared) then route.declare_all(self) end
   for _, decl in ipairs(self.consumer_decls) do
     if not decl.consumer.closed then
       local started, cerr = Consumer.start(self, decl)
@@ -283,7 +297,9 @@ function App:_start_server()
   end
   self.server = server
   self.port = server:port()
-  self._listening = ("listening on http://%s:%d/ (WebSocket and HTTP)"):format(host or "0.0.0.0", self.port)
+  host = host or "0.0.0.0"
+  if host:find(":", 1, true) then host = "[" .. host .. "]" end   -- an IPv6 address in a URL
+  self._listening = ("listening on http://%s:%d/ (WebSocket and HTTP)"):format(host, self.port)
   return true
 end
 
@@ -357,6 +373,7 @@ function App:_producer()
   if not producer then return nil, err, code end
   self.producer = producer
   self:_guard_collection()
+  if next(self._declared) then route.declare_all(self) end
   return producer
 end
 
@@ -532,11 +549,16 @@ function App:close(timeout_ms)
   if not self.started then self:_teardown(); return end
   timeout_ms = timeout_ms or 10000
   local loop = self.loop
+  -- Default dispositions again: a second SIGINT/SIGTERM ends a drain that
+  -- takes too long at once (what was not answered then is not reported).
   loop:on_signals(nil)
   if self.server then
     self.server:stop_listening()
     self.server:pause_reading(true)
   end
+  local s = self.producer and self.producer:stats() or { in_flight = 0, produced = 0 }
+  loop:log("info", ("draining: no new connections or messages; %d of the %d records accepted await Kafka's answer")
+    :format(s.in_flight, s.produced))
   if self.producer then
     local left = self.producer:flush(timeout_ms)
     if left > 0 then

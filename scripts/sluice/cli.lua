@@ -47,7 +47,8 @@ With no PID, the one gateway running; SOCKET: a path with a '/'.
   --worker N             with --workers: worker N only (default: every worker)
 
 SIGINT/SIGTERM: stop accepting, let Kafka confirm what was accepted, close
-WebSockets with 1001, commit consumer offsets, exit 0. SIGHUP: hot reload.
+WebSockets with 1001, commit consumer offsets, exit 0; a second one while
+draining exits at once. SIGHUP: hot reload.
 GET /_sluice/health: generation, loaded_at, last_reload_error (JSON).
 GET /metrics (Prometheus), /healthz/live, /healthz/ready: docs/operations.md.
 Reference: docs/api.md]]

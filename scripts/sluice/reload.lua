@@ -20,6 +20,7 @@ local core = require "sluice.core"
 local App = require "sluice.app"
 local Consumer = require "sluice.app.consumer"
 local timers = require "sluice.app.timers"
+local route = require "sluice.app.route"
 
 local M = {}
 
@@ -279,6 +280,10 @@ end
 local function adopt(app, cand, new_state)
   local old_routes = app.routes
   app.routes, app.http_routes, app._where = cand.routes, cand.http_routes, cand._where
+  -- Declared routes change between two messages too; rows in flight
+  -- finish under the declaration that took them.
+  app._declared = cand._declared
+  if app.started then route.declare_all(app) end
   if new_state ~= nil then app.state = new_state end
   adopt_consumers(app, cand)
   timers.adopt(app, cand._timer_decls)

@@ -17,6 +17,9 @@
 //     raises the topic's partition count to P (admin API); prints {grown: P}
 //   node kafkajs.js --brokers B --groups
 //     lists the cluster's consumer groups (admin API); prints {groups: [ids]}
+//   node kafkajs.js --brokers B --topic T --committed G
+//     the offsets group G has committed on T (admin API); prints
+//     {committed: {partition: offset}} (-1: nothing committed)
 const { Kafka, logLevel } = require('kafkajs');
 const parse = require('./args');
 
@@ -126,8 +129,18 @@ async function groups() {
   done({ groups: listed.groups.map((g) => g.groupId) });
 }
 
+async function committed() {
+  const admin = kafka.admin();
+  await admin.connect();
+  const [entry] = await admin.fetchOffsets({ groupId: o.committed, topics: [o.topic] });
+  await admin.disconnect();
+  const offsets = {};
+  for (const p of entry.partitions) offsets[p.partition] = Number(p.offset);
+  done({ committed: offsets });
+}
+
 const mode = o.create !== undefined ? create : o.grow !== undefined ? grow
-  : o.groups !== undefined ? groups : o.produce !== undefined ? produce : consume;
+  : o.committed !== undefined ? committed : o.groups !== undefined ? groups : o.produce !== undefined ? produce : consume;
 mode().catch((e) => {
   done({ error: `${e.name}: ${e.message}` }, 1);
 });

@@ -121,6 +121,47 @@ describe("broadcast without a group", function()
       assert.are.same({ "right after start" }, r.messages)
     end)
 
+    -- The push path under fan-out (bench/push/run.sh times it; this
+    -- checks what the clients get): 30 clients of the README chat app,
+    -- 3 partitions of 100 records each written by kcat.
+    it("pushes every record to every client exactly once, each partition in order, all clients in one order", function()
+      local topic, clients, per = P .. "fan", 30, 100
+      H.create_topic(kafka, topic, 3)
+      local gw = H.start { app = readme_chat(topic), kafka = kafka, ready = "http" }
+      local ready = H.tmpdir() .. "/ready"
+      local fan = H.client_bg("fanout.js", { "--url", gw.url .. "/chat", "--clients", tostring(clients),
+                                             "--count", tostring(3 * per), "--timeout", "60",
+                                             "--ready-file", ready })
+      assert(H.wait_for(20, function() return H.read(ready) end, 0.01), "the clients did not connect")
+      for p = 0, 2 do
+        local code, _, err = H.run(("seq -f 'p%d-%%g' 1 %d | %s -P -b %s -t %s -p %d"):format(
+          p, per, H.q(H.kcat), kafka, H.q(topic), p))
+        assert(code == 0, "kcat produce failed: " .. tostring(err))
+      end
+      local r = fan:result(70)
+      gw:stop()
+      assert.is_nil(r.timed_out)
+      assert.are.same({}, r.errors)
+      assert.are.equal(clients, #r.messages)
+      local want = {}
+      for p = 0, 2 do
+        want[p] = {}
+        for i = 1, per do want[p][i] = ("p%d-%d"):format(p, i) end
+      end
+      for c, got in ipairs(r.messages) do
+        local by_partition = { [0] = {}, {}, {} }
+        for _, v in ipairs(got) do
+          local p = assert(tonumber(v:match "^p(%d)%-"), "unexpected message " .. v)
+          table.insert(by_partition[p], v)
+        end
+        for p = 0, 2 do
+          assert.are.same(want[p], by_partition[p], ("client %d, partition %d"):format(c, p))
+        end
+        assert.are.equal(3 * per, #got)
+        assert.are.same(r.messages[1], got, ("client %d's order differs from client 1's"):format(c))
+      end
+    end)
+
     it("starts at the end as of the app's start: exactly what was produced after it", function()
       local topic = P .. "end"
       H.create_topic(kafka, topic, 1)

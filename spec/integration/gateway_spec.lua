@@ -216,6 +216,18 @@ describe("movies gateway", function()
                       ("movies: open http://localhost:%d/ in a browser"):format(gw.port) }, said)
   end)
 
+  it("tells the user to open localhost when it listens on every IPv6 address", function()
+    local gw6 = H.start { host = "[::]" }   -- dual stack: /healthz over IPv4 answered
+    local said = {}
+    for line in gw6:stderr():gmatch "[^\n]+" do
+      local what = line:match "^%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d sluice info: (.*)$"
+      if what and (what:match "^listening on " or what:match "^movies: ") then said[#said + 1] = what end
+    end
+    gw6:stop()
+    assert.are.same({ ("listening on http://[::]:%d/ (WebSocket and HTTP)"):format(gw6.port),
+                      ("movies: open http://localhost:%d/ in a browser"):format(gw6.port) }, said)
+  end)
+
   it("refuses WebSocket upgrades on unknown paths with 404", function()
     local r = H.client("probe.js", { "--url", gw.url .. "/no-such-route", "--wait", "3" })
     assert.are.equal(404, r.status)

@@ -188,7 +188,8 @@ function M.start(opts)
   local self = setmetatable({}, Gateway)
   self.dir = M.tmpdir()
   self.port = opts.port or M.free_port()
-  local args = { M.q(opts.app or M.movies), "--listen", self.port }
+  local listen = opts.host and M.q(opts.host .. ":" .. self.port) or self.port
+  local args = { M.q(opts.app or M.movies), "--listen", listen }
   if opts.kafka then          -- an external broker (e.g. another gateway's)
     self.bootstrap = opts.kafka
     args[#args + 1] = "--kafka " .. M.q(opts.kafka)

@@ -42,4 +42,46 @@ describe("an idle gateway", function()
     assert.is_nil(client:done(), "the client was disconnected")
     assert.equal(0, woken)
   end)
+
+  -- Work done, idle again: the stream's commit timer and the producer's
+  -- timers stop once every record is processed, stored and committed.
+  it("after a stream processed its records, its event loop is not woken once in 5 s", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/app.lua", [[
+local sluice = require "sluice"
+local stream = require "sluice.stream"
+local app = sluice.app { name = "idle-stream", listen = 8080 }
+local t = stream.topology(app, { name = "idle-words" })
+t:from("idle-words"):count { store = "counts" }:to("idle-counts")
+app:ws("/", { message = function(conn, data)
+  app:produce("idle-words", { key = data, value = "x" }, function(err) conn:send(err or "stored") end)
+end })
+app:http("GET", "/healthz", function()
+  local s = t:stats()
+  return 200, { processed = s.processed, commits = s.commits }
+end)
+return app
+]])
+    local g = H.start { app = dir .. "/app.lua" }
+    finally(function() g:stop() end)
+    local args = { "--url", g.url .. "/", "--replies", "6", "--wait", "30" }
+    for _, w in ipairs { "a", "b", "c", "a", "b", "a" } do
+      args[#args + 1] = "--text"; args[#args + 1] = w
+    end
+    local r = H.client("probe.js", args)
+    assert.are.same({ "stored", "stored", "stored", "stored", "stored", "stored" }, r.replies)
+    assert.truthy(H.wait_for(60, function()
+      local _, h = g:healthz()
+      return type(h) == "table" and h.processed == 6 and h.commits > 0
+    end), "the stream did not process and commit the 6 records")
+    local last, quiet_from = H.loop_wakeups(g.pid), H.now()
+    assert.truthy(H.wait_for(60, function()
+      local now = H.loop_wakeups(g.pid)
+      if now ~= last then last, quiet_from = now, H.now() end
+      return H.now() - quiet_from >= 2
+    end, 0.25), "the gateway's loop never went quiet after its work")
+    local wakeups = H.loop_wakeups(g.pid)
+    H.sleep(5)
+    assert.equal(0, H.loop_wakeups(g.pid) - wakeups)
+  end)
 end)

@@ -57,6 +57,9 @@ app:ws("/in", {
   end,
 })
 app:consume(os.getenv "IN_TOPIC", { from = "earliest" }, function(rec) end)
+-- a declared route: its valid rows never enter Lua
+app:ws("/rows", { route = { schema = { { "id", "number" }, { "v", "string" } },
+  topic = TOPIC .. "-rows", ack = "id" } })
 return app
 ]]
 
@@ -67,7 +70,7 @@ describe("GET /metrics", function()
 
   setup(function()
     bootstrap = H.kafka()
-    H.create_topic(bootstrap, { TOPIC, IN }, 1)
+    H.create_topic(bootstrap, { TOPIC, IN, TOPIC .. "-rows" }, 1)
     for i = 1, 7 do assert(H.kcat_produce(bootstrap, IN, "r" .. i)) end
     dir = H.tmpdir()
     H.write(dir .. "/app.lua", APP)
@@ -174,6 +177,28 @@ describe("GET /metrics", function()
       return value(m, "sluice_reload_failures", "sluice_reload_failures_total") == 1
     end, 0.2), "the broken reload was not counted")
     assert.equal(2, value(m, "sluice_reload_generation", "sluice_reload_generation"))
+  end)
+
+  it("counts the rows of a declared route, which spend no time in Lua", function()
+    -- (the app as reloaded above: its route declared anew)
+    local function lua_calls(m, what)
+      return value(m, "sluice_handler_seconds", "sluice_handler_seconds_count", { handler = what }) or 0
+    end
+    local m0 = scrape(gw.port)
+    local r = H.client("probe.js", { "--url", gw.url .. "/rows", "--text", '{"id":1,"v":"a"}',
+      "--text", '[{"id":2,"v":"b"},{"id":3,"v":"c"}]', "--text", '{"id":4}', "--replies", "4", "--wait", "30" })
+    table.sort(r.replies)
+    assert.same({ '{"ack":1}', '{"ack":2}', '{"ack":3}', '{"error":"INVALID: v is missing","id":4}' }, r.replies)
+    local m = scrape(gw.port)
+    local route, topic = { route = "/rows" }, { topic = TOPIC .. "-rows" }
+    assert.equal(3, value(m, "sluice_ws_messages_received", "sluice_ws_messages_received_total", route))
+    assert.equal(4, value(m, "sluice_ws_messages_sent", "sluice_ws_messages_sent_total", route))
+    assert.equal(3, value(m, "sluice_kafka_produced", "sluice_kafka_produced_total", topic))
+    assert.equal(3, value(m, "sluice_kafka_delivered", "sluice_kafka_delivered_total", topic))
+    assert.equal(0, value(m, "sluice_kafka_delivery_failed", "sluice_kafka_delivery_failed_total", topic))
+    -- Lua ran once: for the refused row (the route's default refusal)
+    assert.equal(lua_calls(m0, "message") + 1, lua_calls(m, "message"))
+    assert.equal(lua_calls(m0, "delivery"), lua_calls(m, "delivery"))
   end)
 end)
 

@@ -10,6 +10,11 @@
 -- suite's shared broker), into a topic of this run's own with 4
 -- partitions: per-key order is per-partition order, checked by the broker's
 -- own producer sequence checks and by ours.
+--
+-- The second spec does the same to a declared route (rows produced and
+-- acked in C): each rewrite declares another topic and the other key
+-- field, while spec/clients/load.js sends arrays of movie rows and waits
+-- for one ack per row.
 local H = require "integration.helper"
 local json = H.json
 local TOPIC = H.prefix "reload_load" .. "seq"
@@ -201,5 +206,106 @@ describe("hot reload under sustained load", function()
     assert.matches("reload failed, generation %d+ keeps serving: [^\n]*handler%.lua:%d+:", log)
     local code = gw:stop()
     assert.are.equal(0, code)
+  end)
+  it("swaps a declared route's topic and key mid-stream: every row once, every ack", function()
+    local D = H.prefix "reload_decl"
+    local rdir = H.tmpdir()
+    -- version i stores into topic D..i, keyed by actorId (odd i) or movieId (even i)
+    local function route_version(i, bad_key)
+      return ([[
+local M = { version = %d }
+function M.routes(app)
+  return {
+    route = { schema = require("rows").SCHEMA, topic = %q, key = %q, ack = "id" },
+    -- what the route does not take: load.js's closing marker
+    message = function(conn, data)
+      if data == '{"subscribe":"other"}' then return conn:send('{"error":"unknown subscription"}') end
+      conn:send('{"error":"unexpected"}')
+    end,
+  }
+end
+return M
+]]):format(i, D .. i, bad_key or (i % 2 == 1 and "actorId" or "movieId"))
+    end
+    H.write(rdir .. "/app.lua", ([[
+package.path = %q .. "/?.lua;" .. package.path
+local sluice = require "sluice"
+local handler = require "handler"
+local app = sluice.app { name = "reload-decl" }
+app:ws("/rows", handler.routes(app))
+app:http("GET", "/healthz", function()
+  local produced = {}
+  for _, t in ipairs(app.producer and app.producer:topics() or {}) do produced[t.topic] = t.delivered end
+  return 200, { status = "ok", version = handler.version, delivered = produced }
+end)
+return app
+]]):format(H.root .. "/scripts/apps/movies"))
+    H.write(rdir .. "/handler.lua", route_version(1))
+    local kafka = H.kafka()
+    local topics = {}
+    for i = 1, 6 do topics[i] = D .. i end
+    H.create_topic(kafka, topics, 4)
+    local rgw = H.start { app = rdir .. "/app.lua", kafka = kafka, args = { "--watch", "--watch-debounce", "50" } }
+    local function stored(topic)
+      local status, body = H.http_json(rgw.port, "/healthz")
+      return status == 200 and (body.delivered[topic] or 0) or 0
+    end
+    -- 4 connections, arrays of 10 rows, one array per ms each at most
+    local ROWS = 200000
+    local client = H.client_bg("load.js", { "--url", rgw.url .. "/rows", "--connections", "4",
+      "--rows", tostring(ROWS), "--batch", "10", "--interval", "1", "--prefix", "D", "--timeout", "180" })
+    local generation = 1
+    assert(H.wait_for(30, function() return stored(D .. 1) > 0 end, 0.02), "v1 stored nothing")
+    -- v2..v6; v4 declares a key field the schema lacks: refused, v3 serves on
+    for i = 2, 6 do
+      H.write(rdir .. "/handler.lua", route_version(i, i == 4 and "nope" or nil))
+      if i ~= 4 then generation = generation + 1 end
+      local h = H.wait_for(10, function()
+        local status, body = H.http_json(rgw.port, "/_sluice/health")
+        if status == 200 and body.generation == generation and body.reload_failures == (i >= 4 and 1 or 0) then
+          return body
+        end
+      end, 0.02)
+      assert(h, ("rewrite %d: no reload seen; stderr:\n%s"):format(i, rgw:stderr()))
+      if i == 4 then
+        assert.matches("key field 'nope' is not in the schema", h.last_reload_error)
+      else
+        assert(H.wait_for(30, function() return stored(D .. i) > 0 end, 0.02),
+          ("v%d stored nothing (the load ended first?)"):format(i))
+      end
+    end
+    local r = client:result(180)
+    local closes = {}
+    for k = 1, 4 do closes[k] = { code = 1000, reason = "", by = "client" } end
+    r.elapsed_ms = nil
+    assert.are.same({ sent = ROWS, acks = ROWS, duplicates = 0, unexpected = 0, missing = 0,
+                      error_count = 0, errors = {}, other = {}, closes = closes }, r)
+
+    -- Kafka: each row once, in the topic of one version, keyed as that
+    -- version declared; per connection the version never goes back.
+    local version_of, total = {}, 0
+    for i = 1, 6 do
+      local want = i == 4 and 0 or stored(D .. i)
+      local records = i == 4 and {} or H.kcat_consume(kafka, D .. i, want, 60)
+      assert.are.equal(want, #records, "records in " .. D .. i)
+      total = total + #records
+      for _, rec in ipairs(records) do
+        local row = json.decode(rec.value)
+        assert.are.equal(i % 2 == 1 and row.actorId or row.movieId, rec.key)
+        assert.is_nil(version_of[row.id], "stored twice: " .. row.id)
+        version_of[row.id] = i
+      end
+    end
+    assert.are.equal(ROWS, total)
+    for c = 0, 3 do
+      local prev = 1
+      for seq = c, ROWS - 1, 4 do
+        local v = version_of[("D%d-%d"):format(c, seq)]
+        assert(v, ("row D%d-%d not in Kafka"):format(c, seq))
+        assert(v >= prev, ("conn %d: row %d stored by v%d after v%d"):format(c, seq, v, prev))
+        prev = v
+      end
+    end
+    assert.are.equal(0, rgw:stop())
   end)
 end)

@@ -102,12 +102,44 @@ describe("SIGTERM under load", function()
   it("flushes what is in flight to a stalled broker, acks it, then closes with 1001", function()
     -- Frozen from 1 s before the signal until 3 s after it: within the
     -- 10 s flush.
-    local ok, r = pcall(shutdown_under_load, "S", function()
+    local ok, r, _, gw = pcall(shutdown_under_load, "S", function()
       broker:signal(1, "STOP"); broker:signal(1, "CONT", 4); H.sleep(1)
     end)
     broker:signal(1, "CONT")
     assert(ok, r)
     assert.are.equal(0, r.failed)
+    -- Nothing read after the drain began: the clients kept sending, and
+    -- exactly the rows accepted when it began were acked.
+    local accepted = tonumber(gw:stderr():match("of the (%d+) records accepted await Kafka's answer"))
+    assert(accepted, "no drain line in the log:\n" .. gw:stderr())
+    assert.are.equal(accepted, r.acks)
+  end)
+
+  -- While the drain waits for a frozen broker: the port takes no new
+  -- connection, and a second SIGTERM ends the process at once.
+  it("takes no connection while draining, and a second SIGTERM ends the drain", function()
+    local gw = H.start { app = H.root .. "/bench/soak/rows.lua", kafka = broker.bootstrap }
+    local h = stream(gw, { "--connections", "1", "--rows", "2000", "--rate", "200",
+                           "--prefix", "D", "--timeout", "30" })
+    broker:signal(1, "STOP")
+    local ok, err = pcall(function()
+      assert(H.wait_for(30, function()
+        local _, s = gw:healthz()
+        return type(s) == "table" and s.in_flight > 0
+      end), "no row in flight")
+      gw:signal "TERM"
+      assert(H.wait_for(20, function() return gw:stderr():match("draining: ") end),
+        ("no drain (exit status %s):\n%s"):format(tostring(gw:exit_code()), gw:stderr()))
+      local c, cerr = socket.connect("127.0.0.1", gw.port)
+      if c then c:close() end
+      assert.are.equal("connection refused", cerr)
+      assert.is_nil(gw:exit_code())   -- still draining (10 s flush)
+      gw:signal "TERM"
+      assert.are.equal(128 + 15, gw:wait(20))
+    end)
+    broker:signal(1, "CONT")
+    h:kill()
+    assert(ok, err)
   end)
 
   it("reports as failed, before closing, what a down broker could not store", function()

@@ -96,6 +96,31 @@ describe("sluice.app: WebSocket and HTTP", function()
     assert.matches("^127%.0%.0%.1:%d+$", app.bootstrap)
   end)
 
+  it("listens on an IPv6 address given as \"[host]:port\" and logs it bracketed, as in a URL", function()
+    local app6 = support.app { listen = "[::1]:0" }
+    app6:http("GET", "/six", function() return 200, "over IPv6" end)
+    assert(app6:start())
+    local line = ("listening on http://[::1]:%d/ (WebSocket and HTTP)"):format(app6.port)
+    local said
+    for _, l in ipairs(support.logs(app6)) do if l == "info: " .. line then said = l end end
+    local c = assert(require("socket").tcp6())
+    c:settimeout(0)
+    c:connect("::1", app6.port)
+    support.wait(app6, function() local _, w = require("socket").select(nil, { c }, 0); return #w > 0 end, "connected")
+    c:send("GET /six HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    local got = ""
+    support.wait(app6, function()
+      local data, err, part = c:receive("*a")
+      got = got .. (data or part or "")
+      return err == "closed" or data
+    end, "the answer")
+    c:close()
+    app6:close()
+    assert.equal("info: " .. line, said)
+    assert.matches("^HTTP/1.1 200 OK\r\n", got)
+    assert.matches("\r\n\r\nover IPv6$", got)
+  end)
+
   it("echoes text and binary messages", function()
     local c = support.open_client(app, "/echo")
     assert(c.conn:send("hello"))
@@ -706,6 +731,74 @@ describe("sluice.app: misuse and expected failures", function()
       core.producer(a.loop, {}, 42)
     end)
     a:close()
+  end)
+
+  it("keeps nothing of a refused record: its context is collected", function()
+    local a = support.app { listen = false }
+    assert(a:start())
+    local weak = setmetatable({}, { __mode = "k" })
+    local context = {}
+    weak[context] = true
+    assert.same({ nil, "KAFKA: MSG_SIZE_TOO_LARGE: Broker: Message size too large", "KAFKA" },
+      { a:produce("t", { value = string.rep("x", 2000000) }, function() end, context) })
+    context = nil
+    collectgarbage(); collectgarbage()
+    assert.is_nil(next(weak))
+    a:close()
+  end)
+
+  -- Every binding's callbacks and tables live in the registry while their
+  -- object is open: a closed app must give every one of them back.
+  it("leaves nothing in the Lua registry once an app is closed", function()
+    local function live()
+      local n = 0
+      for _, v in pairs(debug.getregistry()) do if type(v) ~= "number" then n = n + 1 end end
+      return n
+    end
+    local function cycle()
+      local a = support.app {}
+      a:ws("/", { message = function(c, d) c:send(d) end })
+      a:http("GET", "/x", function() return 200, "x" end)
+      a:consume("t", { group = "g" }, function() end)
+      a:timer(60000, function() end)
+      assert(a:start())
+      local c = support.open_client(a, "/")
+      c.conn:send("hi")
+      support.wait(a, function() return #c.messages > 0 end, "the echo")
+      local stored
+      assert(a:produce("t", { value = "v" }, function(err) stored = err == nil end, {}))
+      support.wait(a, function() return stored end, "the record stored")
+      a:close()
+    end
+    cycle()
+    collectgarbage(); collectgarbage()
+    local before = live()
+    for _ = 1, 3 do cycle() end
+    collectgarbage(); collectgarbage()
+    assert.equal(before, live())
+  end)
+
+  it("reports each delivery once when a delivery callback flushes the producer", function()
+    local a = support.app { listen = false }
+    assert(a:start())
+    local seen, dup = {}, 0
+    local function produce(i)
+      assert(a:produce("t", { value = tostring(i) }, function(err)
+        assert.is_nil(err)
+        if seen[i] then dup = dup + 1 end
+        seen[i] = true
+        if i == 1 then   -- a new report arrives inside this callback
+          produce(51)
+          a.producer:flush(5000)
+        end
+      end))
+    end
+    for i = 1, 50 do produce(i) end
+    local n = 0
+    support.wait(a, function() n = 0; for _ in pairs(seen) do n = n + 1 end; return n == 51 end, "51 reports")
+    support.settle(a, 0.3)
+    a:close()
+    assert.equal(0, dup)
   end)
 
   it("raises on an unknown option, naming it", function()

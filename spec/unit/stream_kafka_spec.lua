@@ -102,6 +102,105 @@ describe("sluice.stream on Kafka", function()
     app2:close()
   end)
 
+  -- The offsets the group has committed, read by kafkajs (the broker's
+  -- answer, not the stream's own account): partition -> next offset.
+  local function committed(group, topic)
+    local p = assert(io.popen(("node spec/clients/kafkajs.js --brokers %s --topic %s --committed %s 2>&1")
+      :format(bootstrap, topic, group)))
+    local out = p:read("*a")
+    p:close()
+    local total, parts = 0, 0
+    for part, off in out:gmatch('"(%d+)":(%-?%d+)') do
+      parts = parts + 1
+      if tonumber(off) > 0 then total = total + tonumber(off) end
+    end
+    assert(parts > 0, "kafkajs --committed: " .. out)
+    return total
+  end
+
+  -- Epochs while the gateway runs (no graceful close to hide a missing
+  -- commit): nothing is committed while an output is unacknowledged, and
+  -- the stream stops taking input above max_in_flight; once Kafka takes
+  -- the writes, it resumes and the group's offsets reach the end of the
+  -- input, also for an epoch whose writes were all acknowledged before
+  -- the timer sealed it.
+  it("commits each epoch only once its writes are stored, and pauses input above max_in_flight", function()
+    local feeder = sluice.app { listen = false, log = quiet, kafka = { ["bootstrap.servers"] = bootstrap } }
+    local acked = 0
+    local function feed(n)
+      local want = acked + n
+      for i = 1, n do
+        assert(feeder:produce("ep-words", { key = "w" .. (i % 10), value = "x" }, function(err)
+          assert.is_nil(err); acked = acked + 1 end))
+      end
+      support.wait(feeder, function() return acked == want end, want .. " words stored", 20)
+    end
+    -- Every produce request fails with a retriable error until cleared:
+    -- the stream's writes stay unacknowledged, in librdkafka's retries.
+    local function block()
+      local errs = {}
+      for i = 1, 100000 do errs[i] = "NOT_ENOUGH_REPLICAS" end
+      assert(host.broker:push_errors("Produce", errs))
+    end
+    local function unblock() assert(host.broker:push_errors("Produce", {})) end
+
+    feed(1500)
+    block()
+    local app = sluice.app { listen = false, name = "ep", log = quiet,
+                             kafka = { ["bootstrap.servers"] = bootstrap } }
+    local t = stream.topology(app, { name = "ep", max_in_flight = 100 })
+    t:from("ep-words"):count { store = "counts" }:to("ep-counts")
+    support.wait(app, function() return t:stats().processed > 100 end, "input processed", 40)
+    support.settle(app, 1)
+    local held = t:stats().processed
+    assert.is_true(held < 1500, "input taken while 100 writes were unacknowledged: " .. held)
+    assert.equal(0, t:stats().commits)
+    assert.equal(0, committed("ep.stream", "ep-words"))
+
+    unblock()
+    support.wait(app, function() return t:stats().processed == 1500 end, "the rest processed after the pause", 40)
+    support.wait(app, function() return committed("ep.stream", "ep-words") == 1500 end,
+                 "the group's offsets at the end of the input", 40)
+
+    feed(20)   -- acknowledged at once: the timer's seal commits them
+    support.wait(app, function() return t:stats().processed == 1520 end, "20 more processed", 40)
+    support.wait(app, function() return committed("ep.stream", "ep-words") == 1520 end,
+                 "the 20 committed while running", 40)
+
+    -- A second time: the stream pauses again after it resumed. Now the
+    -- output topic has no leader (its writes wait; the input's do not).
+    for p = 0, 3 do assert(host.broker:set_leader("ep-counts", p, -1)) end
+    feed(1500)
+    support.settle(app, 1)
+    assert.is_true(t:stats().processed < 3020, "input taken while blocked again: " .. t:stats().processed)
+    for p = 0, 3 do assert(host.broker:set_leader("ep-counts", p, 1)) end
+    support.wait(app, function() return t:stats().processed == 3020 end, "all processed", 40)
+    app:close()
+    feeder:close()
+  end)
+
+  -- An epoch that caused no write at all (every record filtered out) has
+  -- nothing to wait for: its seal commits it.
+  it("commits an epoch whose records caused no write", function()
+    local feeder = sluice.app { listen = false, log = quiet, kafka = { ["bootstrap.servers"] = bootstrap } }
+    local acked = 0
+    for i = 1, 30 do
+      assert(feeder:produce("nw-words", { key = "w" .. (i % 3), value = "x" }, function(err)
+        assert.is_nil(err); acked = acked + 1 end))
+    end
+    support.wait(feeder, function() return acked == 30 end, "30 words stored", 20)
+    feeder:close()
+    local app = sluice.app { listen = false, name = "nw", log = quiet,
+                             kafka = { ["bootstrap.servers"] = bootstrap } }
+    local t = stream.topology(app, { name = "nw" })
+    t:from("nw-words"):filter(function() return false end):to("nw-out")
+    support.wait(app, function() return t:stats().processed == 30 end, "30 processed", 40)
+    support.wait(app, function() return committed("nw.stream", "nw-words") == 30 end,
+                 "the group's offsets at the end of the input", 40)
+    assert.equal(0, app:stats().produced)
+    app:close()
+  end)
+
   it("a hot reload keeps the stores: a changed operator continues the counts", function()
     local dir = os.tmpname()
     os.remove(dir)

@@ -64,7 +64,11 @@ typedef struct sluice_schema_result {
  * type, a name given twice; the reason in err) or SLUICE_ENOMEM. */
 int sluice_schema_new(sluice_schema **out, const sluice_schema_field *fields,
                       size_t nfields, char *err, size_t errlen);
+/* Drops a reference: the schema is freed with its last one (a new schema
+ * has one; sluice_schema_retain adds one, e.g. for a declared route that
+ * checks rows with it while its creator may let it go). */
 void sluice_schema_free(sluice_schema *s);
+sluice_schema *sluice_schema_retain(sluice_schema *s);
 size_t sluice_schema_nfields(const sluice_schema *s);
 /* Index of the field called name, or -1. */
 int sluice_schema_index(const sluice_schema *s, const char *name, size_t len);

@@ -25,8 +25,10 @@ local PREFIX = os.getenv "SLUICE_MOVIES_PREFIX" or ""
 local RESULTS, DLQ, STATS = PREFIX .. "movie-results", PREFIX .. "movie-results.dlq", PREFIX .. "movie-stats"
 local STATS_NAME = "movie-stats"           -- what clients subscribe to
 
--- A valid row is checked and re-encoded in one C call (sluice.schema).
-local ROW = sluice.schema(rows.SCHEMA)
+-- A valid row, alone or in an array of valid rows, never enters Lua: the
+-- route below declares it (checked, re-encoded, produced keyed by actorId
+-- and acked in C). The Lua handlers see the rest.
+local ROUTE = { schema = rows.SCHEMA, topic = RESULTS, key = "actorId", ack = "id" }
 
 -- The default logger's format, plus one line a new user needs: the URL
 -- to open, once the port is known.
@@ -34,7 +36,7 @@ local function log(level, msg)
   io.stderr:write(os.date("%Y-%m-%d %H:%M:%S"), " sluice ", level, ": ", msg, "\n")
   local host, port = msg:match("^listening on http://([^/]*):(%d+)/")
   if port then
-    if host == "0.0.0.0" or host == "[::]" or host == "::" then host = "localhost" end
+    if host == "0.0.0.0" or host == "[::]" then host = "localhost" end
     io.stderr:write(os.date("%Y-%m-%d %H:%M:%S"), " sluice ", level,
       ": movies: open http://", host, ":", port, "/ in a browser\n")
   end
@@ -71,24 +73,17 @@ local function delivered(derr, _, row)
   else conn:send(rows.object("ack", id)) end
 end
 
--- The number of the connection's next row: the id an ack or error refers
--- to when the row has none of its own.
-local function next_seq(conn)
-  local data = conn.data
-  data.seq = data.seq + 1
-  return data.seq
-end
-
--- A valid row's JSON text to Kafka, keyed by actor: all rows of one actor
--- land on one partition, in order.
+-- A valid row of an array that also has invalid ones, keyed by actor as
+-- the declared route keys: all rows of one actor land on one partition.
 local function store(conn, id, key, value)
   local ok, err = app:produce(RESULTS, { key = key, value = value }, delivered, { conn, id })
   if not ok then send_error(conn, err, id) end  -- refused now, e.g. "FULL: …"
 end
 
 -- One decoded row, handled as if it had arrived alone; `raw` is its text.
+-- Its number on the connection is counted with the declared route's rows.
 local function handle_row(conn, row, raw)
-  local seq = next_seq(conn)
+  local seq = conn:next_row()
   local id = rows.id(row) or seq          -- what the ack or error refers to
   local problem = rows.check(row)
   if problem then return reject(conn, raw, problem, id) end
@@ -99,17 +94,10 @@ local function subscribe(conn)
   subscribers[conn.id] = conn
 end
 
+-- What the declared route did not take: subscriptions, invalid rows,
+-- arrays with an invalid row, JSON the strict parser refuses, binary
+-- frames. This path has the error messages.
 local function on_message(conn, data, is_binary)
-  -- The common case first: one valid row, checked and encoded in C.
-  -- Anything else (arrays, subscriptions, invalid rows, JSON the strict
-  -- parser refuses) takes the path below, which has the error messages.
-  if not is_binary then
-    local value, id, key = ROW:check(data, "id", "actorId")
-    if value then
-      local seq = next_seq(conn)
-      return store(conn, id == nil and seq or id, key, value)
-    end
-  end
   if is_binary then
     return reject(conn, data, "binary frames are not accepted")
   end
@@ -131,20 +119,15 @@ local function on_message(conn, data, is_binary)
   end
 end
 
-local function on_open(conn)
-  conn.data.seq = 0                       -- rows received on this connection
-end
-
 local function on_close(conn)
   subscribers[conn.id] = nil
 end
 
-local stream = { open = on_open, message = on_message, close = on_close }
+local stream = { route = ROUTE, message = on_message, close = on_close }
 app:ws("/", stream)
 app:ws("/stream", stream)
 app:ws("/stats", {                        -- the same, subscribed from the start
-  open = function(conn) on_open(conn); subscribe(conn) end,
-  message = on_message, close = on_close,
+  route = ROUTE, open = subscribe, message = on_message, close = on_close,
 })
 
 -- Every gateway instance sees every stats record (broadcast = true).
