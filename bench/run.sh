@@ -15,8 +15,9 @@
 #             per measurement), latest.md, latest.json, chart.png, logs/
 # --only LIST comma-separated scenarios: limits,ingest,fanout,roundtrip,
 #             connections,overload,idle
-# --impls LIST the implementations the ingest scenario measures (default:
-#             all of them)
+# --impls LIST the implementations the ingest and fan-out scenarios measure
+#             (default: all of them); sluice-luajit-w2 and sluice-lua5.4-w2
+#             run the gateway with --workers 2
 # --base DIR  a build tree of another commit (its source tree beside it):
 #             its gateways join as base-luajit and base-lua5.4, so that a
 #             change is measured against its base in the same run, e.g.
@@ -99,8 +100,21 @@ cleanup() {
 }
 trap cleanup EXIT
 . "$ROOT/bench/lib.sh"   # stop_pid, free_port, port_open, http_get, rss_kb
-hwm_kb() { awk '/^VmHWM/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+hwm_kb() {   # of PID and its children, added up
+  local p t=0
+  for p in "$1" $(workers_of "$1"); do
+    t=$((t + $(awk '/^VmHWM/{print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+cpu_ticks() {   # of PID and its children (the workers of --workers)
+  local p t=0
+  for p in "$1" $(workers_of "$1"); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+workers_of() { ps -o pid= --ppid "$1" 2>/dev/null | tr -s ' \n' ' '; }
 # the main thread's alone (the loop: WebSockets, Lua; librdkafka has its own)
 main_ticks() { awk '{print $14 + $15}' "/proc/$1/task/$1/stat" 2>/dev/null || echo 0; }
 CLK_TCK=$(getconf CLK_TCK)
@@ -131,14 +145,16 @@ start_impl() {
   PORT=$(free_port)
   log=$(logfile "$impl")
   case "$impl" in
-    sluice-luajit|sluice-lua5.4|sluice-luajit-processing)
-      local bin=${impl%-processing} proc=0
+    sluice-luajit|sluice-lua5.4|sluice-luajit-processing|sluice-luajit-w2|sluice-lua5.4-w2)
+      local bin=${impl%-processing} proc=0 workers=
       [ "$bin" != "$impl" ] && proc=1
-      SERVER_CMD="$BUILD/bin/$bin run bench/apps/movies.lua --listen $PORT --kafka $KAFKA --log-level warn"
+      # -w2: two worker processes on the port (--workers 2)
+      [ "${bin%-w2}" != "$bin" ] && { bin=${bin%-w2}; workers="--workers 2"; }
+      SERVER_CMD="$BUILD/bin/$bin run bench/apps/movies.lua --listen $PORT --kafka $KAFKA --log-level warn${workers:+ $workers}"
       [ "$echo" = 1 ] && SERVER_CMD="SLUICE_BENCH_ECHO=1 SLUICE_BENCH_FETCH_WAIT=$RT_FETCH_WAIT $SERVER_CMD"
       [ "$proc" = 1 ] && SERVER_CMD="SLUICE_BENCH_PROCESSING=1 $SERVER_CMD"
       (cd "$ROOT" && export SLUICE_BENCH_ECHO=$echo SLUICE_BENCH_PROCESSING=$proc SLUICE_BENCH_FETCH_WAIT=$RT_FETCH_WAIT && exec $BUILD/bin/$bin run bench/apps/movies.lua \
-         --listen "$PORT" --kafka "$KAFKA" --log-level warn) >>"$log" 2>&1 & ;;
+         --listen "$PORT" --kafka "$KAFKA" --log-level warn $workers) >>"$log" 2>&1 & ;;
     sluice-luajit-lua|sluice-lua5.4-lua|sluice-luajit-transform|sluice-lua5.4-transform)
       # the movies app's "/" as a plain Lua route or with a Lua transform
       local bin=${impl%-*} kind=${impl##*-}
@@ -161,6 +177,8 @@ start_impl() {
   PID=$!; PIDS+=("$PID")
   for i in $(seq 1 150); do
     case "$impl" in
+      # both workers up: each one's console answers
+      sluice-*-w2) [ "$($BUILD/bin/sluice-lua5.4 attach "$PID" --eval 'app.started' 2>/dev/null | grep -c true)" = 2 ] && return 0 ;;
       sluice-*|base-*) http_get "$PORT" /bench/ready | grep -q assigned && return 0 ;;
       *) port_open "$PORT" && { sleep 0.3; return 0; } ;;
     esac
@@ -184,7 +202,13 @@ warmup() {
 wait_assigned() {
   local i
   for i in $(seq 1 200); do
-    local a; a=$(http_get "$PORT" /bench/ready | sed -n 's/.*"assigned":\([0-9]*\).*/\1/p')
+    local a
+    case "$impl" in
+      # every worker's consumers: the fewest any of them holds
+      sluice-*-w2) a=$($BUILD/bin/sluice-lua5.4 attach "$PID" --eval 'stats().assigned' 2>/dev/null |
+                       awk '{n = $NF + 0; if (c == 0 || n < m) m = n; c++} END {print (c == 2 ? m : 0)}') ;;
+      *) a=$(http_get "$PORT" /bench/ready | sed -n 's/.*"assigned":\([0-9]*\).*/\1/p') ;;
+    esac
     [ -n "$a" ] && [ "$a" -ge "$1" ] && return 0
     sleep 0.1
   done
@@ -279,7 +303,7 @@ if want fanout; then
   # What the catch-ups of fanout-catchup read back (written before any gateway starts).
   $B/sluice-kprod --kafka "$KAFKA" --topic movie-stats --rows "$CATCHUP_RECORDS" >/dev/null 2>>"$(logfile kprod)"
   for rep in $(seq 1 "$REPEAT"); do
-    for impl in $SLUICES; do
+    for impl in ${IMPLS:-$SLUICES}; do
       note "fanout: $impl, rep $rep"
       start_impl "$impl"
       wait_assigned 4

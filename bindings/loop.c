@@ -132,6 +132,24 @@ static int loop_log(lua_State *L)
     return 0;
 }
 
+/* loop:log_level() → "info"; loop:set_log_level(level): what is logged
+ * from now on (the core's and Lua's lines alike). */
+static int loop_log_level(lua_State *L)
+{
+    static const char *const names[] = { "error", "warn", "info", "debug" };
+    sluice_lua_loop *ctx = check_open(L);
+    lua_pushstring(L, names[ctx->log_level]);
+    return 1;
+}
+
+static int loop_set_log_level(lua_State *L)
+{
+    sluice_lua_loop *ctx = check_open(L);
+    ctx->log_level = parse_level(L, 2);
+    sluice_loop_set_log_level(ctx->loop, ctx->log_level);
+    return 0;
+}
+
 static const char *signal_name(int signo)
 {
     switch (signo) {
@@ -200,7 +218,7 @@ static int loop_tostring(lua_State *L)
 static const luaL_Reg methods[] = {
     { "run_once", loop_run_once }, { "run", loop_run }, { "stop", loop_stop }, { "now", loop_now },
     { "handler_errors", loop_handler_errors }, { "handler_times", loop_handler_times },
-    { "log", loop_log },
+    { "log", loop_log }, { "log_level", loop_log_level }, { "set_log_level", loop_set_log_level },
     { "on_signals", loop_on_signals }, { NULL, NULL }
 };
 static const luaL_Reg meta[] = { { "__tostring", loop_tostring }, { NULL, NULL } };

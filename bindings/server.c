@@ -191,7 +191,7 @@ static void server_http_abort(void *ud, sluice_http_req *r)
 
 /* core.server(loop, options, handlers) → server | nil, err, code
  * options: host, port, max_message, max_body, idle_timeout, send_queue,
- *          max_connections, max_per_address, max_pending, handshake_timeout, static, deflate,
+ *          max_connections, max_per_address, max_pending, handshake_timeout, static, deflate, reuseport,
  *          tls_cert, tls_key, tls_ca
  * handlers: accept(path), upgrade(req), open(conn), message(conn, data,
  *           binary), close(conn, code, reason), http_match(method, path),
@@ -219,6 +219,7 @@ static int server_new(lua_State *L)
     cfg.max_pending = (int)sluice_lua_opt_int(L, 2, "max_pending", 0, 0, INT_MAX);
     cfg.deflate = sluice_lua_opt_flag(L, 2, "deflate", 0);
     cfg.max_per_address = (int)sluice_lua_opt_int(L, 2, "max_per_address", 0, 0, INT_MAX);
+    cfg.reuseport = sluice_lua_opt_flag(L, 2, "reuseport", 0);
     lua_getfield(L, 2, "handshake_timeout");   /* seconds; false: off */
     if (lua_isboolean(L, -1)) cfg.handshake_timeout_s = lua_toboolean(L, -1) ? 0 : -1;
     else cfg.handshake_timeout_s = (int)sluice_lua_opt_int(L, 2, "handshake_timeout", 0, 0, INT_MAX);

@@ -2,6 +2,8 @@
 --   luarocks make rockspec/sluice-scm-1.rockspec                 (with the LuaRocks server)
 --   luarocks make --deps-mode=none rockspec/sluice-scm-1.rockspec (offline, Debian's lua-cjson)
 -- Add --lua-version 5.4 for Lua 5.4 (LuaRocks on Debian defaults to 5.1/LuaJIT).
+-- Installed for two Luas into one tree, bin/sluice is the last install's
+-- and `sluice --lua lua5.1|lua5.4|luajit` runs the other install's command.
 rockspec_format = "3.0"
 package = "sluice"
 version = "scm-1"
@@ -36,13 +38,13 @@ build = {
         "core/src/kafka_queue.c", "core/src/kafka_producer.c",
         "core/src/kafka_consumer.c", "core/src/kafka_assign.c", "core/src/kafka_read.c", "core/src/kafka_catchup.c", "core/src/broker.c",
         "core/src/fswatch.c", "core/src/schema.c", "core/src/json.c", "core/src/ingest.c",
-        "core/src/http_status.c", "core/src/tls.c", "core/src/jwt.c",
+        "core/src/http_status.c", "core/src/tls.c", "core/src/jwt.c", "core/src/unix.c",
         -- bindings
         "bindings/module.c", "bindings/handle.c", "bindings/options.c",
         "bindings/loop.c", "bindings/timer.c",
         "bindings/conn.c", "bindings/http.c", "bindings/server.c",
         "bindings/producer.c", "bindings/consumer.c", "bindings/broker.c",
-        "bindings/fswatch.c", "bindings/schema.c", "bindings/route.c", "bindings/catchup.c", "bindings/jwt.c",
+        "bindings/fswatch.c", "bindings/schema.c", "bindings/route.c", "bindings/catchup.c", "bindings/jwt.c", "bindings/unix.c",
       },
       defines = { "_GNU_SOURCE" },
       incdirs = { "core/include", "core/src", "bindings",
@@ -72,6 +74,9 @@ build = {
     ["sluice.metrics"] = "scripts/sluice/metrics.lua",
     ["sluice.ops"] = "scripts/sluice/ops.lua",
     ["sluice.jwt"] = "scripts/sluice/jwt.lua",
+    ["sluice.console"] = "scripts/sluice/console.lua",
+    ["sluice.attach"] = "scripts/sluice/attach.lua",
+    ["sluice.supervisor"] = "scripts/sluice/supervisor.lua",
   },
   install = {
     bin = { sluice = "scripts/bin/sluice" },

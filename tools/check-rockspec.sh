@@ -56,4 +56,19 @@ local out = d:read("out")
 assert(#out == 2 and out[2].key == "k" and out[2].value == "2",
   "stream count: " .. #out .. " records, logs: " .. table.concat(d.logs, "; "))
 LUA
+# A second Lua into the same tree (LuaRocks shares its bin/): the last
+# install owns bin/sluice, and --lua reaches every install (LuaJIT runs
+# LuaRocks' 5.1 one).
+if [ "$lua" = lua5.4 ]; then
+  (cd "$work/src" && luarocks --lua-version 5.1 make --deps-mode=none --tree "$work/tree" \
+     rockspec/sluice-scm-1.rockspec >>"$work/luarocks.log" 2>&1) || { cat "$work/luarocks.log"; exit 1; }
+  for pair in ":(Lua 5.1)" "lua5.4:(Lua 5.4" "lua5.1:(Lua 5.1)" "luajit:LuaJIT"; do
+    which=${pair%%:*} want=${pair#*:}
+    out=$("$work/tree/bin/sluice" ${which:+--lua "$which"} --version)
+    case "$out" in "sluice 0.1.0"*"$want"*) ;; *) echo "sluice ${which:+--lua $which }--version printed '$out' (expected '… $want')"; exit 1;; esac
+  done
+  out=$("$work/tree/bin/sluice" --lua lua5.3 --version 2>&1) && { echo "--lua lua5.3 succeeded"; exit 1; }
+  [ "$out" = "sluice: --lua must be luajit, lua5.4 or lua5.1, got 'lua5.3'" ] || { echo "--lua lua5.3: '$out'"; exit 1; }
+  echo "two Luas in one tree: bin/sluice on Lua 5.1 (the last install), --lua lua5.4, lua5.1 and luajit each run theirs"
+fi
 echo "1 passed, 0 failed ($lua)"

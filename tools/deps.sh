@@ -14,6 +14,7 @@ pkgs+=(gnuplot-nox)                 # the benchmarks' chart (bench/run.sh)
 pkgs+=(clang libclang-rt-14-dev)    # fuzzing (fuzz/fuzz.sh)
 pkgs+=(openjdk-17-jre-headless maven) # Apache Kafka for the tests (tools/kafka.sh)
 pkgs+=(python3-venv)                # the Python Kafka client of the interop spec
+pkgs+=(socat)                       # an independent client of the console (spec/integration/attach_spec.lua)
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs npm)
 fi
 

@@ -32,6 +32,11 @@ void sluice_loop_log(sluice_loop *loop, int level, const char *fmt, ...)
     loop->log(loop->log_ud, level, msg);
 }
 
+void sluice_loop_set_log_level(sluice_loop *loop, int level)
+{
+    loop->log_level = level;
+}
+
 uint64_t sluice_now_ms(void)
 {
     struct timespec ts;
@@ -212,6 +217,7 @@ void sluice_timer_free(sluice_timer *t)
 static const struct lws_protocols internal_protocols[] = {
     { .name = "sluice-raw", .callback = raw_file_callback },
     { .name = SLUICE_CLIENT_PROTOCOL, .callback = sluice_ws_client_callback },
+    { .name = SLUICE_UNIX_PROTOCOL, .callback = sluice_unix_callback },
     { .name = NULL, .callback = NULL }
 };
 

@@ -35,6 +35,11 @@ void sluice_loop_kick(sluice_loop *loop);
 int sluice_ws_client_callback(struct lws *wsi, enum lws_callback_reasons reason,
                               void *user, void *in, size_t len);
 
+/* Protocol callback for Unix sockets and adopted descriptors (unix.c). */
+int sluice_unix_callback(struct lws *wsi, enum lws_callback_reasons reason,
+                         void *user, void *in, size_t len);
+#define SLUICE_UNIX_PROTOCOL "sluice-unix"
+
 /* Name of the client protocol on the internal vhost. */
 #define SLUICE_CLIENT_PROTOCOL "sluice-client"
 

@@ -586,7 +586,7 @@ static void on_listen_readable(sluice_watch *w, void *ud)
     }
 }
 
-static int open_listener(const char *host, int port, int *out_fd, int *out_port,
+static int open_listener(const char *host, int port, int reuseport, int *out_fd, int *out_port,
                          char *err, size_t errlen)
 {
     struct addrinfo hints, *res = NULL;
@@ -615,6 +615,8 @@ static int open_listener(const char *host, int port, int *out_fd, int *out_port,
         }
         int one = 1, zero = 0;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (reuseport)
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
         if (ai->ai_family == AF_INET6)
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, SOMAXCONN)) {
@@ -723,7 +725,7 @@ int sluice_server_new(sluice_loop *loop, const sluice_server_config *cfg,
     if (!rc && cfg->static_dir && !(s->static_dir = sluice_strdup(cfg->static_dir)))
         rc = SLUICE_ENOMEM;
     if (!rc)
-        rc = open_listener(cfg->host, cfg->port, &s->listen_fd, &s->port, err, errlen);
+        rc = open_listener(cfg->host, cfg->port, cfg->reuseport, &s->listen_fd, &s->port, err, errlen);
     if (rc) {
         server_config_free(s);
         return rc;

@@ -19,6 +19,7 @@ local route = require "sluice.app.route"
 local check_options = require("sluice.app.options").check
 local metrics = require "sluice.metrics"
 local ops = require "sluice.ops"
+local console = require "sluice.console"
 local cjson = require "cjson"
 
 local json = cjson.new()
@@ -246,6 +247,7 @@ function App:_server_handlers()
     end,
     -- Only what a declared route did not take reaches this.
     message = function(conn, data, binary)
+      if routes_owner._taps then console.tap_message(routes_owner, conn, data) end
       local path = conn.path
       local r = routes_owner.routes[path]
       if r and r.message then return r.message(conn, data, binary) end
@@ -276,7 +278,8 @@ function App:start()
   local handler_timeout = o.handler_timeout
   if handler_timeout == nil then handler_timeout = 10 end   -- docs/limits.md
   local log = o.log
-  if not log and ov.log_format == "json" then log = ops.json_logger(self.name) end
+  if not log and ov.log_format == "json" then log = ops.json_logger(self.name, ov.worker)
+  elseif not log and ov.worker then log = ops.worker_logger(ov.worker) end
   local loop, err, code = core.loop { log = log, log_level = o.log_level or ov.log_level or "info",
     handler_timeout = handler_timeout, handler_instructions = o.handler_instructions }
   if not loop then return nil, err, code end
@@ -296,6 +299,7 @@ function App:start()
   end
   -- Said once everything is up, so a failure is never read after it.
   if self._listening then self.loop:log("info", self._listening) end
+  self:_start_console()
   self.started = true
   if next(self._declared) then route.declare_all(self) end
   for _, decl in ipairs(self.consumer_decls) do
@@ -314,7 +318,8 @@ end
 
 function App:_start_kafka()
   local props = self.options.kafka or {}
-  local bootstrap = self.overrides.bootstrap or props["bootstrap.servers"]
+  -- Under --workers, with no cluster named: the supervisor's embedded broker.
+  local bootstrap = self.overrides.bootstrap or props["bootstrap.servers"] or self.overrides.shared_kafka
   if bootstrap then
     self.kafka_bootstrap, self.bootstrap = bootstrap, bootstrap
     return true
@@ -355,6 +360,7 @@ function App:_start_server()
     handshake_timeout = o.handshake_timeout, max_pending = o.max_pending,
     deflate = o.deflate or nil,
     tls_cert = tls.cert, tls_key = tls.key, tls_ca = tls.ca,
+    reuseport = self.overrides.worker ~= nil,   -- --workers: every worker on one port
   }, self:_server_handlers())
   if not server then
     if code == "ADDRINUSE" then err = err .. " (choose another with --listen PORT or listen = PORT)" end
@@ -407,6 +413,28 @@ function App:_start_metrics()
     self.metrics_port = ms:port()
   end
   return true
+end
+
+-- The console (`sluice attach`): the command line's choice, else the
+-- app's `console` option, else on for `sluice run`. A console that cannot
+-- start is said, and the app serves without it.
+function App:_start_console()
+  local ov = self.overrides
+  local want = ov.console
+  if want == nil then want = self.options.console end
+  if want == nil then want = ov.console_default end
+  if not want then return end
+  local path = type(want) == "string" and want or nil
+  -- Under --workers, one socket per worker: SUPERVISOR-N.sock, or PATH-N.sock.
+  if ov.worker then
+    path = path and (path:gsub("%.sock$", "") .. ("-%d.sock"):format(ov.worker))
+      or console.path(("%d-%d"):format(ov.supervisor, ov.worker))
+  end
+  local err
+  path, err = console.start(self, path)
+  local how = ov.worker and ("%d --worker %d"):format(ov.supervisor, ov.worker) or tostring(core.getpid())
+  if path then self.loop:log("info", ("console on %s (sluice attach %s)"):format(path, how))
+  else self.loop:log("warn", "no console: " .. err) end
 end
 
 -- Handlers still run while the app shuts down (a signal closed it): for
@@ -480,6 +508,7 @@ function App:produce(topic, record, on_delivery, context)
   else
     util.argerror(2, "produce", ("string or table expected, got %s"):format(rt))
   end
+  if self._taps then console.tap_record(self, "produce", topic, key, value) end
   local producer = self.producer
   if not producer then
     local err, code
@@ -803,6 +832,7 @@ local CONSUMER_CLOSE_MS, CONSUMER_CLOSE_MIN_MS = 5000, 500
 function App:_teardown()
   if self._reloader then self._reloader:unwatch() end
   if self._tls_watch then self._tls_watch:close(); self._tls_watch = nil end
+  console.stop(self)
   for t in pairs(self.timers) do t:close() end
   if self._sse_timer then self._sse_timer:close(); self._sse_timer = nil end
   -- Commit and leave the groups within one budget: with the brokers gone

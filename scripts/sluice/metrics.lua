@@ -396,9 +396,10 @@ end
 -- The whole exposition for app.
 function M.exposition(app)
   local out = {}
-  family(out, "sluice_info", "gauge", "The sluice version and the Lua it runs on (always 1).")
-  sample(out, "sluice_info", ('version="%s",lua="%s"'):format(escape_value(core.version),
-    escape_value(jit and jit.version or _VERSION)), 1)
+  family(out, "sluice_info", "gauge", "The sluice version and the Lua it runs on (always 1); worker: its number under --workers.")
+  sample(out, "sluice_info", ('version="%s",lua="%s"%s'):format(escape_value(core.version),
+    escape_value(jit and jit.version or _VERSION),
+    app.overrides.worker and (',worker="%d"'):format(app.overrides.worker) or ""), 1)
   write_routes(out, app)
   write_producer(out, app)
   write_consumers(out, app)

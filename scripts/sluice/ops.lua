@@ -46,12 +46,18 @@ function M.kafka_error(app, err)
   end
 end
 
+-- Under --workers every answer says which worker gave it.
+local function answer(app, status, body)
+  body.worker = app.overrides.worker
+  return status, cjson.encode(body), JSON_TYPE
+end
+
 local function ready(app)
   local why = M.not_ready(app)
-  if #why == 0 then return 200, cjson.encode { status = "ready" }, JSON_TYPE end
+  if #why == 0 then return answer(app, 200, { status = "ready" }) end
   local checks = {}
   for _, w in ipairs(why) do checks[#checks + 1] = { check = w[1], reason = w[2] } end
-  return 503, cjson.encode { status = "not_ready", failing = checks }, JSON_TYPE
+  return answer(app, 503, { status = "not_ready", failing = checks })
 end
 
 -- The operator endpoint at path: a function returning status, body,
@@ -60,7 +66,7 @@ end
 function M.route(app, path, on_own_port)
   if path == M.LIVE_PATH then
     -- Answered at all: the loop runs.
-    return function() return 200, cjson.encode { status = "live" }, JSON_TYPE end
+    return function() return answer(app, 200, { status = "live" }) end
   elseif path == M.READY_PATH then
     return function() return ready(app) end
   end
@@ -78,6 +84,8 @@ function M.listen(app, parse_listen)
   local cfg = app._metrics_cfg
   if not (cfg and cfg.listen) then return true end
   local host, port = parse_listen(cfg.listen)
+  -- Worker N of --workers: the port after N - 1 others, one per worker.
+  if app.overrides.worker and port ~= 0 then port = port + app.overrides.worker - 1 end
   return core.server(app.loop, { host = host, port = port }, {
     accept = function() return false end,
     http_match = function(method, path) return method == "GET" and M.route(app, path, true) ~= nil end,
@@ -89,13 +97,21 @@ function M.listen(app, parse_listen)
 end
 
 -- A log function writing one JSON object per line to stderr: ts (UTC,
--- RFC 3339, ms), level, msg, app, pid.
-function M.json_logger(name)
+-- RFC 3339, ms), level, msg, app, pid, and worker under --workers.
+function M.json_logger(name, worker)
   local pid = core.getpid()
   return function(level, msg)
     local t = core.time()
     local ts = os.date("!%Y-%m-%dT%H:%M:%S", math.floor(t)) .. (".%03dZ"):format(math.floor((t % 1) * 1000))
-    io.stderr:write(cjson.encode { ts = ts, level = level, msg = msg, app = name, pid = pid }, "\n")
+    io.stderr:write(cjson.encode { ts = ts, level = level, msg = msg, app = name, pid = pid, worker = worker }, "\n")
+  end
+end
+
+-- The text log of worker N: the usual line, saying which worker wrote it.
+function M.worker_logger(worker)
+  local tag = ("sluice worker %d "):format(worker)
+  return function(level, msg)
+    io.stderr:write(os.date("%Y-%m-%d %H:%M:%S "), tag, level, ": ", msg, "\n")
   end
 end
 

@@ -52,6 +52,9 @@ void sluice_loop_wake(sluice_loop *loop);
 void sluice_loop_log(sluice_loop *loop, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Change the highest level passed to the log hook. */
+void sluice_loop_set_log_level(sluice_loop *loop, int level);
+
 /* Milliseconds on a monotonic clock. */
 uint64_t sluice_now_ms(void);
 

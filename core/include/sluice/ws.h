@@ -100,6 +100,9 @@ typedef struct sluice_server_config {
      * plaintext. tls_ca: PEM file of the CAs whose client certificates
      * are required; NULL: none asked for. */
     const char *tls_cert, *tls_key, *tls_ca;
+    int reuseport;           /* share the port with other processes that set
+                                it too (SO_REUSEPORT: the kernel spreads the
+                                connections among them) */
 } sluice_server_config;
 #define SLUICE_DEFLATE_MIN 64
 

@@ -5,6 +5,7 @@
 -- group membership and positions) is kept.
 local core = require "sluice.core"
 local util = require "sluice.util"
+local console = require "sluice.console"
 
 local Consumer = {}
 Consumer.__index = Consumer
@@ -147,11 +148,15 @@ function Consumer.start(app, decl)
     -- A reload may switch `batch` while the consumer keeps its mode.
     record = options.batch and function(recs)
       counters.consumed = counters.consumed + #recs
+      if app._taps then
+        for i = 1, #recs do local r = recs[i]; console.tap_record(app, "consume", r.topic, r.key, r.value, r.partition, r.offset) end
+      end
       local d = route.decl
       if d.options.batch then return d.handler(recs) end
       for i = 1, #recs do d.handler(recs[i]) end
     end or function(rec)
       counters.consumed = counters.consumed + 1
+      if app._taps then console.tap_record(app, "consume", rec.topic, rec.key, rec.value, rec.partition, rec.offset) end
       local d = route.decl
       if d.options.batch then return d.handler({ rec }) end
       return d.handler(rec)

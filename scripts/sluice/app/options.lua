@@ -14,7 +14,7 @@ local OPTION_TYPES = {
   log = "function", log_level = "string",
   handler_timeout = "idle", handler_instructions = "number",
   handshake_timeout = "idle", max_pending = "number", max_in_flight = "number",
-  metrics = "metrics", catchups = "number", deflate = "boolean", tls = "tls",
+  metrics = "metrics", catchups = "number", deflate = "boolean", tls = "tls", console = "console",
 }
 
 local TLS_KEYS = { cert = true, key = true, ca = true }
@@ -42,6 +42,7 @@ function M.check(options, level)
       local bad = tls_error(v)
       if bad then error(("bad argument #1 to 'app' (%s)"):format(bad), level + 1) end
       ok = true
+    elseif want == "console" then ok = type(v) == "boolean" or type(v) == "string"
     elseif want == "metrics" then
       local _, bad = metrics.config(v)
       if bad then error(("bad argument #1 to 'app' (%s)"):format(bad), level + 1) end
@@ -50,7 +51,8 @@ function M.check(options, level)
     if not ok then
       error(("bad argument #1 to 'app' (option '%s' must be %s, got %s)")
         :format(k, want == "listen" and "a port, \"host:port\" or false"
-                   or want == "idle" and "a number of seconds or false" or want,
+                   or want == "idle" and "a number of seconds or false"
+                   or want == "console" and "true, false or a socket path" or want,
                 type(v)), level + 1)
     end
   end
