@@ -845,7 +845,7 @@ describe("sluice.app: misuse and expected failures", function()
       end))
     end
     assert.equal("HERE: bad argument #2 to 'ws' (unknown key 'mesage'; known: auth, close, message, open, " ..
-      "origins, protocols, route)", at(function(mark) mark(); app:ws("/x", { mesage = f }) end))
+      "origins, protocols, rate, route)", at(function(mark) mark(); app:ws("/x", { mesage = f }) end))
     assert.equal("HERE: bad argument #4 to 'http' (unknown option 'orgins'; known: auth, origins)",
       at(function(mark) mark(); app:http("GET", "/x", f, { orgins = {} }) end))
     assert.equal("HERE: bad argument #2 to 'consume' (unknown option 'gruop'; known: batch, broadcast, from, " ..
