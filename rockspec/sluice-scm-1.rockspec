@@ -33,7 +33,8 @@ build = {
       sources = {
         -- core (C11, no Lua)
         "core/src/error.c", "core/src/loop.c", "core/src/signal.c",
-        "core/src/ws_conn.c", "core/src/ws_server.c", "core/src/ws_client.c",
+        "core/src/ws_conn.c", "core/src/ws_queue.c", "core/src/ws_payload.c", "core/src/ws_rate.c",
+        "core/src/ws_server.c", "core/src/ws_accept.c", "core/src/ws_upgrade.c", "core/src/ws_client.c",
         "core/src/http.c", "core/src/request_head.c",
         "core/src/kafka_queue.c", "core/src/kafka_producer.c",
         "core/src/kafka_consumer.c", "core/src/kafka_assign.c", "core/src/kafka_read.c", "core/src/kafka_catchup.c", "core/src/broker.c",

@@ -1,5 +1,8 @@
 /* Names and descriptions of the core's error codes. */
-#include "sluice/error.h"
+#include "loop_internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
 
 const char *sluice_error_name(int code)
 {
@@ -37,4 +40,14 @@ const char *sluice_error_text(int code)
     case SLUICE_EMALFORMED: return "malformed input";
     default:                return "unknown error";
     }
+}
+
+void sluice_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
 }

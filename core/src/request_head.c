@@ -106,6 +106,17 @@ size_t sluice_query_encode_arg(char *dst, const char *src, int keep_eq)
     return n;
 }
 
+char *sluice_copy_path(struct lws *wsi)
+{
+    int len = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI);
+    if (len <= 0)
+        return sluice_strdup("/");
+    char *v = malloc((size_t)len + 1);
+    if (v && lws_hdr_copy(wsi, v, len + 1, WSI_TOKEN_GET_URI) < 0)
+        v[0] = '\0';
+    return v;
+}
+
 char *sluice_copy_query(struct lws *wsi)
 {
     int total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS);

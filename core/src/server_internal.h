@@ -1,6 +1,7 @@
-/* What ws_server.c (sockets, upgrades, the lws protocol) and http.c (HTTP
- * requests) share. ws_server.c calls into http.c; http.c only reads the
- * server's settings and handlers, it calls nothing back. */
+/* What ws_server.c (the lws protocol), ws_accept.c (sockets), ws_upgrade.c
+ * (the upgrade), tls.c and http.c (HTTP requests) share. ws_server.c calls
+ * into the others, ws_upgrade.c into ws_accept.c; none calls back into
+ * ws_server.c. */
 #ifndef SLUICE_SERVER_INTERNAL_H
 #define SLUICE_SERVER_INTERNAL_H
 
@@ -65,6 +66,22 @@ struct sluice_server {
     int free_pending;
     lws_sorted_usec_list_t free_sul;
 };
+
+/* ws_accept.c: the listening socket and accepted sockets before their
+ * request head (counted in npending until sluice_slot_unpend). */
+int sluice_listen_tcp(const char *host, int port, int reuseport, int *out_fd, int *out_port,
+                      char *err, size_t errlen);
+void sluice_server_on_listen(sluice_watch *w, void *ud);
+void sluice_slot_unpend(struct wsi_slot *slot);
+
+/* ws_upgrade.c: LWS_CALLBACK_HTTP_CONFIRM_UPGRADE of a slot. */
+int sluice_upgrade_confirm(sluice_server *s, struct wsi_slot *slot);
+
+/* tls.c: the server's TLS files, read and checked by sluice_server_new;
+ * loaded into the vhost's SSL_CTX once lws made it (0, or 1 logged). */
+int sluice_tls_server_config(sluice_server *s, const sluice_server_config *cfg,
+                             char *err, size_t errlen);
+int sluice_tls_server_ctx(sluice_server *s, void *ssl_ctx);
 
 /* tls.c: load a certificate (chain) and key, or client CAs, from PEM files
  * into an SSL_CTX; with ssl_ctx NULL only read and check them. */

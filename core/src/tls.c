@@ -126,3 +126,57 @@ int sluice_tls_use_ca(void *ssl_ctx, const char *ca, char *err, size_t errlen)
     sk_X509_pop_free(certs, X509_free);
     return rc;
 }
+
+/* ---- the server's TLS ------------------------------------------------------- */
+
+/* The TLS files are read and checked before anything listens: a bad one
+ * is the one error of the start. */
+int sluice_tls_server_config(sluice_server *s, const sluice_server_config *cfg,
+                             char *err, size_t errlen)
+{
+    if (!cfg->tls_cert && !cfg->tls_key && !cfg->tls_ca)
+        return SLUICE_OK;
+    if (!cfg->tls_cert || !cfg->tls_key) {
+        sluice_errf(err, errlen, "TLS needs both a certificate and its key (%s is missing)",
+                    cfg->tls_cert ? "the key" : "the certificate");
+        return SLUICE_EINVAL;
+    }
+    int rc = sluice_tls_use_pair(NULL, cfg->tls_cert, cfg->tls_key, err, errlen);
+    if (!rc && cfg->tls_ca)
+        rc = sluice_tls_use_ca(NULL, cfg->tls_ca, err, errlen);
+    if (rc)
+        return rc;
+    s->tls_cert = sluice_strdup(cfg->tls_cert);
+    s->tls_key = sluice_strdup(cfg->tls_key);
+    s->tls_ca = cfg->tls_ca ? sluice_strdup(cfg->tls_ca) : NULL;
+    if (!s->tls_cert || !s->tls_key || (cfg->tls_ca && !s->tls_ca))
+        return SLUICE_ENOMEM;
+    return SLUICE_OK;
+}
+
+int sluice_server_tls(const sluice_server *s) { return s && s->tls_cert; }
+
+int sluice_server_reload_tls(sluice_server *s, char *err, size_t errlen)
+{
+    if (!s || !s->ssl_ctx) {
+        sluice_errf(err, errlen, "this server does not serve TLS");
+        return SLUICE_ESTATE;
+    }
+    /* New handshakes use the new pair; an open connection's SSL keeps the
+     * certificate it was made with. */
+    return sluice_tls_use_pair(s->ssl_ctx, s->tls_cert, s->tls_key, err, errlen);
+}
+
+int sluice_tls_server_ctx(sluice_server *s, void *ssl_ctx)
+{
+    char err[256];
+    s->ssl_ctx = ssl_ctx;
+    /* whatever the system's OpenSSL configuration allows */
+    SSL_CTX_set_min_proto_version(ssl_ctx, TLS1_2_VERSION);
+    if (sluice_tls_use_pair(ssl_ctx, s->tls_cert, s->tls_key, err, sizeof err) ||
+        (s->tls_ca && sluice_tls_use_ca(ssl_ctx, s->tls_ca, err, sizeof err))) {
+        sluice_loop_log(s->loop, SLUICE_LOG_ERROR, "%s", err);
+        return 1;
+    }
+    return 0;
+}

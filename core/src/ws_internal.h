@@ -1,6 +1,7 @@
-/* WebSocket internals shared by ws_conn.c (a connection, either side),
- * ws_server.c and ws_client.c. A connection knows nothing of the server
- * that accepted it: it reports to a sink. */
+/* WebSocket internals shared by ws_conn.c (a connection, either side; its
+ * send queue in ws_queue.c, payloads and compression in ws_payload.c, rate
+ * buckets in ws_rate.c), ws_server.c and ws_client.c. A connection knows
+ * nothing of the server that accepted it: it reports to a sink. */
 #ifndef SLUICE_WS_INTERNAL_H
 #define SLUICE_WS_INTERNAL_H
 
@@ -68,11 +69,15 @@ struct sluice_conn_sink {
      * every message (allocated on first use, freed by the owner) */
     void *zs[16];
 };
-/* The window our messages to wsi may use if it negotiated
+/* ws_payload.c: the window our messages to wsi may use if it negotiated
  * permessage-deflate (the client's server_max_window_bits, else 15), or 0. */
 int sluice_conn_deflate_bits(struct lws *wsi);
 /* Frees the sink's deflate streams. */
 void sluice_conn_sink_release(struct sluice_conn_sink *sink);
+/* p compressed with a window of `bits`, or p itself when that is not
+ * smaller (or fails); cached on p, so a broadcast is compressed once. */
+struct sluice_payload *sluice_payload_deflated(struct sluice_conn_sink *sink,
+                                               struct sluice_payload *p, int bits);
 
 enum sluice_conn_state {
     SLUICE_CONN_CONNECTING,  /* client handshake in progress */
@@ -104,7 +109,7 @@ struct sluice_conn {
     int rx_binary, rx_in_message;
     int too_big;                /* inside a message refused as too big */
     /* send queue: a ring of tx_cap entries (a power of two), tx_count of
-     * them from tx_first (queue_head/ring_at in ws_conn.c).
+     * them from tx_first (sluice_queue_head/sluice_queue_at below).
      * No allocation per message queued, only per payload. */
     struct sluice_sendbuf *tx_ring;
     size_t tx_cap, tx_first, tx_count;
@@ -143,6 +148,38 @@ struct sluice_conn {
     lws_sorted_usec_list_t defer_sul;
 };
 
+/* ws_queue.c: the send queue. The i-th queued entry, counting from the
+ * oldest; the oldest, NULL when the queue is empty. */
+static inline struct sluice_sendbuf *sluice_queue_at(const sluice_conn *c, size_t i)
+{
+    return &c->tx_ring[(c->tx_first + i) & (c->tx_cap - 1)];
+}
+static inline struct sluice_sendbuf *sluice_queue_head(const sluice_conn *c)
+{
+    return c->tx_count ? sluice_queue_at(c, 0) : NULL;
+}
+void sluice_queue_drop(sluice_conn *c);
+/* The slow-reader policy: drop what is queued, except a frame already
+ * partly written (tx_off): the close frame may only follow a whole one. */
+void sluice_queue_drop_unsent(sluice_conn *c);
+void sluice_queue_pop(sluice_conn *c);
+/* Appends an entry holding p (the caller's reference passes to it). */
+int sluice_queue_push(sluice_conn *c, struct sluice_payload *p, int binary, int compressed);
+/* Server side: frame the queued messages ourselves, packed into out
+ * (SLUICE_WRITE_COALESCE bytes), and hand each full buffer to lws in one
+ * raw write: one send() for many frames. A frame larger than the buffer
+ * goes out in pieces (tx_off). -1: the write failed. */
+int sluice_queue_write_coalesced(sluice_conn *c, unsigned char *out);
+
+/* ws_rate.c: c's buckets set from r (NULL or all 0: no limit). */
+void sluice_rate_reset(sluice_conn *c, const sluice_rate *r);
+/* Takes a message of len bytes from c's buckets: 0 and *wait_s, the
+ * seconds until a deficit is paid back (0: none); or, with the close
+ * policy, nothing taken and which bucket is short. */
+#define SLUICE_RATE_OVER_MESSAGES 1
+#define SLUICE_RATE_OVER_BYTES 2
+int sluice_rate_take(sluice_conn *c, size_t len, double *wait_s);
+
 uint64_t sluice_conn_next_id(void);
 sluice_conn *sluice_conn_alloc(sluice_loop *loop, const sluice_conn_handlers *h,
                                void *ud, int is_client, size_t max_message,
@@ -168,6 +205,8 @@ int sluice_copy_headers(struct lws *wsi, char ***out, size_t *n);
 void sluice_free_headers(char **headers, size_t n);
 /* Query string ("a=1&b=2", "" if none) of the request on wsi. */
 char *sluice_copy_query(struct lws *wsi);
+/* The request's path ("/" if none), malloc'd. */
+char *sluice_copy_path(struct lws *wsi);
 /* The peer's address into buf ("" if unknown; IPv4 unmapped). */
 void sluice_copy_peer(struct lws *wsi, char *buf, size_t len);
 char *sluice_strdup(const char *s);

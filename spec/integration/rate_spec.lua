@@ -1,6 +1,6 @@
--- Per-connection rate limits (app:ws rate = {...}, core/src/ws_conn.c) and
+-- Per-connection rate limits (app:ws rate = {...}, core/src/ws_rate.c) and
 -- the cap on connections per client address (max_connections_per_address,
--- core/src/ws_server.c), against node `ws` clients that exceed them while
+-- core/src/ws_upgrade.c), against node `ws` clients that exceed them while
 -- a polite client on the same gateway keeps getting its acks. The rates
 -- that must not refill during the spec are tiny (0.01 tokens/s), so every
 -- count below is exact whatever the machine's load.

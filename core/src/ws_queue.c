@@ -1,0 +1,141 @@
+/* A connection's send queue (a ring of payload references) and how the
+ * server side writes it: framed here, many frames per write. */
+#include "ws_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* A drained ring larger than this is freed: a burst does not pin memory
+ * on every idle connection it reached. */
+#define RING_KEEP 16
+
+void sluice_queue_drop(sluice_conn *c)
+{
+    for (size_t i = 0; i < c->tx_count; i++)
+        sluice_payload_release(sluice_queue_at(c, i)->p);
+    free(c->tx_ring);
+    c->tx_ring = NULL;
+    c->tx_cap = c->tx_first = c->tx_count = 0;
+    c->queued = 0;
+    c->tx_off = 0;
+}
+
+void sluice_queue_drop_unsent(sluice_conn *c)
+{
+    if (!c->tx_off || !c->tx_count) {
+        sluice_queue_drop(c);
+        return;
+    }
+    for (size_t i = 1; i < c->tx_count; i++)
+        sluice_payload_release(sluice_queue_at(c, i)->p);
+    c->tx_count = 1;
+    c->queued = sluice_queue_head(c)->p->len;
+}
+
+void sluice_queue_pop(sluice_conn *c)
+{
+    struct sluice_sendbuf *b = sluice_queue_head(c);
+    c->queued -= b->p->len;
+    c->tx_off = 0;
+    sluice_payload_release(b->p);
+    c->tx_first = (c->tx_first + 1) & (c->tx_cap - 1);
+    if (--c->tx_count == 0) {
+        c->tx_first = 0;
+        if (c->tx_cap > RING_KEEP) {
+            free(c->tx_ring);
+            c->tx_ring = NULL;
+            c->tx_cap = 0;
+        }
+    }
+}
+
+int sluice_queue_push(sluice_conn *c, sluice_payload *p, int binary, int compressed)
+{
+    if (c->tx_count == c->tx_cap) {
+        size_t cap = c->tx_cap ? 2 * c->tx_cap : 4;
+        struct sluice_sendbuf *ring = malloc(cap * sizeof *ring);
+        if (!ring)
+            return SLUICE_ENOMEM;
+        for (size_t i = 0; i < c->tx_count; i++)
+            ring[i] = *sluice_queue_at(c, i);
+        free(c->tx_ring);
+        c->tx_ring = ring;
+        c->tx_cap = cap;
+        c->tx_first = 0;
+    }
+    struct sluice_sendbuf *b = sluice_queue_at(c, c->tx_count);
+    b->p = p;
+    b->binary = binary;
+    b->compressed = compressed;
+    c->tx_count++;
+    c->queued += p->len;
+    return SLUICE_OK;
+}
+
+/* RFC 6455 header of a final, unmasked (server to client) text or binary
+ * frame into h (10 bytes), RSV1 set for a compressed message (RFC 7692);
+ * returns its length. */
+static size_t frame_header(unsigned char *h, size_t len, int binary, int compressed)
+{
+    h[0] = 0x80 | (compressed ? 0x40 : 0) | (binary ? 0x2 : 0x1);
+    if (len < 126) {
+        h[1] = (unsigned char)len;
+        return 2;
+    }
+    if (len < 65536) {
+        h[1] = 126;
+        h[2] = (unsigned char)(len >> 8);
+        h[3] = (unsigned char)len;
+        return 4;
+    }
+    h[1] = 127;
+    for (int i = 0; i < 8; i++)
+        h[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+    return 10;
+}
+
+/* A write the socket takes only in part is kept by lws (lws_issue_raw's
+ * buflist_out), which then holds back our next writeable callback until it
+ * has sent the rest; we stop there. */
+int sluice_queue_write_coalesced(sluice_conn *c, unsigned char *out)
+{
+    while (sluice_queue_head(c)) {
+        size_t used = 0;
+        struct sluice_sendbuf *b;
+        while ((b = sluice_queue_head(c)) != NULL && used < SLUICE_WRITE_COALESCE) {
+            unsigned char h[10];
+            size_t len = b->p->len;
+            size_t hlen = frame_header(h, len, b->binary, b->compressed);
+            size_t off = c->tx_off, n;
+            if (off < hlen) {
+                n = hlen - off;
+                if (n > SLUICE_WRITE_COALESCE - used)
+                    n = SLUICE_WRITE_COALESCE - used;
+                memcpy(out + used, h + off, n);
+                used += n;
+                off += n;
+            }
+            if (off >= hlen) {
+                n = hlen + len - off;
+                if (n > SLUICE_WRITE_COALESCE - used)
+                    n = SLUICE_WRITE_COALESCE - used;
+                if (n)
+                    memcpy(out + used, b->p->buf + LWS_PRE + (off - hlen), n);
+                used += n;
+                off += n;
+            }
+            if (off < hlen + len) {
+                c->tx_off = off;    /* the buffer is full */
+                break;
+            }
+            sluice_queue_pop(c);
+        }
+        /* LWS_WRITE_RAW on a ws connection goes straight to
+         * lws_issue_raw: no framing, no masking. */
+        if (lws_write(c->wsi, out, used, LWS_WRITE_RAW) < 0)
+            return -1;
+        if (lws_partial_buffered(c->wsi))
+            break;
+    }
+    return 0;
+}
