@@ -29,10 +29,16 @@ else()
       if(NOT variant IN_LIST SLUICE_LUAS)
         continue()
       endif()
+      # The stream-on-Kafka spec (a minute of group joins on the embedded
+      # broker) runs as a test of its own, beside the rest.
       add_test(NAME unit.${variant}
-        COMMAND ${variant} ${BUSTED} -o TAP --pattern=_spec ${CMAKE_SOURCE_DIR}/spec/unit
+        COMMAND ${variant} ${BUSTED} -o TAP --pattern=_spec --exclude-pattern=stream_kafka_spec
+                ${CMAKE_SOURCE_DIR}/spec/unit
         WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
-      set_tests_properties(unit.${variant} PROPERTIES TIMEOUT 180
+      add_test(NAME unit.${variant}.stream_kafka
+        COMMAND ${variant} ${BUSTED} -o TAP ${CMAKE_SOURCE_DIR}/spec/unit/stream_kafka_spec.lua
+        WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+      set_tests_properties(unit.${variant} unit.${variant}.stream_kafka PROPERTIES TIMEOUT 600
         ENVIRONMENT "LUA_PATH=${SLUICE_SPEC_LUA_PATH};LUA_CPATH=${CMAKE_BINARY_DIR}/lua/${variant}/?.so\\;\\;")
     endforeach()
   endif()
@@ -97,7 +103,8 @@ endif()
 if(TEST integration.cluster_faults)
   set_tests_properties(integration.cluster_faults PROPERTIES TIMEOUT 600 COST 1000)
 endif()
-foreach(t unit.lua5.4 unit.luajit unit.lua5.1)
+foreach(t unit.lua5.4 unit.luajit unit.lua5.1 unit.lua5.4.stream_kafka unit.luajit.stream_kafka
+          unit.lua5.1.stream_kafka)
   if(TEST ${t})
     set_tests_properties(${t} PROPERTIES COST 100)
   endif()
@@ -117,12 +124,13 @@ endforeach()
 # Scheduling: ./test.sh runs ctest with several jobs. Most specs spend
 # their time waiting (consumer-group joins on the embedded broker take ~3 s
 # each), so they share the two cores well; the tests below drive real load,
-# measure latency or memory, or compile, and take two job slots each, so
-# no two of them ever run at once.
+# measure latency or memory, run a browser, or compile, and take three of
+# the four job slots each, so no two of them ever run at once and each
+# runs beside at most one light test.
 foreach(t integration.backpressure integration.reload_load integration.stream
           integration.faults integration.faults_more integration.shutdown
-          bench.smoke browser.movies sanitize.core)
+          bench.smoke browser.movies browser.movies_tls sanitize.core)
   if(TEST ${t})
-    set_tests_properties(${t} PROPERTIES PROCESSORS 2)
+    set_tests_properties(${t} PROPERTIES PROCESSORS 3)
   endif()
 endforeach()
