@@ -39,7 +39,8 @@ build = {
         "core/src/kafka_queue.c", "core/src/kafka_producer.c",
         "core/src/kafka_consumer.c", "core/src/kafka_assign.c", "core/src/kafka_read.c", "core/src/kafka_catchup.c", "core/src/broker.c",
         "core/src/fswatch.c", "core/src/schema.c", "core/src/json.c", "core/src/ingest.c",
-        "core/src/http_status.c", "core/src/tls.c", "core/src/jwt.c", "core/src/unix.c",
+        "core/src/http_status.c", "core/src/tls.c", "core/src/jwt.c", "core/src/jwt_keys.c", "core/src/jwt_parse.c",
+        "core/src/unix.c",
         -- bindings
         "bindings/module.c", "bindings/handle.c", "bindings/options.c",
         "bindings/loop.c", "bindings/timer.c",
