@@ -84,8 +84,9 @@ else()
             WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
           set_tests_properties(${test} PROPERTIES TIMEOUT 300
             ENVIRONMENT "LUA_PATH=${SLUICE_SPEC_LUA_PATH};LUA_CPATH=${CMAKE_BINARY_DIR}/lua/lua5.4/?.so\\;\\;;SLUICE_BIN=${CMAKE_BINARY_DIR}/bin/sluice-${gw};SLUICE_ROOT=${CMAKE_SOURCE_DIR};SLUICE_CLIENTS=${CMAKE_SOURCE_DIR}/spec/clients;SLUICE_NODE=${SLUICE_NODE};SLUICE_KCAT=${SLUICE_KCAT};${SLUICE_KAFKA_ENV}")
-          # Specs on Apache Kafka need the shared broker (or its jars).
-          file(STRINGS ${spec} uses_kafka REGEX "[Hh]\\.kafka\\(|[Hh]\\.start_kafka\\(")
+          # Specs on Apache Kafka need the shared broker (or its jars: a
+          # cluster of its own fetching them at the same time would race).
+          file(STRINGS ${spec} uses_kafka REGEX "[Hh]\\.(start_)?kafka *[({]")
           if(uses_kafka)
             set_tests_properties(${test} PROPERTIES FIXTURES_REQUIRED kafka)
           endif()
