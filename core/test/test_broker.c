@@ -9,28 +9,18 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "kafka_support.h"
 #include "sluice/broker.h"
 #include "sluice/kafka.h"
 
 static int info_lines_in_memory;
 
-static void test_log(void *ud, int level, const char *msg) {
+static void broker_test_log(void *ud, int level, const char *msg) {
     (void)ud;
     if (level == SLUICE_LOG_INFO && strstr(msg, "in-memory")) info_lines_in_memory++;
     if (level <= SLUICE_LOG_WARN) fprintf(stderr, "log %d: %s\n", level, msg);
 }
 
-/* A port nobody listens on right now. */
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in addr = { .sin_family = AF_INET };
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    bind(fd, (struct sockaddr *)&addr, sizeof addr);
-    getsockname(fd, (struct sockaddr *)&addr, &len);
-    close(fd);
-    return ntohs(addr.sin_port);
-}
 
 static int port_bindable(int port) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -93,7 +83,7 @@ static void test_ports(sluice_loop *loop) {
     sluice_broker_free(b);
 
     /* A chosen port is reported as is, held, and released by free. */
-    int port = free_port();
+    int port = unused_port();
     cfg.port = port;
     b = NULL;
     CHECK_EQ_INT(sluice_broker_new(loop, &cfg, &b, err, sizeof err), 0);
@@ -182,7 +172,7 @@ static void test_clients(sluice_loop *loop) {
 int main(void) {
     sluice_loop *loop = NULL;
     char err[256];
-    sluice_loop_config lcfg = { .log = test_log, .log_level = SLUICE_LOG_INFO };
+    sluice_loop_config lcfg = { .log = broker_test_log, .log_level = SLUICE_LOG_INFO };
     if (sluice_loop_new(&lcfg, &loop, err, sizeof err) != 0) {
         fprintf(stderr, "loop: %s\n", err);
         return 1;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "kafka_support.h"
 #include "sluice/broker.h"
 #include "sluice/kafka.h"
 #include "../src/kafka_internal.h"
@@ -22,17 +23,8 @@
 static sluice_loop *loop;
 static const char *bootstrap;
 
-static void test_log(void *ud, int level, const char *msg) {
-    (void)ud;
-    if (level <= SLUICE_LOG_WARN) fprintf(stderr, "log %d: %s\n", level, msg);
-}
 
-/* Services the loop until *counter reaches want or timeout_ms passes. */
-static void pump_until(const int *counter, int want, int timeout_ms) {
-    uint64_t deadline = sluice_now_ms() + (uint64_t)timeout_ms;
-    while (*counter < want && sluice_now_ms() < deadline)
-        sluice_loop_run_once(loop, 50);
-}
+static void pump_until(const int *counter, int want, int timeout_ms) { pump_loop_until(loop, counter, want, timeout_ms); }
 
 static void pump_for(int ms) {
     uint64_t deadline = sluice_now_ms() + (uint64_t)ms;
@@ -40,16 +32,6 @@ static void pump_for(int ms) {
         sluice_loop_run_once(loop, (int)(deadline - sluice_now_ms()) + 1);
 }
 
-static int closed_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in addr = { .sin_family = AF_INET };
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    bind(fd, (struct sockaddr *)&addr, sizeof addr);
-    getsockname(fd, (struct sockaddr *)&addr, &len);
-    close(fd);
-    return ntohs(addr.sin_port);
-}
 
 /* ---- producing ---------------------------------------------------------- */
 
@@ -568,7 +550,7 @@ static void on_delivery_send_again(void *ud, void *msg_opaque, const sluice_deli
 static void test_no_send_from_purged_report(void) {
     static sluice_producer *p;
     char err[256] = "", dead[64];
-    snprintf(dead, sizeof dead, "127.0.0.1:%d", closed_port());
+    snprintf(dead, sizeof dead, "127.0.0.1:%d", unused_port());
     const char *props[] = { "bootstrap.servers", dead, NULL };
     sluice_producer_config cfg = { .props = props, .on_delivery = on_delivery_send_again, .ud = &p };
     CHECK_EQ_INT(sluice_producer_new(loop, &cfg, &p, err, sizeof err), 0);
@@ -603,7 +585,7 @@ static void test_conf_get(void) {
 
 static void test_unreachable(void) {
     char err[256] = "", dead[64];
-    snprintf(dead, sizeof dead, "127.0.0.1:%d", closed_port());
+    snprintf(dead, sizeof dead, "127.0.0.1:%d", unused_port());
 
     /* Timed out: reported through the loop with librdkafka's name. */
     static produce_state s;
@@ -675,18 +657,8 @@ static void test_idle_keeps_membership(void) {
 }
 
 int main(void) {
-    char err[256];
-    sluice_loop_config lcfg = { .log = test_log, .log_level = SLUICE_LOG_WARN };
-    if (sluice_loop_new(&lcfg, &loop, err, sizeof err) != 0) {
-        fprintf(stderr, "loop: %s\n", err);
-        return 1;
-    }
     sluice_broker *broker = NULL;
-    sluice_broker_config bcfg = { 0, 0, 0 };
-    if (sluice_broker_new(loop, &bcfg, &broker, err, sizeof err) != 0) {
-        fprintf(stderr, "broker: %s\n", err);
-        return 1;
-    }
+    if (start_loop_and_broker(&loop, &broker)) return 1;
     bootstrap = sluice_broker_bootstrap(broker);
 
     static produce_state produced;

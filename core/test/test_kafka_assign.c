@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "kafka_support.h"
 #include "sluice/broker.h"
 #include "sluice/kafka.h"
 #include <librdkafka/rdkafka.h>
@@ -23,16 +24,8 @@ static sluice_broker *broker;
 static const char *bootstrap;
 static sluice_producer *producer;
 
-static void test_log(void *ud, int level, const char *msg) {
-    (void)ud;
-    if (level <= SLUICE_LOG_WARN) fprintf(stderr, "log %d: %s\n", level, msg);
-}
 
-static void pump_until(const int *counter, int want, int timeout_ms) {
-    uint64_t deadline = sluice_now_ms() + (uint64_t)timeout_ms;
-    while (*counter < want && sluice_now_ms() < deadline)
-        sluice_loop_run_once(loop, 50);
-}
+static void pump_until(const int *counter, int want, int timeout_ms) { pump_loop_until(loop, counter, want, timeout_ms); }
 
 static int delivered;
 static void on_delivery(void *ud, void *opaque, const sluice_delivery *d) {
@@ -210,16 +203,7 @@ static void test_refused(void) {
 
 int main(void) {
     char err[256];
-    sluice_loop_config lcfg = { .log = test_log, .log_level = SLUICE_LOG_WARN };
-    if (sluice_loop_new(&lcfg, &loop, err, sizeof err) != 0) {
-        fprintf(stderr, "loop: %s\n", err);
-        return 1;
-    }
-    sluice_broker_config bcfg = { 0, 0, 0 };
-    if (sluice_broker_new(loop, &bcfg, &broker, err, sizeof err) != 0) {
-        fprintf(stderr, "broker: %s\n", err);
-        return 1;
-    }
+    if (start_loop_and_broker(&loop, &broker)) return 1;
     bootstrap = sluice_broker_bootstrap(broker);
     const char *props[] = { "bootstrap.servers", bootstrap, NULL };
     sluice_producer_config pcfg = { .props = props, .on_delivery = on_delivery };
