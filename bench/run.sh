@@ -19,7 +19,8 @@
 #             (default: all of them); sluice-luajit-w2 and sluice-lua5.4-w2
 #             run the gateway with --workers 2
 # --base DIR  a build tree of another commit (its source tree beside it):
-#             its gateways join as base-luajit and base-lua5.4, so that a
+#             its gateways join as base-luajit and base-lua5.4 (and
+#             base-luajit-lua, base-lua5.4-lua: its plain Lua route), so that a
 #             change is measured against its base in the same run, e.g.
 #             --only ingest --impls sluice-luajit,base-luajit --base DIR
 set -euo pipefail
@@ -42,7 +43,7 @@ while [ $# -gt 0 ]; do
     --only) ONLY=$2; shift ;;
     --impls) IMPLS=${2//,/ }; shift ;;
     --base) BASE=$(cd "$2" && pwd); shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/{/^set/!p}' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -161,11 +162,14 @@ start_impl() {
       SERVER_CMD="SLUICE_BENCH_ROUTE=$kind $BUILD/bin/$bin run bench/apps/routes.lua --listen $PORT --kafka $KAFKA --log-level warn"
       (cd "$ROOT" && export SLUICE_BENCH_ROUTE=$kind SLUICE_BENCH_ECHO=0 && exec $BUILD/bin/$bin run bench/apps/routes.lua \
          --listen "$PORT" --kafka "$KAFKA" --log-level warn) >>"$log" 2>&1 & ;;
-    base-luajit|base-lua5.4)
+    base-luajit|base-lua5.4|base-luajit-lua|base-lua5.4-lua)
+      # -lua: the base's bench/apps/routes.lua with the plain Lua route
       [ -n "$BASE" ] || { echo "run.sh: $impl needs --base DIR" >&2; exit 2; }
       local src; src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$BASE/CMakeCache.txt")
-      SERVER_CMD="$BASE/bin/sluice-${impl#base-} run bench/apps/movies.lua --listen $PORT --kafka $KAFKA --log-level warn"
-      (cd "$src" && export SLUICE_BENCH_ECHO=0 SLUICE_BENCH_PROCESSING=0 && exec $SERVER_CMD) >>"$log" 2>&1 & ;;
+      local bin=${impl#base-} app=movies
+      [ "${bin%-lua}" != "$bin" ] && { bin=${bin%-lua}; app=routes; }
+      SERVER_CMD="$BASE/bin/sluice-$bin run bench/apps/$app.lua --listen $PORT --kafka $KAFKA --log-level warn"
+      (cd "$src" && export SLUICE_BENCH_ECHO=0 SLUICE_BENCH_PROCESSING=0 SLUICE_BENCH_ROUTE=lua && exec $SERVER_CMD) >>"$log" 2>&1 & ;;
     c-ingest)
       SERVER_CMD="$B/sluice-cingest --listen $PORT --kafka $KAFKA"
       (exec $SERVER_CMD) >>"$log" 2>&1 & ;;
@@ -304,6 +308,8 @@ if want fanout; then
   $B/sluice-kprod --kafka "$KAFKA" --topic movie-stats --rows "$CATCHUP_RECORDS" >/dev/null 2>>"$(logfile kprod)"
   for rep in $(seq 1 "$REPEAT"); do
     for impl in ${IMPLS:-$SLUICES}; do
+      # only the movies app serves /stats
+      case "$impl" in *-lua|*-transform|c-ingest|node-*) continue ;; esac
       note "fanout: $impl, rep $rep"
       start_impl "$impl"
       wait_assigned 4
