@@ -220,6 +220,13 @@ typedef struct sluice_lua_route {
     sluice_lua_handle *producer;     /* anchored by producer_ref */
     int producer_ref, transform_ref; /* LUA_NOREF: none */
     int busy;                        /* a message is being run through it */
+    /* A console's tap on the route (server:tap): fn(conn, text, n) for at
+     * most 1 in tap_every of the messages it takes and tap_rate a second,
+     * n counting the ones passed over since; declaring keeps it. */
+    int tap_ref;
+    unsigned tap_every, tap_rate, tap_window_count;
+    unsigned long tap_seen, tap_passed;
+    uint64_t tap_window_ms;
     int orphan;                      /* its server was collected meanwhile: freed when done */
     sluice_ingest_batch batch;
     char path[];
