@@ -8,6 +8,7 @@
 #include <librdkafka/rdkafka.h>
 #include "sluice/loop.h"
 #include "sluice/kafka.h"
+#include "format_internal.h"
 
 /* Events drained per wake-up before the loop gets to serve others. */
 #define SLUICE_KQ_BUDGET 1000
@@ -28,6 +29,16 @@ typedef struct sluice_kq {
 int sluice_kq_open(sluice_kq *kq, sluice_loop *loop, rd_kafka_queue_t *queue,
                    int (*serve)(void *ud, int budget), void *ud,
                    char *err, size_t errlen);
+/* rd_kafka_new for a handle the loop serves through kq: librdkafka's
+ * log lines and events come on its main queue (a consumer's on its
+ * consumer queue, made the main one), which kq watches; kq->queue is
+ * that queue, for the owner to destroy. ud, which serve gets, is also
+ * the handle's opaque (it starts with kq). conf is consumed either way.
+ * NULL: *rc is the code and err says why. */
+rd_kafka_t *sluice_kafka_open(rd_kafka_type_t type, rd_kafka_conf_t *conf,
+                              sluice_kq *kq, sluice_loop *loop,
+                              int (*serve)(void *ud, int budget), void *ud,
+                              int *rc, char *err, size_t errlen);
 /* Make the loop call serve again soon (e.g. when a budget ran out). */
 void sluice_kq_kick(sluice_kq *kq);
 /* Stops the wake-ups and the watch; does not destroy the queue. */
@@ -48,9 +59,6 @@ const char *sluice_kafka_err_name(rd_kafka_resp_err_t e);
  * struct starts with one. */
 int sluice_kafka_conf_log(rd_kafka_conf_t *conf, char *err, size_t errlen);
 void sluice_kafka_log_to_main_queue(rd_kafka_t *rk);
-/* Copies src into dst[dstlen] (always terminated). */
-void sluice_kafka_errf(char *dst, size_t dstlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 
 /* Assign mode of the consumer (kafka_assign.c): a thread finds the topics'
  * partitions and their start offsets (blocking requests, off the loop

@@ -171,7 +171,7 @@ static int conf_default(rd_kafka_conf_t *conf, const sluice_producer_config *cfg
     if (sluice_kafka_prop(cfg->props, name) || (alias && sluice_kafka_prop(cfg->props, alias)))
         return 0;
     if (rd_kafka_conf_set(conf, name, value, why, sizeof why) != RD_KAFKA_CONF_OK) {
-        sluice_kafka_errf(err, errlen, "%s", why);
+        sluice_errf(err, errlen, "%s", why);
         return SLUICE_EINVAL;
     }
     return 0;
@@ -196,10 +196,9 @@ static int producer_conf(const sluice_producer_config *cfg, rd_kafka_conf_t *con
 
 int sluice_producer_new(sluice_loop *loop, const sluice_producer_config *cfg,
                         sluice_producer **out, char *err, size_t errlen) {
-    char why[512];
     *out = NULL;
     if (!loop || !cfg) {
-        sluice_kafka_errf(err, errlen, "producer: loop and config are required");
+        sluice_errf(err, errlen, "producer: loop and config are required");
         return SLUICE_EINVAL;
     }
     sluice_producer *p = calloc(1, sizeof *p);
@@ -208,8 +207,6 @@ int sluice_producer_new(sluice_loop *loop, const sluice_producer_config *cfg,
     p->high_water = cfg->high_water ? cfg->high_water : 100000;
     p->low_water = cfg->high_water || cfg->low_water ? cfg->low_water : 50000;
     if (p->low_water > p->high_water) p->low_water = p->high_water;
-    p->kq.loop = loop;
-    p->kq.efd = -1;
 
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     int rc = producer_conf(cfg, conf, err, errlen);
@@ -218,26 +215,16 @@ int sluice_producer_new(sluice_loop *loop, const sluice_producer_config *cfg,
         free(p);
         return rc;
     }
-    rd_kafka_conf_set_opaque(conf, p);
     rd_kafka_conf_set_dr_msg_cb(conf, producer_dr_cb);
     rd_kafka_conf_set_error_cb(conf, producer_error_cb);
     rd_kafka_conf_set_stats_cb(conf, producer_stats_cb);
-    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
-    if (!p->rk) {   /* conf is still ours on failure */
-        rd_kafka_conf_destroy(conf);
-        sluice_kafka_errf(err, errlen, "%s", why);
-        free(p);
-        return SLUICE_EKAFKA;
-    }
-    sluice_kafka_log_to_main_queue(p->rk);
-    p->main_queue = rd_kafka_queue_get_main(p->rk);
-    rc = sluice_kq_open(&p->kq, loop, p->main_queue, producer_serve, p, err, errlen);
-    if (rc) {
-        rd_kafka_queue_destroy(p->main_queue);
-        rd_kafka_destroy(p->rk);
+    p->rk = sluice_kafka_open(RD_KAFKA_PRODUCER, conf, &p->kq, loop, producer_serve, p,
+                              &rc, err, errlen);
+    if (!p->rk) {
         free(p);
         return rc;
     }
+    p->main_queue = p->kq.queue;
     *out = p;
     return 0;
 }
@@ -245,11 +232,11 @@ int sluice_producer_new(sluice_loop *loop, const sluice_producer_config *cfg,
 int sluice_producer_send(sluice_producer *p, const sluice_message *m,
                          void *msg_opaque, char *err, size_t errlen) {
     if (!p || !m || !m->topic) {
-        sluice_kafka_errf(err, errlen, "send: producer, message and topic are required");
+        sluice_errf(err, errlen, "send: producer, message and topic are required");
         return SLUICE_EINVAL;
     }
     if (p->free_pending) {
-        sluice_kafka_errf(err, errlen, "producer is closed");
+        sluice_errf(err, errlen, "producer is closed");
         return SLUICE_ECLOSED;
     }
     rd_kafka_headers_t *headers = NULL;
@@ -276,7 +263,7 @@ int sluice_producer_send(sluice_producer *p, const sluice_message *m,
         /* Headers are only adopted on success. */
         if (headers) rd_kafka_headers_destroy(headers);
         if (t) count_error(t, sluice_kafka_err_name(e), 1);
-        sluice_kafka_errf(err, errlen, "%s: %s", sluice_kafka_err_name(e), rd_kafka_err2str(e));
+        sluice_errf(err, errlen, "%s: %s", sluice_kafka_err_name(e), rd_kafka_err2str(e));
         return e == RD_KAFKA_RESP_ERR__QUEUE_FULL ? SLUICE_EFULL : SLUICE_EKAFKA;
     }
     if (t) t->c.sent++;
@@ -302,15 +289,15 @@ int sluice_producer_conf_get(const sluice_producer *p, const char *name,
                              char *buf, size_t size, char *err, size_t errlen) {
     size_t len = size;
     if (!p || !name || !buf || !size) {
-        sluice_kafka_errf(err, errlen, "conf_get: producer, name and buffer are required");
+        sluice_errf(err, errlen, "conf_get: producer, name and buffer are required");
         return SLUICE_EINVAL;
     }
     if (rd_kafka_conf_get(rd_kafka_conf(p->rk), name, buf, &len) != RD_KAFKA_CONF_OK) {
-        sluice_kafka_errf(err, errlen, "no such Kafka property: %s", name);
+        sluice_errf(err, errlen, "no such Kafka property: %s", name);
         return SLUICE_EINVAL;
     }
     if (len > size) {
-        sluice_kafka_errf(err, errlen, "%s: value longer than %zu bytes", name, size - 1);
+        sluice_errf(err, errlen, "%s: value longer than %zu bytes", name, size - 1);
         return SLUICE_ETOOBIG;
     }
     return 0;

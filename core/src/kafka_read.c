@@ -35,7 +35,7 @@ int sluice_kafka_read_partitions(const char *const *props, const char *topic,
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
     if (!rk) {
         rd_kafka_conf_destroy(conf);
-        sluice_kafka_errf(err, errlen, "%s", why);
+        sluice_errf(err, errlen, "%s", why);
         return SLUICE_EKAFKA;
     }
     rd_kafka_poll_set_consumer(rk);
@@ -52,7 +52,7 @@ int sluice_kafka_read_partitions(const char *const *props, const char *topic,
             e == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC)
             continue;   /* never written: empty */
         if (e) {
-            sluice_kafka_errf(err, errlen, "%s [%d]: watermarks: %s", topic, (int)partitions[i],
+            sluice_errf(err, errlen, "%s [%d]: watermarks: %s", topic, (int)partitions[i],
                               rd_kafka_err2str(e));
             rc = SLUICE_EKAFKA;
             break;
@@ -65,14 +65,14 @@ int sluice_kafka_read_partitions(const char *const *props, const char *topic,
     if (!rc && pending) {
         rd_kafka_resp_err_t e = rd_kafka_assign(rk, list);
         if (e) {
-            sluice_kafka_errf(err, errlen, "assign: %s", rd_kafka_err2str(e));
+            sluice_errf(err, errlen, "assign: %s", rd_kafka_err2str(e));
             rc = SLUICE_EKAFKA;
         }
     }
     while (!rc && pending) {
         uint64_t now = sluice_now_ms();
         if (now >= deadline) {
-            sluice_kafka_errf(err, errlen, "%s: timed out reading to the end (%zu partitions left)",
+            sluice_errf(err, errlen, "%s: timed out reading to the end (%zu partitions left)",
                               topic, pending);
             rc = SLUICE_EKAFKA;
             break;
@@ -86,7 +86,7 @@ int sluice_kafka_read_partitions(const char *const *props, const char *topic,
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             reached = m->offset;   /* the next offset: the end */
         } else if (m->err) {
-            sluice_kafka_errf(err, errlen, "%s: %s", topic, rd_kafka_message_errstr(m));
+            sluice_errf(err, errlen, "%s: %s", topic, rd_kafka_message_errstr(m));
             rc = SLUICE_EKAFKA;
         } else if (idx >= 0 && m->offset < high[idx]) {
             rd_kafka_timestamp_type_t tstype;

@@ -43,9 +43,7 @@ int sluice_unix_callback(struct lws *wsi, enum lws_callback_reasons reason,
 /* Name of the client protocol on the internal vhost. */
 #define SLUICE_CLIENT_PROTOCOL "sluice-client"
 
-/* printf into an error buffer (err may be NULL). */
-void sluice_errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+#include "format_internal.h"
 
 /* Run cb on the loop thread as soon as possible, outside any lws callback
  * of a connection (from lws_service's timer processing). */

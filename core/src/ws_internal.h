@@ -209,6 +209,11 @@ char *sluice_copy_query(struct lws *wsi);
 char *sluice_copy_path(struct lws *wsi);
 /* The peer's address into buf ("" if unknown; IPv4 unmapped). */
 void sluice_copy_peer(struct lws *wsi, char *buf, size_t len);
+/* The query, peer and headers of the request on wsi, copied into the
+ * caller's fields; -1 when out of memory (what was copied is the caller's
+ * to free). */
+int sluice_copy_request(struct lws *wsi, char **query, char *peer, size_t peerlen,
+                        char ***headers, size_t *nheaders);
 char *sluice_strdup(const char *s);
 /* Any request header by name (case-insensitive; custom ones included):
  * malloc'd, or NULL if absent. */

@@ -68,9 +68,8 @@ static int on_established(sluice_server *s, struct wsi_slot *slot)
     c->deflate_bits = sluice_conn_deflate_bits(wsi);
     sluice_conn_limit_unsent(c, 1);
     c->path = sluice_copy_path(wsi);
-    c->query = sluice_copy_query(wsi);
-    sluice_copy_peer(wsi, c->peer, sizeof c->peer);
-    if (!c->path || !c->query || sluice_copy_headers(wsi, &c->headers, &c->nheaders)) {
+    if (!c->path || sluice_copy_request(wsi, &c->query, c->peer, sizeof c->peer,
+                                        &c->headers, &c->nheaders)) {
         sluice_conn_destroy(c);
         return -1;
     }

@@ -91,9 +91,8 @@ static int upgrade_decide(sluice_server *s, struct wsi_slot *slot, const char *p
     u.id = sluice_conn_next_id();
     int status = 0;
     if (s->h.ws_upgrade) {
-        u.query = sluice_copy_query(slot->wsi);
-        sluice_copy_peer(slot->wsi, u.peer, sizeof u.peer);
-        if (!u.query || sluice_copy_headers(slot->wsi, &u.headers, &u.nheaders)) {
+        if (sluice_copy_request(slot->wsi, &u.query, u.peer, sizeof u.peer,
+                                &u.headers, &u.nheaders)) {
             upgrade_clear(&u);
             return -1;
         }
