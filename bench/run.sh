@@ -288,6 +288,9 @@ if want ingest; then
       impls="sluice-luajit sluice-lua5.4 sluice-luajit-transform sluice-lua5.4-transform sluice-luajit-lua sluice-lua5.4-lua c-ingest node-careful node-naive"
       # The whole movies app, stream processing included, for information.
       [ "$conns" = 10 ] && [ "$SMOKE" = 0 ] && impls="$impls sluice-luajit-processing"
+      # --smoke: each way of starting a server once (the movies app, both
+      # kinds of routes.lua, the C path, a Node peer)
+      [ "$SMOKE" = 1 ] && impls="sluice-lua5.4 sluice-luajit-transform sluice-lua5.4-lua c-ingest node-careful"
       [ -n "$IMPLS" ] && impls=$IMPLS
       for impl in $impls; do
         note "$scen: $impl, rep $rep"

@@ -130,8 +130,13 @@ endforeach()
 # runs beside at most one light test.
 foreach(t integration.backpressure integration.reload_load integration.stream
           integration.faults integration.faults_more integration.shutdown
-          bench.smoke browser.movies browser.movies_tls sanitize.core)
+          browser.movies browser.movies_tls sanitize.core)
   if(TEST ${t})
     set_tests_properties(${t} PROPERTIES PROCESSORS 3)
   endif()
 endforeach()
+# The benchmarks' smoke run mostly starts and stops servers (tiny loads, 2 s
+# of overload): two slots.
+if(TEST bench.smoke)
+  set_tests_properties(bench.smoke PROPERTIES PROCESSORS 2)
+endif()
