@@ -201,6 +201,12 @@ void sluice_timer_stop(sluice_timer *t)
     lws_sul_cancel(&t->sul);
 }
 
+int sluice_timer_armed(const sluice_timer *t)
+{
+    /* lws keeps a scheduled sul in its list, and takes it out to fire it. */
+    return t && t->sul.list.owner != NULL;
+}
+
 void sluice_timer_free(sluice_timer *t)
 {
     if (!t)
