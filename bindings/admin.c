@@ -139,6 +139,10 @@ static void answer(const sluice_admin_result *r, struct pending *pd, enum answer
         if (kind == DESCRIBE) {
             push_brokers(L, r);
             lua_setfield(L, -2, "brokers");
+            if (r->cluster_id) {
+                lua_pushstring(L, r->cluster_id);
+                lua_setfield(L, -2, "cluster_id");
+            }
         }
     } else if (kind == CONFIGS) {
         push_configs(L, r);
@@ -271,7 +275,8 @@ static int admin_delete_topics(lua_State *L)
 }
 
 /* admin:describe_topics({ name, ... } | nil, timeout_ms, cb) → true | nil, err, code
- * cb({ { name, partitions = {...} | error, code }, ..., brokers = { { id, host, port } } }) */
+ * cb({ { name, partitions = {...} | error, code }, ..., brokers = { { id, host, port } },
+ *      cluster_id = id }) */
 static int admin_describe_topics(lua_State *L)
 {
     lua_admin *a = sluice_lua_handle_check(L, 1, &sluice_lua_admin_type);

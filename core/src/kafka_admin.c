@@ -31,6 +31,7 @@ struct admin_req {
     int timeout_ms;
     const struct rd_kafka_metadata *md;
     rd_kafka_resp_err_t md_err;
+    char *cluster_id;                /* rd_kafka_mem_free */
 };
 
 struct sluice_admin {
@@ -77,6 +78,7 @@ static void req_free(sluice_admin *a, struct admin_req *r) {
     for (size_t i = 0; i < r->ntopics; i++) free(r->topics[i]);
     free(r->topics);
     if (r->md) rd_kafka_metadata_destroy(r->md);
+    if (r->cluster_id) rd_kafka_mem_free(NULL, r->cluster_id);
     free(r);
 }
 
@@ -221,6 +223,7 @@ static void *describe_main(void *ud) {
         /* Every topic (asking for named ones may create them on a broker
          * that auto-creates topics); the loop thread picks the named ones. */
         r->md_err = rd_kafka_metadata(a->rk, 1, NULL, &r->md, r->timeout_ms);
+        if (!r->md_err) r->cluster_id = rd_kafka_clusterid(a->rk, 0);   /* known from that answer */
         pthread_mutex_lock(&a->mu);
         r->job_next = a->answers;
         a->answers = r;
@@ -282,7 +285,7 @@ static void describe_answer(sluice_admin *a, struct admin_req *r) {
         for (int i = 0; i < md->broker_cnt; i++)
             brokers[i] = (sluice_admin_broker){ md->brokers[i].id, md->brokers[i].host, md->brokers[i].port };
         sluice_admin_result res = { .topics = topics, .ntopics = nt, .brokers = brokers,
-                                    .nbrokers = (size_t)md->broker_cnt };
+                                    .nbrokers = (size_t)md->broker_cnt, .cluster_id = r->cluster_id };
         req_done(a, r, &res);
     }
     free(topics);

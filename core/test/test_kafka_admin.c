@@ -18,6 +18,7 @@ struct seen {
     char error_name[64];
     int ntopics, npartitions, nbrokers, topic_error;
     int32_t leader, replica0;
+    char cluster_id[64];
     int order[8], norder;
     sluice_admin *free_me;     /* freed from inside its callback */
 };
@@ -29,6 +30,7 @@ static void on_answer(void *ud, const sluice_admin_result *r) {
     snprintf(s->error_name, sizeof s->error_name, "%s", r->error ? r->error_name : "");
     if (r->error) return;
     s->ntopics = (int)r->ntopics;
+    snprintf(s->cluster_id, sizeof s->cluster_id, "%s", r->cluster_id ? r->cluster_id : "");
     s->nbrokers = (int)r->nbrokers;
     if (r->ntopics) {
         s->topic_error = r->topics[0].error;
@@ -86,6 +88,7 @@ int main(void) {
     CHECK_EQ_INT(s.nbrokers, 1);
     CHECK_EQ_INT(s.leader, 1);
     CHECK_EQ_INT(s.replica0, 1);
+    CHECK(strncmp(s.cluster_id, "mockCluster", 11) == 0);
     CHECK_EQ_INT(sluice_admin_pending(a), 0);
 
     memset(&s, 0, sizeof s);

@@ -260,7 +260,7 @@ local function topic_info(t)
 end
 
 -- admin:describe_topics([names] [, { timeout }] [, cb]) →
--- { [name] = info | { name, error, code } }, brokers | nil, err, code.
+-- { [name] = info | { name, error, code } }, brokers, cluster_id | nil, err, code.
 -- names nil: every topic.
 function Admin:describe_topics(names, opts, cb)
   if type(opts) == "function" and cb == nil then opts, cb = nil, opts end
@@ -278,7 +278,7 @@ function Admin:describe_topics(names, opts, cb)
     if not list then return fail(err, code) end
     local out = {}
     for _, t in ipairs(list) do out[t.name] = topic_info(t) end
-    return out, list.brokers
+    return out, list.brokers, list.cluster_id
   end)
 end
 

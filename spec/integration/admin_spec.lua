@@ -5,19 +5,9 @@
 -- cause answered nil, "CODE: message", "CODE".
 local H = require "integration.helper"
 local sluice = require "sluice"
-local json = H.json
 
-local PYTHON = os.getenv "SLUICE_PYTHON" or "python3"
-
--- kafka-python's view of topics (spec/clients/kafka_admin.py).
-local function py_describe(kafka, ...)
-  local args = {}
-  for _, t in ipairs { ... } do args[#args + 1] = "--topic " .. H.q(t) end
-  local code, out, err = H.run(("%s %s --brokers %s %s"):format(H.q(PYTHON),
-    H.q(H.clients .. "/kafka_admin.py"), H.q(kafka), table.concat(args, " ")))
-  assert(code == 0, "kafka_admin.py failed: " .. tostring(err))
-  return json.decode(H.lines(out)[#H.lines(out)])
-end
+-- kafka-python's view of topics.
+local function py_describe(kafka, ...) return H.describe_topics(kafka, { ... }) end
 
 -- The partition count kcat's metadata listing shows, or nil.
 local function kcat_partitions(kafka, topic)

@@ -323,12 +323,14 @@ typedef struct sluice_admin_config_entry {
 
 /* Valid during the callback only. error: the request failed as a whole
  * (nothing else is set); else per-topic outcomes (create, delete,
- * describe: in the order asked), brokers (describe), configs (describe
- * and alter configs). */
+ * describe: in the order asked), brokers and the cluster's id (describe;
+ * librdkafka's mock cluster, the embedded broker, has an id starting
+ * "mockCluster"), configs (describe and alter configs). */
 typedef struct sluice_admin_result {
     int error; const char *error_name, *error_text;
     const sluice_admin_topic *topics; size_t ntopics;
     const sluice_admin_broker *brokers; size_t nbrokers;
+    const char *cluster_id;   /* NULL: unknown */
     const sluice_admin_config_entry *configs; size_t nconfigs;
 } sluice_admin_result;
 typedef void (*sluice_admin_cb)(void *ud, const sluice_admin_result *r);
