@@ -1,9 +1,11 @@
 -- sluice.stream's internal topics on Apache Kafka (the suite's shared
 -- broker): a gateway creates its changelog (compacted) and repartition
 -- topics itself with the source topic's partition count, as kafka-python's
--- admin client and kcat see them, and refuses to start a stream over an
--- existing one with the wrong partition count or cleanup policy.
+-- admin client and kcat see them, the broker compacts the changelog, and
+-- it refuses to start a stream over an existing one with the wrong
+-- partition count or cleanup policy.
 local H = require "integration.helper"
+local sluice = require "sluice"
 
 -- Clicks (page names) counted per page, through a repartition (key_by).
 local APP = [[
@@ -74,6 +76,45 @@ describe("sluice.stream creates its internal topics on Apache Kafka", function()
     -- the changelog holds the counts (read back by kcat)
     local entries = H.kcat_consume(kafka, t.changelog, 2, 30)
     assert.is_true(#entries >= 2)
+  end)
+
+  -- The broker's log cleaner looks for work every 15 s (Kafka's
+  -- log.cleaner.backoff.ms): this waits for one pass, up to 60 s.
+  it("its changelog is compacted by the broker: one record per key is left", function()
+    local t = start()
+    assert(H.wait_for(30, function() return gw:stderr():find("internal topics ready", 1, true) end, 0.2),
+      gw:stderr())
+    -- small segments, cleaned at once (cleanup.policy=compact is kept)
+    local admin = assert(sluice.admin { kafka = { ["bootstrap.servers"] = kafka } })
+    finally(function() admin:close() end)
+    assert.is_true(admin:alter_configs(t.changelog, { ["segment.ms"] = 100, ["min.cleanable.dirty.ratio"] = "0.01" }))
+    assert.equal("compact", admin:describe_configs(t.changelog)["cleanup.policy"].value)
+    -- six counts of "home", each in an epoch (and a changelog record) of its own
+    for i = 1, 6 do
+      assert(H.kcat_produce(kafka, t.src, "home"))
+      assert(H.wait_for(20, function()
+        local last
+        for _, r in ipairs(H.kcat_consume(kafka, t.out, i, 5)) do if r.key == "home" then last = r.value end end
+        return last == tostring(i)
+      end, 0.2), "count " .. i .. " not out")
+    end
+    local function homes()
+      local n, last = 0, nil
+      for _, r in ipairs(H.kcat_consume(kafka, t.changelog, 1, 5)) do
+        if r.key == "home" then n, last = n + 1, r.value end
+      end
+      return n, last
+    end
+    -- (six changelog records of home were written: without compaction all
+    -- six stay; the cleaner may already be at work, so none is counted here)
+    H.sleep(0.2)
+    assert(H.kcat_produce(kafka, t.src, "cart"))   -- a record in a new segment: the old ones can be cleaned
+    local n, last
+    assert(H.wait_for(60, function()
+      n, last = homes()
+      return n == 1
+    end, 2), "the changelog was not compacted: " .. tostring(n) .. " records of home")
+    assert.equal('{"v":6}', last)   -- the latest count
   end)
 
   it("an existing changelog with another partition count: the stream does not start, and says why", function()
