@@ -1,7 +1,8 @@
 -- sluice.admin's argument checking (misuse raises at the caller's line,
 -- naming the argument) and its requests on the embedded broker, whose
--- metadata it describes (creating topics there is the broker's own API:
--- the mock has no CreateTopics). Apache Kafka: spec/integration/admin_spec.lua.
+-- metadata it describes (topics are created there with the broker's own
+-- API: the mock answers no CreateTopics). Apache Kafka:
+-- spec/integration/admin_spec.lua.
 local sluice = require "sluice"
 local support = require "unit.support"
 
@@ -106,6 +107,29 @@ describe("sluice.admin on the embedded broker", function()
     assert.is_nil(ok)
     assert.equal("UNKNOWN_TOPIC_OR_PART", code)
     assert.equal("UNKNOWN_TOPIC_OR_PART: Broker: Unknown topic or partition", err)
+  end)
+
+  it("creates topics with the broker's own API; refuses at once what the mock cannot do", function()
+    assert.equal("created", admin:create_topic("unit-admin-new", { partitions = 2 }))
+    assert.equal(2, #assert(admin:describe_topic("unit-admin-new")).partitions)
+    local ok, err, code = admin:create_topic("unit-admin-new")
+    assert.is_nil(ok)
+    assert.equal("TOPIC_ALREADY_EXISTS", code)
+    assert.equal("TOPIC_ALREADY_EXISTS: Broker: Topic already exists", err)
+    assert.equal("exists", admin:create_topic("unit-admin-new", { exist_ok = true }))
+    assert.same({ nil, "UNSUPPORTED: the embedded broker (librdkafka's mock) has no topic configs or " ..
+      "replication beyond its brokers: use a Kafka cluster", "UNSUPPORTED" },
+      { admin:create_topic("unit-admin-c", { config = { ["cleanup.policy"] = "compact" } }) })
+    assert.same({ nil, "UNSUPPORTED: the embedded broker (librdkafka's mock) has no DeleteTopics: " ..
+      "use a Kafka cluster", "UNSUPPORTED" }, { admin:delete_topic("unit-admin-new") })
+    assert.equal("UNSUPPORTED", select(3, admin:describe_configs("unit-admin-new")))
+    assert.equal("UNSUPPORTED", select(3, admin:alter_configs("unit-admin-new", { ["retention.ms"] = 1 })))
+    -- with a callback: on the loop, not before the call returns
+    local got
+    assert.is_true(admin:create_topic("unit-admin-cb", function(...) got = { ... } end))
+    assert.is_nil(got)
+    support.wait(app, function() return got end, "the answer")
+    assert.same({ "created" }, got)
   end)
 
   it("answers a callback once on the loop; waiting inside a handler raises", function()
