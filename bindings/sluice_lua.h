@@ -190,7 +190,7 @@ extern const sluice_lua_type sluice_lua_timer_type, sluice_lua_server_type,
     sluice_lua_conn_type, sluice_lua_http_type, sluice_lua_producer_type,
     sluice_lua_consumer_type, sluice_lua_broker_type, sluice_lua_fswatch_type,
     sluice_lua_schema_type, sluice_lua_route_type, sluice_lua_catchup_type,
-    sluice_lua_jwt_keys_type, sluice_lua_unix_type;
+    sluice_lua_jwt_keys_type, sluice_lua_unix_type, sluice_lua_admin_type;
 
 /* A Kafka record as a table: topic, partition, offset, key, value,
  * timestamp, headers (consumer.c; catchup.c's records too). */

@@ -315,7 +315,9 @@ function App:produce(topic, record, on_delivery, context)
   return producer:send(topic, key, value, headers, partition, timestamp, on_delivery, context)
 end
 
-function App:consume(topics, options, handler)
+-- prepare (sluice.stream's, not documented): prepare(start) runs before the
+-- Kafka consumer starts (when the app starts) and calls start() once it may.
+function App:consume(topics, options, handler, prepare)
   if type(options) == "function" and handler == nil then options, handler = {}, options end
   if type(topics) == "string" then topics = { topics } end
   util.check(1, "consume", topics, "table")
@@ -335,7 +337,7 @@ function App:consume(topics, options, handler)
   if options.batch ~= nil and type(options.batch) ~= "boolean" then
     util.argerror(2, "consume", "batch must be a boolean")
   end
-  local decl = { topics = topics, options = options, handler = handler }
+  local decl = { topics = topics, options = options, handler = handler, prepare = prepare }
   decl.consumer = Consumer.new(decl)
   self.consumer_decls[#self.consumer_decls + 1] = decl
   if self.started then

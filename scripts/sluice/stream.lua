@@ -61,11 +61,14 @@ Table.__index = Table
 -- group (consumer group; default "<name>.stream"), commit_ms (how often
 -- outputs are flushed and offsets committed; 100), punctuate_ms (window
 -- timer; 1000), wall_clock (false: windows close only on event time),
--- kafka (extra librdkafka properties for the stream's consumer).
+-- kafka (extra librdkafka properties for the stream's consumer),
+-- replication (of the changelog and repartition topics sluice creates;
+-- default min(3, brokers)), create_topics (false: the operator creates
+-- them; sluice.stream.topics).
 -- The options each declaration takes; any other is a typo, refused.
 local KEYS = {
   topology = { name = true, group = true, commit_ms = true, punctuate_ms = true, wall_clock = true,
-    kafka = true, max_in_flight = true, epoch_records = true },
+    kafka = true, max_in_flight = true, epoch_records = true, replication = true, create_topics = true },
   from = { value = true, timestamp = true },
   to = { value = true, key = true, partition = true },
   table = { value = true, store = true },
@@ -80,6 +83,10 @@ function M.topology(app, options)
   options = options or {}
   if type(options) ~= "table" then argerror(2, "topology", "table expected") end
   util.check_keys(options, KEYS.topology, "topology", 2)
+  local rf = options.replication
+  if rf ~= nil and (type(rf) ~= "number" or rf % 1 ~= 0 or rf < 1 or rf > 32767) then
+    argerror(2, "topology", "'replication' must be an integer from 1 to 32767")
+  end
   local name = options.name or (app and app.name) or "sluice"
   local self = setmetatable({
     app = app,

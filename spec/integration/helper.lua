@@ -467,6 +467,18 @@ function M.create_topic(bootstrap, topics, partitions, opts)
   return M.client("kafkajs.js", args)
 end
 
+-- Topics as kafka-python's admin client sees them (spec/clients/kafka_admin.py):
+-- { [topic] = { error = Kafka's code (0, or 3: no such topic), partitions =
+-- { { partition, leader, replicas, isr } }, configs = { [name] = { value, source } } } }.
+function M.describe_topics(bootstrap, topics)
+  local args = {}
+  for _, t in ipairs(topics) do args[#args + 1] = "--topic " .. M.q(t) end
+  local code, out, err = M.run(("%s %s --brokers %s %s"):format(M.q(os.getenv "SLUICE_PYTHON" or "python3"),
+    M.q(M.clients .. "/kafka_admin.py"), M.q(bootstrap), table.concat(args, " ")))
+  if code ~= 0 then error("kafka_admin.py failed: " .. tostring(err), 2) end
+  return decode_last_line(out, "kafka_admin.py")
+end
+
 -- Removes every temp dir this helper created.
 function M.cleanup()
   for _, d in ipairs(tmpdirs) do os.execute("rm -rf " .. M.q(d)) end

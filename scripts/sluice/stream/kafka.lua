@@ -11,6 +11,7 @@
 -- the records after the last committed epoch.
 local core = require "sluice.core"
 local engine = require "sluice.stream.engine"
+local topics = require "sluice.stream.topics"
 
 local DEBUG = os.getenv("SLUICE_STREAM_DEBUG")
 local M = {}
@@ -66,7 +67,9 @@ function Runner:subscribe(topic)
   self.consumer = app:consume(topo.topics, {
     group = topo.group, manual = true, from = "earliest", kafka = kafka, batch = true,
     rebalance = function(event, parts) return self:_rebalance(event, parts) end,
-  }, function(recs) return self:_records(recs) end)
+  }, function(recs) return self:_records(recs) end,
+  -- its changelog and repartition topics first
+  function(start) return topics.prepare(self, start) end)
 end
 
 function Runner:now() return self.app.loop and self.app.loop:now() or 0 end
