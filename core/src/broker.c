@@ -249,20 +249,9 @@ static int fwd_start(fwd *f, int port, const char *bootstraps, char *err, size_t
         sluice_errf(err, errlen, "eventfd: %s", strerror(errno));
         return SLUICE_EIO;
     }
-    {
-        /* The thread must never take a process signal: SIGTERM is meant
-         * for the loop thread's signalfd, and on an unblocked thread its
-         * default action would kill the process. */
-        sigset_t all, previous;
-        int created;
-        sigfillset(&all);
-        pthread_sigmask(SIG_BLOCK, &all, &previous);
-        created = pthread_create(&f->thread, NULL, fwd_main, f);
-        pthread_sigmask(SIG_SETMASK, &previous, NULL);
-        if (created != 0) {
-            sluice_errf(err, errlen, "cannot start the forwarder thread");
-            return SLUICE_EIO;
-        }
+    if (sluice_thread_start(&f->thread, fwd_main, f) != 0) {
+        sluice_errf(err, errlen, "cannot start the forwarder thread");
+        return SLUICE_EIO;
     }
     f->running = 1;
     return 0;
@@ -319,21 +308,14 @@ int sluice_broker_new(sluice_loop *loop, const sluice_broker_config *cfg,
                        "client.id", "sluice-embedded-broker",
                        /* Not "no bootstrap.servers" notices: this handle never connects. */
                        "log_level", "4", NULL }, err, errlen);
-    if (rc) {
-        rd_kafka_conf_destroy(conf);
-        free(b);
-        return rc;
-    }
     b->rk = sluice_kafka_open(RD_KAFKA_PRODUCER, conf, &b->kq, loop, broker_serve, b,
                               &rc, err, errlen);
-    if (!b->rk) {
-        free(b);
-        return rc;
-    }
+    if (!b->rk) goto fail;
     b->main_queue = b->kq.queue;
 
     {
-        /* Same for the mock cluster's own thread. */
+        /* The mock cluster's own thread must not take process signals
+         * either (see sluice_thread_start). */
         sigset_t all, previous;
         sigfillset(&all);
         pthread_sigmask(SIG_BLOCK, &all, &previous);

@@ -144,31 +144,25 @@ static void admin_event(sluice_admin *a, rd_kafka_event_t *ev) {
     rd_kafka_resp_err_t e = rd_kafka_event_error(ev);
     if (e) { req_fail(a, r, e, rd_kafka_event_error_string(ev)); return; }
     size_t n = 0;
-    switch (rd_kafka_event_type(ev)) {
-    case RD_KAFKA_EVENT_CREATETOPICS_RESULT: {
-        const rd_kafka_topic_result_t **tr =
-            rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
-        topic_results(a, r, tr, n);
+    const rd_kafka_topic_result_t **topics;
+    const rd_kafka_ConfigResource_t **configs;
+    rd_kafka_event_type_t type = rd_kafka_event_type(ev);
+    switch (type) {
+    case RD_KAFKA_EVENT_CREATETOPICS_RESULT:
+    case RD_KAFKA_EVENT_DELETETOPICS_RESULT:
+        /* (n is set by the call: not in the same expression as its use) */
+        topics = type == RD_KAFKA_EVENT_CREATETOPICS_RESULT
+            ? rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n)
+            : rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &n);
+        topic_results(a, r, topics, n);
         break;
-    }
-    case RD_KAFKA_EVENT_DELETETOPICS_RESULT: {
-        const rd_kafka_topic_result_t **tr =
-            rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &n);
-        topic_results(a, r, tr, n);
+    case RD_KAFKA_EVENT_DESCRIBECONFIGS_RESULT:
+    case RD_KAFKA_EVENT_ALTERCONFIGS_RESULT:
+        configs = type == RD_KAFKA_EVENT_DESCRIBECONFIGS_RESULT
+            ? rd_kafka_DescribeConfigs_result_resources(rd_kafka_event_DescribeConfigs_result(ev), &n)
+            : rd_kafka_AlterConfigs_result_resources(rd_kafka_event_AlterConfigs_result(ev), &n);
+        config_results(a, r, configs, n);
         break;
-    }
-    case RD_KAFKA_EVENT_DESCRIBECONFIGS_RESULT: {
-        const rd_kafka_ConfigResource_t **rs =
-            rd_kafka_DescribeConfigs_result_resources(rd_kafka_event_DescribeConfigs_result(ev), &n);
-        config_results(a, r, rs, n);
-        break;
-    }
-    case RD_KAFKA_EVENT_ALTERCONFIGS_RESULT: {
-        const rd_kafka_ConfigResource_t **rs =
-            rd_kafka_AlterConfigs_result_resources(rd_kafka_event_AlterConfigs_result(ev), &n);
-        config_results(a, r, rs, n);
-        break;
-    }
     default:
         req_fail(a, r, RD_KAFKA_RESP_ERR__BAD_MSG, "unexpected admin result");
     }
@@ -322,7 +316,7 @@ static int thread_start(sluice_admin *a, char *err, size_t errlen) {
     if (a->thread_started) return 0;
     a->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (a->efd < 0) {
-        sluice_kafka_errf(err, errlen, "eventfd: %s", strerror(errno));
+        sluice_errf(err, errlen, "eventfd: %s", strerror(errno));
         return SLUICE_EIO;
     }
     int rc = sluice_watch_new(a->kq.loop, a->efd, answers_ready, a, &a->watch, err, errlen);
@@ -331,14 +325,9 @@ static int thread_start(sluice_admin *a, char *err, size_t errlen) {
         a->efd = -1;
         return rc;
     }
-    /* Signals belong to the loop thread. */
-    sigset_t all, previous;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &previous);
-    int created = pthread_create(&a->thread, NULL, describe_main, a);
-    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    int created = sluice_thread_start(&a->thread, describe_main, a);
     if (created != 0) {
-        sluice_kafka_errf(err, errlen, "pthread_create: %s", strerror(created));
+        sluice_errf(err, errlen, "pthread_create: %s", strerror(created));
         return SLUICE_EIO;
     }
     a->thread_started = 1;
@@ -349,41 +338,29 @@ static int thread_start(sluice_admin *a, char *err, size_t errlen) {
 
 int sluice_admin_new(sluice_loop *loop, const sluice_admin_config *cfg, sluice_admin **out,
                      char *err, size_t errlen) {
-    char why[512];
     *out = NULL;
     if (!loop || !cfg) {
-        sluice_kafka_errf(err, errlen, "admin: loop and config are required");
+        sluice_errf(err, errlen, "admin: loop and config are required");
         return SLUICE_EINVAL;
     }
     sluice_admin *a = calloc(1, sizeof *a);
     if (!a) return SLUICE_ENOMEM;
     a->cfg = *cfg;
-    a->kq.loop = loop;
     a->kq.efd = a->results.efd = a->efd = -1;
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->cond, NULL);
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     int rc = sluice_kafka_conf_log(conf, err, errlen);
     if (!rc) rc = sluice_kafka_conf_apply(conf, cfg->props, err, errlen);
-    if (rc) {
-        rd_kafka_conf_destroy(conf);
-        sluice_admin_free(a);
-        return rc;
-    }
-    rd_kafka_conf_set_opaque(conf, a);
     rd_kafka_conf_set_error_cb(conf, admin_error_cb);
-    a->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
-    if (!a->rk) {
-        rd_kafka_conf_destroy(conf);
-        sluice_kafka_errf(err, errlen, "%s", why);
-        sluice_admin_free(a);
-        return SLUICE_EKAFKA;
+    a->rk = sluice_kafka_open(RD_KAFKA_PRODUCER, conf, &a->kq, loop, main_serve, a,
+                              &rc, err, errlen);
+    /* Requests answer on a queue of their own. */
+    if (a->rk) {
+        a->main_queue = a->kq.queue;
+        a->result_queue = rd_kafka_queue_new(a->rk);
+        rc = sluice_kq_open(&a->results, loop, a->result_queue, results_serve, a, err, errlen);
     }
-    sluice_kafka_log_to_main_queue(a->rk);
-    a->main_queue = rd_kafka_queue_get_main(a->rk);
-    a->result_queue = rd_kafka_queue_new(a->rk);
-    rc = sluice_kq_open(&a->kq, loop, a->main_queue, main_serve, a, err, errlen);
-    if (!rc) rc = sluice_kq_open(&a->results, loop, a->result_queue, results_serve, a, err, errlen);
     if (rc) {
         sluice_admin_free(a);
         return rc;
@@ -407,11 +384,11 @@ static rd_kafka_AdminOptions_t *admin_options(sluice_admin *a, rd_kafka_admin_op
 
 static int check_admin(sluice_admin *a, const void *arg, size_t n, char *err, size_t errlen) {
     if (!a || (n && !arg)) {
-        sluice_kafka_errf(err, errlen, "admin: a client and the topics are required");
+        sluice_errf(err, errlen, "admin: a client and the topics are required");
         return SLUICE_EINVAL;
     }
     if (a->free_pending) {
-        sluice_kafka_errf(err, errlen, "the admin client is closed");
+        sluice_errf(err, errlen, "the admin client is closed");
         return SLUICE_ECLOSED;
     }
     return 0;
@@ -429,7 +406,7 @@ int sluice_admin_create_topics(sluice_admin *a, const sluice_new_topic *topics, 
         nt[i] = rd_kafka_NewTopic_new(topics[i].name, topics[i].partitions, topics[i].replication,
                                       why, sizeof why);
         if (!nt[i]) {
-            sluice_kafka_errf(err, errlen, "%s: %s", topics[i].name, why);
+            sluice_errf(err, errlen, "%s: %s", topics[i].name, why);
             rc = SLUICE_EINVAL;
         }
         for (size_t j = 0; !rc && topics[i].configs && topics[i].configs[j]; j += 2) {
@@ -437,7 +414,7 @@ int sluice_admin_create_topics(sluice_admin *a, const sluice_new_topic *topics, 
             rd_kafka_resp_err_t e = value ? rd_kafka_NewTopic_set_config(nt[i], topics[i].configs[j], value)
                                           : RD_KAFKA_RESP_ERR__INVALID_ARG;
             if (e) {
-                sluice_kafka_errf(err, errlen, "%s: config %s: %s", topics[i].name, topics[i].configs[j],
+                sluice_errf(err, errlen, "%s: config %s: %s", topics[i].name, topics[i].configs[j],
                                   rd_kafka_err2str(e));
                 rc = SLUICE_EINVAL;
             }
@@ -511,7 +488,7 @@ static int topic_configs(sluice_admin *a, const char *topic, const char *const *
     for (size_t i = 0; pairs && pairs[i]; i += 2) {
         rd_kafka_resp_err_t e = rd_kafka_ConfigResource_set_config(res, pairs[i], pairs[i + 1]);
         if (e) {
-            sluice_kafka_errf(err, errlen, "config %s: %s", pairs[i], rd_kafka_err2str(e));
+            sluice_errf(err, errlen, "config %s: %s", pairs[i], rd_kafka_err2str(e));
             rd_kafka_ConfigResource_destroy(res);
             return SLUICE_EINVAL;
         }

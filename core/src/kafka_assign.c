@@ -291,12 +291,7 @@ int sluice_assigner_start(sluice_loop *loop, const sluice_assigner_config *cfg,
         assigner_release(a);
         return rc;
     }
-    sigset_t all, previous;
-    /* Signals stay with the loop thread (signalfd). */
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &previous);
-    int created = pthread_create(&a->thread, NULL, assigner_main, a);
-    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    int created = sluice_thread_start(&a->thread, assigner_main, a);
     if (created) {
         sluice_errf(err, errlen, "consumer: thread: %s", strerror(created));
         assigner_release(a);

@@ -347,13 +347,6 @@ int sluice_consumer_new(sluice_loop *loop, const sluice_consumer_config *cfg,
     }
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     int rc = consumer_conf(cfg, conf, err, errlen);
-    if (rc) {
-        rd_kafka_conf_destroy(conf);
-        free(c->batch);
-        free(c->records);
-        free(c);
-        return rc;
-    }
     if (!cfg->assign) rd_kafka_conf_set_rebalance_cb(conf, consumer_rebalance_cb);
     rd_kafka_conf_set_error_cb(conf, consumer_error_cb);
     /* Everything (logs, errors, rebalances, records) through one queue. */

@@ -4,6 +4,7 @@
 #ifndef SLUICE_KAFKA_INTERNAL_H
 #define SLUICE_KAFKA_INTERNAL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <librdkafka/rdkafka.h>
 #include "sluice/loop.h"
@@ -33,12 +34,17 @@ int sluice_kq_open(sluice_kq *kq, sluice_loop *loop, rd_kafka_queue_t *queue,
  * log lines and events come on its main queue (a consumer's on its
  * consumer queue, made the main one), which kq watches; kq->queue is
  * that queue, for the owner to destroy. ud, which serve gets, is also
- * the handle's opaque (it starts with kq). conf is consumed either way.
+ * the handle's opaque (it starts with kq). conf is consumed either way:
+ * with *rc already set (its configuration failed) it is only destroyed.
  * NULL: *rc is the code and err says why. */
 rd_kafka_t *sluice_kafka_open(rd_kafka_type_t type, rd_kafka_conf_t *conf,
                               sluice_kq *kq, sluice_loop *loop,
                               int (*serve)(void *ud, int budget), void *ud,
                               int *rc, char *err, size_t errlen);
+/* pthread_create with every signal blocked in the new thread: process
+ * signals (SIGTERM) are the loop thread's signalfd's, and on an unblocked
+ * thread their default action would kill the process. 0 or an errno. */
+int sluice_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg);
 /* Make the loop call serve again soon (e.g. when a budget ran out). */
 void sluice_kq_kick(sluice_kq *kq);
 /* Stops the wake-ups and the watch; does not destroy the queue. */

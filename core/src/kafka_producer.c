@@ -210,11 +210,6 @@ int sluice_producer_new(sluice_loop *loop, const sluice_producer_config *cfg,
 
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     int rc = producer_conf(cfg, conf, err, errlen);
-    if (rc) {
-        rd_kafka_conf_destroy(conf);
-        free(p);
-        return rc;
-    }
     rd_kafka_conf_set_dr_msg_cb(conf, producer_dr_cb);
     rd_kafka_conf_set_error_cb(conf, producer_error_cb);
     rd_kafka_conf_set_stats_cb(conf, producer_stats_cb);

@@ -1,6 +1,7 @@
 /* A librdkafka queue wired to the loop through an eventfd, and the small
  * helpers the producer, consumer and embedded broker share. */
 #include <errno.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -9,11 +10,24 @@
 
 #include "kafka_internal.h"
 
+int sluice_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg) {
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &previous);
+    int created = pthread_create(thread, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    return created;
+}
+
 rd_kafka_t *sluice_kafka_open(rd_kafka_type_t type, rd_kafka_conf_t *conf,
                               sluice_kq *kq, sluice_loop *loop,
                               int (*serve)(void *ud, int budget), void *ud,
                               int *rc, char *err, size_t errlen) {
     char why[512];
+    if (*rc) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
     /* The log callback finds the loop through kq from rd_kafka_new on. */
     kq->loop = loop;
     kq->efd = -1;
@@ -31,6 +45,7 @@ rd_kafka_t *sluice_kafka_open(rd_kafka_type_t type, rd_kafka_conf_t *conf,
     rd_kafka_queue_t *q = consumer ? rd_kafka_queue_get_consumer(rk) : rd_kafka_queue_get_main(rk);
     *rc = sluice_kq_open(kq, loop, q, serve, ud, err, errlen);
     if (*rc) {
+        kq->queue = NULL;
         rd_kafka_queue_destroy(q);
         rd_kafka_destroy(rk);
         return NULL;
