@@ -177,6 +177,8 @@ void sluice_loop_flush_writes(sluice_loop *loop)
     /* No user code runs below: the list neither grows nor loses entries. */
     for (size_t i = 0; i < loop->nflush; i++) {
         sluice_conn *c = loop->flush[i];
+        if (i + SLUICE_PREFETCH_AHEAD < loop->nflush && loop->flush[i + SLUICE_PREFETCH_AHEAD])
+            sluice_conn_prefetch(loop->flush[i + SLUICE_PREFETCH_AHEAD]);
         if (c) {
             c->flush_pos = 0;
             sluice_conn_write_now(c);

@@ -92,8 +92,11 @@ int sluice_server_broadcast(sluice_server *s, const char *path, const void *data
     size_t n = 0;
     /* Queueing never removes a connection from the array (a full queue
      * only begins its close), so the pass sees each once. */
-    for (size_t i = 0; i < r->nconns; i++)
+    for (size_t i = 0; i < r->nconns; i++) {
+        if (i + SLUICE_PREFETCH_AHEAD < r->nconns)
+            sluice_conn_prefetch(r->conns[i + SLUICE_PREFETCH_AHEAD]);
         n += sluice_conn_send_payload(r->conns[i], p, binary) == SLUICE_OK;
+    }
     sluice_payload_release(p);
     if (count)
         *count = n;
