@@ -24,7 +24,8 @@
 #              count) follows.
 # --base DIR   also measure another build of sluice (e.g. the commit before a
 #              change, built Release in DIR) as base-luajit / base-lua5.4,
-#              case by case beside this one (same app file, same broker)
+#              case by case beside this one (same app file, same broker;
+#              which of the two runs first alternates from case to case)
 # Centrifugo v6.9.1 is built once with `go install` (GOBIN under the build
 # tree; Go's module cache as usual); without Go or the module proxy it is
 # skipped with a message.
@@ -204,6 +205,14 @@ floor_case() {   # RATE RECORDS
   record floor 1 "$rate" "$records" "$(cat "$log.json")" "\"command\":\"sluice-kfloor --wake eventfd\""
 }
 
+# The implementations of one row group; with --base, every other group
+# runs each base before its build (the first of a pair tends to fare worse).
+PAIR_FLIP=1
+impls_for_group() {
+  if [ -z "$BASE" ] || [ "$PAIR_FLIP" = 0 ]; then echo "$IMPLS"; return; fi
+  echo "$IMPLS" | awk '{ for (i = 1; i <= NF; i++) if ($(i+1) ~ /^base-/) { printf "%s %s ", $(i+1), $i; i++ } else printf "%s ", $i }'
+}
+
 records_for() {   # RATE CLIENTS -> records
   awk -v r="$1" -v s="$SECS" -v c="$2" -v m="$MAX_DELIVERIES" \
     'BEGIN{n=r*s; if (n*c > m) n=int(m/c); if (n<1) n=1; print n}'
@@ -215,7 +224,8 @@ for rate in $RATES; do
     floor_case "$rate" "$(records_for "$rate" 1)"
   fi
   for clients in $CLIENTS; do
-    for impl in $IMPLS; do
+    PAIR_FLIP=$((1 - PAIR_FLIP))
+    for impl in $(impls_for_group); do
       [ "$impl" = floor ] && continue
       [ "$impl" = sluice-luajit-batched ] && [ "$clients" != "${CLIENTS%% *}" ] && continue
       note "$impl, $clients clients, $rate records/s"
@@ -224,7 +234,8 @@ for rate in $RATES; do
   done
 done
 first_clients=${CLIENTS%% *}
-for impl in $IMPLS; do
+PAIR_FLIP=$((1 - PAIR_FLIP))
+for impl in $(impls_for_group); do
   [ "$impl" = floor ] && continue
   note "$impl, burst: $BURST records at once to $first_clients clients"
   gateway_case "$impl" "$first_clients" 0 "$BURST"
