@@ -279,6 +279,22 @@ static int server_conn_count(lua_State *L)
     return 1;
 }
 
+/* server:broadcast(path, data [, binary]) → number queued
+ * data to every open WebSocket of route path, one copy shared by their
+ * queues, in one pass in C (core.broadcast walks a Lua table instead).
+ * Connections whose queue is full are closed with 1008, not counted. */
+static int server_broadcast(lua_State *L)
+{
+    sluice_server *s = check_server(L);
+    const char *path = luaL_checkstring(L, 2);
+    size_t len, n;
+    const char *data = luaL_checklstring(L, 3, &len);
+    int rc = sluice_server_broadcast(s, path, data, len, lua_toboolean(L, 4), &n);
+    if (rc) return sluice_lua_fail_core(L, rc, NULL);
+    lua_pushinteger(L, (lua_Integer)n);
+    return 1;
+}
+
 static void push_route(void *ud, const sluice_route_stats *r)
 {
     lua_State *L = ud;
@@ -386,6 +402,7 @@ static void server_free(void *s) { sluice_server_free(s); }
 static const luaL_Reg methods[] = {
     { "port", server_port }, { "tls", server_tls }, { "reload_tls", server_reload_tls },
     { "conn_count", server_conn_count }, { "routes", server_routes },
+    { "broadcast", server_broadcast },
     { "pause_reading", server_pause_reading }, { "stop_listening", server_stop_listening },
     { "close_all", server_close_all }, { "declare", server_declare },
     { "tap", server_tap }, { NULL, NULL }

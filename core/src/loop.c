@@ -280,6 +280,7 @@ void sluice_loop_free(sluice_loop *loop)
     lws_sul_cancel(&loop->timeout_sul);
     lws_sul_cancel(&loop->kick_sul);
     lws_context_destroy(loop->ctx);
+    sluice_loop_flush_free(loop);
     free(loop);
 }
 
@@ -315,13 +316,17 @@ int sluice_loop_run_once(sluice_loop *loop, int timeout_ms)
     loop->deadline_reached = 0;
     if (loop->stop_requested || timeout_ms == 0) {
         lws_service(loop->ctx, -1);           /* handle what is ready, no wait */
+        sluice_loop_flush_writes(loop);
     } else {
         if (timeout_ms > 0)
             lws_sul_schedule(loop->ctx, 0, &loop->timeout_sul, deadline_due,
                              (lws_usec_t)timeout_ms * LWS_US_PER_MS);
         /* lws_service(ctx, 0) waits for the next fd event or lws timer. */
-        while (!loop->activity && !loop->deadline_reached && !loop->stop_requested)
+        while (!loop->activity && !loop->deadline_reached && !loop->stop_requested) {
             lws_service(loop->ctx, 0);
+            /* what this pass queued goes out before the next poll */
+            sluice_loop_flush_writes(loop);
+        }
         lws_sul_cancel(&loop->timeout_sul);
     }
     lws_sul_cancel(&loop->kick_sul);

@@ -22,7 +22,16 @@ struct sluice_loop {
     lws_sorted_usec_list_t timeout_sul;
     /* Makes the current lws_service skip its poll wait (see kick). */
     lws_sorted_usec_list_t kick_sul;
+    /* Server connections with messages queued during this pass, written
+     * when it ends (ws_queue.c); freed ones are NULL. */
+    struct sluice_conn **flush;
+    size_t nflush, flush_cap;
 };
+
+/* ws_queue.c: writes the connections listed in loop->flush; frees the
+ * list (connections still listed are unlisted). */
+void sluice_loop_flush_writes(sluice_loop *loop);
+void sluice_loop_flush_free(sluice_loop *loop);
 
 /* Record that an event reached user code, so run_once returns. */
 void sluice_loop_note_activity(sluice_loop *loop);

@@ -24,10 +24,14 @@ struct wsi_slot {
     uint64_t conn_id;           /* the id its upgrade was given (ws_upgrade) */
 };
 
-/* A route's counters; a server's routes are a list, in first-use order. */
+/* A route's counters and open connections (a dense array, so that a
+ * broadcast is one pass over it); a server's routes are a list, in
+ * first-use order. */
 struct sluice_route {
     struct sluice_route *next;
     sluice_route_stats st;
+    sluice_conn **conns;        /* each knows its index (route_pos) */
+    size_t nconns, cap;
     char path[];
 };
 

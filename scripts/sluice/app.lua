@@ -351,15 +351,15 @@ end
 
 -- path: a route, or a table of connections ({[conn] = true} or {[id] = conn}).
 function App:broadcast(path, data, binary)
-  local set = path
   if type(path) ~= "table" then
     util.check(1, "broadcast", path, "string")
-    set = self.conns_by_path[path]
+    util.check(2, "broadcast", data, "string")
+    -- The route's connections as the server keeps them: one pass in C.
+    return self.server and self.server:broadcast(path, data, binary) or 0
   end
   util.check(2, "broadcast", data, "string")
-  if not set then return 0 end
   -- One copy of data, shared by every connection's send queue.
-  return core.broadcast(set, data, binary) or 0
+  return core.broadcast(path, data, binary) or 0
 end
 
 function App:timer(ms, fn, repeat_ms)
