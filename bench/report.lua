@@ -187,14 +187,19 @@ p("sluice-luajit and sluice-lua5.4 are the movies app, whose routes are declared
 p("")
 p("### CPU per row, by kind of route")
 p("")
+-- (runs before 2026-12-03 did not record the broker's CPU)
+local has_broker_cpu = false
+for _, r in ipairs(rows) do has_broker_cpu = has_broker_cpu or r.broker_cpu_s ~= nil end
 p("CPU time of the server process during the measured rows divided by the rows: its main thread (the loop: ",
-  "WebSockets, the route, Lua) and all its threads (with librdkafka's). µs per row, median.")
+  "WebSockets, the route, Lua) and all its threads (with librdkafka's)",
+  has_broker_cpu and "; and the broker's process (all its threads) meanwhile" or "", ". µs per row, median.")
 p("")
 do
   local h, sp = { "| implementation | route |" }, { "|---|---|" }
   for _, s in ipairs(ingest_scens) do
     h[#h + 1] = (" %s conns main µs/row | all threads µs/row |"):format(s:match "%d+")
     sp[#sp + 1] = "---:|---:|"
+    if has_broker_cpu then h[#h + 1] = " broker µs/row |"; sp[#sp + 1] = "---:|" end
   end
   p(table.concat(h)); p(table.concat(sp))
   local function per_row(field)
@@ -210,9 +215,12 @@ do
       local m, a = med(s, impl, per_row("main_cpu_s")), med(s, impl, per_row("cpu_s"))
       any = any or m ~= nil or a ~= nil
       line[#line + 1] = (" %s | %s |"):format(m and string.format("%.2f", m) or "–", a and string.format("%.2f", a) or "–")
+      local b = has_broker_cpu and med(s, impl, per_row("broker_cpu_s"))
+      if has_broker_cpu then line[#line + 1] = (" %s |"):format(b and string.format("%.2f", b) or "–") end
       if summary.scenarios.ingest[s] and summary.scenarios.ingest[s][impl] then
         summary.scenarios.ingest[s][impl].main_us_per_row = m
         summary.scenarios.ingest[s][impl].cpu_us_per_row = a
+        summary.scenarios.ingest[s][impl].broker_us_per_row = b or nil
       end
     end
     if any then p(table.concat(line)) end

@@ -170,6 +170,9 @@ start_apache() {
   [ -n "$KAFKA" ] || { echo "run.sh: Apache Kafka did not start (see $(logfile kafka))" >&2; exit 1; }
 }
 
+# The broker's process: the embedded broker's sluice, or Apache Kafka's JVM.
+broker_pid() { if [ -n "$KDIR" ]; then cat "$KDIR/node1/pid"; else echo "$BROKER_PID"; fi; }
+
 # A fresh Kafka for the next measurement: a new embedded broker, or new
 # topics on Apache Kafka, created before any gateway starts (consumers
 # that start at the end find them at once) with the 4 partitions the
@@ -325,15 +328,19 @@ ingest_one() {   # ingest_one SCENARIO CONNS IMPL REP
     *) cmd="$LOADGEN --url ws://127.0.0.1:$PORT/ --mode ack --conns $conns --rows $IROWS --timeout 120" ;;
   esac
   warmup "$impl"
+  local bpid; bpid=$(broker_pid)
   local t0; t0=$(cpu_ticks "$PID")
   local m0; m0=$(main_ticks "$PID")
+  local b0; b0=$(cpu_ticks "$bpid")
   local res; res=$($cmd 2>>"$(logfile loadgen)")
   local hwm; hwm=$(hwm_kb "$PID")
-  # the gateway's CPU (all threads, and its main thread) during the measured rows
+  # the gateway's CPU (all threads, and its main thread) and the broker's
+  # during the measured rows
   local cpu; cpu=$(awk -v a="$t0" -v b="$(cpu_ticks "$PID")" -v t="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/t}')
   local mcpu; mcpu=$(awk -v a="$m0" -v b="$(main_ticks "$PID")" -v t="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/t}')
+  local bcpu; bcpu=$(awk -v a="$b0" -v b="$(cpu_ticks "$bpid")" -v t="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/t}')
   stop_pid "$PID"
-  record "$scen" "$impl" "$rep" "$res" "\"peak_rss_kb\":$hwm,\"cpu_s\":$cpu,\"main_cpu_s\":$mcpu" "$cmd"
+  record "$scen" "$impl" "$rep" "$res" "\"peak_rss_kb\":$hwm,\"cpu_s\":$cpu,\"main_cpu_s\":$mcpu,\"broker_cpu_s\":$bcpu" "$cmd"
 }
 if want ingest; then
   for conns in $CONN_SET; do
