@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # sluice's benchmarks: every scenario, for sluice (LuaJIT and Lua 5.4), the
 # tutorial's Node peers and the limits (librdkafka alone, libwebsockets
-# alone, the C-only ingest path), in one run, against one embedded broker.
+# alone, the C-only ingest path), in one run, against one broker: the
+# embedded one (default) or Apache Kafka (--kafka apache).
 #
 #   bench/run.sh [--smoke] [--repeat N] [--build DIR] [--out DIR] [--only LIST]
-#                [--impls LIST] [--base DIR]
+#                [--impls LIST] [--base DIR] [--kafka embedded|apache]
 #
 # --smoke     tiny loads, one repetition, a few seconds per scenario: checks
 #             the harness end to end (ctest bench.smoke)
@@ -15,14 +16,20 @@
 #             per measurement), latest.md, latest.json, chart.png, logs/
 # --only LIST comma-separated scenarios: limits,ingest,fanout,roundtrip,
 #             connections,overload,idle
-# --impls LIST the implementations the ingest and fan-out scenarios measure
-#             (default: all of them); sluice-luajit-w2 and sluice-lua5.4-w2
-#             run the gateway with --workers 2
+# --impls LIST the implementations the ingest, fan-out and overload
+#             scenarios measure (default: all of them); sluice-luajit-w2 and
+#             sluice-lua5.4-w2 run the gateway with --workers 2
 # --base DIR  a build tree of another commit (its source tree beside it):
 #             its gateways join as base-luajit and base-lua5.4 (and
 #             base-luajit-lua, base-lua5.4-lua: its plain Lua route), so that a
 #             change is measured against its base in the same run, e.g.
 #             --only ingest --impls sluice-luajit,base-luajit --base DIR
+# --kafka K   embedded (default): librdkafka's mock cluster in a sluice
+#             process of its own, started afresh for each measurement;
+#             apache: one Apache Kafka broker on loopback for the whole run
+#             (tools/kafka.sh, data under BUILD/bench-kafka, stopped at
+#             exit), each measurement on fresh topics of 4 partitions
+#             (the embedded broker's count) under a prefix of its own
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,6 +40,7 @@ REPEAT=3
 ONLY=limits,ingest,fanout,roundtrip,connections,overload,idle
 IMPLS=
 BASE=
+KAFKA_MODE=embedded
 ARGS="$*"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -43,11 +51,13 @@ while [ $# -gt 0 ]; do
     --only) ONLY=$2; shift ;;
     --impls) IMPLS=${2//,/ }; shift ;;
     --base) BASE=$(cd "$2" && pwd); shift ;;
+    --kafka) KAFKA_MODE=$2; shift ;;
     -h|--help) sed -n '2,/^set -euo/{/^set/!p}' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
 done
+case $KAFKA_MODE in embedded|apache) ;; *) echo "run.sh: --kafka must be embedded or apache" >&2; exit 2 ;; esac
 OUT=${OUT:-$ROOT/bench/results}
 COMMAND="bench/run.sh${ARGS:+ $ARGS}"
 [ "$SMOKE" = 1 ] && REPEAT=1
@@ -70,8 +80,10 @@ fi
 # embedded broker answers a fetch that finds no new record only after the
 # whole wait (librdkafka's mock cannot wake it when a record arrives), so
 # with librdkafka's default of 500 ms the receipt latency measures that
-# wait, not sluice. A real broker answers as soon as data arrives.
+# wait, not sluice. A real broker answers as soon as data arrives: on
+# Apache Kafka the consumer keeps librdkafka's defaults.
 RT_FETCH_WAIT=10
+[ "$KAFKA_MODE" = apache ] && RT_FETCH_WAIT=
 
 # ---- build ------------------------------------------------------------------
 TOOLS="sluice-loadgen sluice-kprod sluice-lwsrecv sluice-cingest"
@@ -95,11 +107,18 @@ export KAFKAJS_NO_PARTITIONER_WARNING=1
 
 # ---- processes --------------------------------------------------------------
 PIDS=()
+KDIR=
 cleanup() {
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ -n "$KDIR" ]; then   # Apache Kafka: stopped, its data (GBs after a full run) gone, its log kept
+    "$ROOT/tools/kafka.sh" stop --dir "$KDIR" >/dev/null 2>&1 || true
+    rm -rf "$KDIR"/node*/data
+  fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT   # (the EXIT trap then stops what runs)
+trap 'exit 143' TERM
 . "$ROOT/bench/lib.sh"   # stop_pid, free_port, port_open, http_get, rss_kb
 hwm_kb() {   # of PID and its children, added up
   local p t=0
@@ -123,6 +142,10 @@ logfile() { echo "$OUT/logs/$1.log"; }   # appended to: one file per program
 
 # The broker: one sluice process hosting only the embedded broker.
 KPORT= KAFKA= BROKER_PID=
+# Every topic a measurement uses is named $PREFIX + name: "" on the
+# embedded broker (each measurement has a broker of its own), bench<N>-
+# on Apache Kafka (each measurement has topics of its own).
+PREFIX=
 start_broker() {
   [ -n "$BROKER_PID" ] && stop_pid "$BROKER_PID"
   KPORT=$(free_port)
@@ -139,12 +162,47 @@ start_broker() {
   echo "run.sh: broker did not start (see $log)" >&2; exit 1
 }
 
+# Apache Kafka: one broker (KRaft, broker and controller in one process)
+# on a free loopback port, for the whole run.
+start_apache() {
+  KDIR=$BUILD/bench-kafka
+  note "starting Apache Kafka (tools/kafka.sh start --brokers 1 --dir $KDIR)"
+  KAFKA=$("$ROOT/tools/kafka.sh" start --brokers 1 --dir "$KDIR" 2>>"$(logfile kafka)" | tail -1) || true
+  [ -n "$KAFKA" ] || { echo "run.sh: Apache Kafka did not start (see $(logfile kafka))" >&2; exit 1; }
+}
+
+# The broker's process: the embedded broker's sluice, or Apache Kafka's JVM.
+broker_pid() { if [ -n "$KDIR" ]; then cat "$KDIR/node1/pid"; else echo "$BROKER_PID"; fi; }
+
+# A fresh Kafka for the next measurement: a new embedded broker, or new
+# topics on Apache Kafka, created before any gateway starts (consumers
+# that start at the end find them at once) with the 4 partitions the
+# embedded broker gives every topic.
+TOPICS="movie-results movie-stats movie-results.dlq bench-kprod"
+NFRESH=0
+fresh_kafka() {
+  if [ "$KAFKA_MODE" = embedded ]; then start_broker; return; fi
+  NFRESH=$((NFRESH + 1))
+  PREFIX=bench$NFRESH-
+  local t list= out
+  for t in $TOPICS; do list+=${list:+,}$PREFIX$t; done
+  # the spec suite's kafkajs client (admin API; waits until every
+  # partition has a leader), with the peers' kafkajs when the specs'
+  # npm packages are not installed
+  out=$(cd "$ROOT" && NODE_PATH=$ROOT/bench/peers/node_modules \
+        node spec/clients/kafkajs.js --brokers "$KAFKA" --topic "$list" --create 4 2>>"$(logfile topics)") ||
+    { echo "run.sh: creating topics $list failed: $out" >&2; exit 1; }
+}
+
 # start_impl IMPL [ECHO] -> PID, PORT, SERVER_CMD
 PID= PORT= SERVER_CMD=
 start_impl() {
-  local impl=$1 echo=${2:-0} log i
+  local impl=$1 echo=${2:-0} log i env=
   PORT=$(free_port)
   log=$(logfile "$impl")
+  # the gateways' topics and consumer groups (the movies app's prefix)
+  [ -n "$PREFIX" ] && env="SLUICE_MOVIES_PREFIX=$PREFIX "
+  export SLUICE_MOVIES_PREFIX=$PREFIX
   case "$impl" in
     sluice-luajit|sluice-lua5.4|sluice-luajit-processing|sluice-luajit-w2|sluice-lua5.4-w2)
       local bin=${impl%-processing} proc=0 workers=
@@ -152,14 +210,15 @@ start_impl() {
       # -w2: two worker processes on the port (--workers 2)
       [ "${bin%-w2}" != "$bin" ] && { bin=${bin%-w2}; workers="--workers 2"; }
       SERVER_CMD="$BUILD/bin/$bin run bench/apps/movies.lua --listen $PORT --kafka $KAFKA --log-level warn${workers:+ $workers}"
-      [ "$echo" = 1 ] && SERVER_CMD="SLUICE_BENCH_ECHO=1 SLUICE_BENCH_FETCH_WAIT=$RT_FETCH_WAIT $SERVER_CMD"
+      [ "$echo" = 1 ] && SERVER_CMD="SLUICE_BENCH_ECHO=1 ${RT_FETCH_WAIT:+SLUICE_BENCH_FETCH_WAIT=$RT_FETCH_WAIT }$SERVER_CMD"
       [ "$proc" = 1 ] && SERVER_CMD="SLUICE_BENCH_PROCESSING=1 $SERVER_CMD"
+      SERVER_CMD=$env$SERVER_CMD
       (cd "$ROOT" && export SLUICE_BENCH_ECHO=$echo SLUICE_BENCH_PROCESSING=$proc SLUICE_BENCH_FETCH_WAIT=$RT_FETCH_WAIT && exec $BUILD/bin/$bin run bench/apps/movies.lua \
          --listen "$PORT" --kafka "$KAFKA" --log-level warn $workers) >>"$log" 2>&1 & ;;
     sluice-luajit-lua|sluice-lua5.4-lua|sluice-luajit-transform|sluice-lua5.4-transform)
       # the movies app's "/" as a plain Lua route or with a Lua transform
       local bin=${impl%-*} kind=${impl##*-}
-      SERVER_CMD="SLUICE_BENCH_ROUTE=$kind $BUILD/bin/$bin run bench/apps/routes.lua --listen $PORT --kafka $KAFKA --log-level warn"
+      SERVER_CMD="${env}SLUICE_BENCH_ROUTE=$kind $BUILD/bin/$bin run bench/apps/routes.lua --listen $PORT --kafka $KAFKA --log-level warn"
       (cd "$ROOT" && export SLUICE_BENCH_ROUTE=$kind SLUICE_BENCH_ECHO=0 && exec $BUILD/bin/$bin run bench/apps/routes.lua \
          --listen "$PORT" --kafka "$KAFKA" --log-level warn) >>"$log" 2>&1 & ;;
     base-luajit|base-lua5.4|base-luajit-lua|base-lua5.4-lua)
@@ -168,14 +227,15 @@ start_impl() {
       local src; src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$BASE/CMakeCache.txt")
       local bin=${impl#base-} app=movies
       [ "${bin%-lua}" != "$bin" ] && { bin=${bin%-lua}; app=routes; }
-      SERVER_CMD="$BASE/bin/sluice-$bin run bench/apps/$app.lua --listen $PORT --kafka $KAFKA --log-level warn"
-      (cd "$src" && export SLUICE_BENCH_ECHO=0 SLUICE_BENCH_PROCESSING=0 SLUICE_BENCH_ROUTE=lua && exec $SERVER_CMD) >>"$log" 2>&1 & ;;
+      local cmd="$BASE/bin/sluice-$bin run bench/apps/$app.lua --listen $PORT --kafka $KAFKA --log-level warn"
+      SERVER_CMD=$env$cmd
+      (cd "$src" && export SLUICE_BENCH_ECHO=0 SLUICE_BENCH_PROCESSING=0 SLUICE_BENCH_ROUTE=lua && exec $cmd) >>"$log" 2>&1 & ;;
     c-ingest)
-      SERVER_CMD="$B/sluice-cingest --listen $PORT --kafka $KAFKA"
+      SERVER_CMD="$B/sluice-cingest --listen $PORT --kafka $KAFKA --topic ${PREFIX}movie-results"
       (exec $SERVER_CMD) >>"$log" 2>&1 & ;;
     node-careful|node-naive)
-      SERVER_CMD="node bench/peers/server.js --mode ${impl#node-} --port $PORT --kafka $KAFKA"
-      (cd "$ROOT" && exec node bench/peers/server.js --mode "${impl#node-}" --port "$PORT" --kafka "$KAFKA") >>"$log" 2>&1 & ;;
+      SERVER_CMD="node bench/peers/server.js --mode ${impl#node-} --port $PORT --kafka $KAFKA --topic ${PREFIX}movie-results"
+      (cd "$ROOT" && exec $SERVER_CMD) >>"$log" 2>&1 & ;;
     *) echo "run.sh: unknown impl $impl" >&2; exit 2 ;;
   esac
   PID=$!; PIDS+=("$PID")
@@ -197,8 +257,8 @@ start_impl() {
 warmup() {
   local impl=$1 n=5000 mode="--mode ack"
   case "$impl" in
-    node-naive) n=100; mode="--mode send --kafka $KAFKA --topic movie-results" ;;
-    node-*) mode="--mode send --kafka $KAFKA --topic movie-results" ;;
+    node-naive) n=100; mode="--mode send --kafka $KAFKA --topic ${PREFIX}movie-results" ;;
+    node-*) mode="--mode send --kafka $KAFKA --topic ${PREFIX}movie-results" ;;
   esac
   $LOADGEN --url "ws://127.0.0.1:$PORT/" $mode --conns 10 --rows $n --timeout 60 >/dev/null 2>>"$(logfile warmup)" || true
 }
@@ -232,14 +292,15 @@ note() { echo "[$(date +%T) load $(cut -d' ' -f1 /proc/loadavg)] $*" >&2; }
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 T_START=$(date +%s)
-start_broker
+if [ "$KAFKA_MODE" = apache ]; then start_apache; fi
+fresh_kafka
 
 # ---- limits ----------------------------------------------------------------
 if want limits; then
   for rep in $(seq 1 "$REPEAT"); do
     note "limits: librdkafka alone, rep $rep"
     SERVER_CMD=
-    cmd="$B/sluice-kprod --kafka $KAFKA --topic bench-kprod --rows $KROWS"
+    cmd="$B/sluice-kprod --kafka $KAFKA --topic ${PREFIX}bench-kprod --rows $KROWS"
     record limits kafka-alone "$rep" "$($cmd 2>>"$(logfile kprod)")" "" "$cmd"
 
     for conns in $CONN_SET; do
@@ -266,20 +327,24 @@ ingest_one() {   # ingest_one SCENARIO CONNS IMPL REP
   local scen=$1 conns=$2 impl=$3 rep=$4 cmd
   start_impl "$impl"
   case "$impl" in
-    node-careful) cmd="$LOADGEN --url ws://127.0.0.1:$PORT/ --mode send --conns $conns --rows $NCROWS --kafka $KAFKA --topic movie-results --timeout 120" ;;
-    node-naive) cmd="$LOADGEN --url ws://127.0.0.1:$PORT/ --mode send --conns $conns --rows $NNROWS --kafka $KAFKA --topic movie-results --timeout 120" ;;
+    node-careful) cmd="$LOADGEN --url ws://127.0.0.1:$PORT/ --mode send --conns $conns --rows $NCROWS --kafka $KAFKA --topic ${PREFIX}movie-results --timeout 120" ;;
+    node-naive) cmd="$LOADGEN --url ws://127.0.0.1:$PORT/ --mode send --conns $conns --rows $NNROWS --kafka $KAFKA --topic ${PREFIX}movie-results --timeout 120" ;;
     *) cmd="$LOADGEN --url ws://127.0.0.1:$PORT/ --mode ack --conns $conns --rows $IROWS --timeout 120" ;;
   esac
   warmup "$impl"
+  local bpid; bpid=$(broker_pid)
   local t0; t0=$(cpu_ticks "$PID")
   local m0; m0=$(main_ticks "$PID")
+  local b0; b0=$(cpu_ticks "$bpid")
   local res; res=$($cmd 2>>"$(logfile loadgen)")
   local hwm; hwm=$(hwm_kb "$PID")
-  # the gateway's CPU (all threads, and its main thread) during the measured rows
+  # the gateway's CPU (all threads, and its main thread) and the broker's
+  # during the measured rows
   local cpu; cpu=$(awk -v a="$t0" -v b="$(cpu_ticks "$PID")" -v t="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/t}')
   local mcpu; mcpu=$(awk -v a="$m0" -v b="$(main_ticks "$PID")" -v t="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/t}')
+  local bcpu; bcpu=$(awk -v a="$b0" -v b="$(cpu_ticks "$bpid")" -v t="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/t}')
   stop_pid "$PID"
-  record "$scen" "$impl" "$rep" "$res" "\"peak_rss_kb\":$hwm,\"cpu_s\":$cpu,\"main_cpu_s\":$mcpu" "$cmd"
+  record "$scen" "$impl" "$rep" "$res" "\"peak_rss_kb\":$hwm,\"cpu_s\":$cpu,\"main_cpu_s\":$mcpu,\"broker_cpu_s\":$bcpu" "$cmd"
 }
 if want ingest; then
   for conns in $CONN_SET; do
@@ -294,10 +359,11 @@ if want ingest; then
       [ -n "$IMPLS" ] && impls=$IMPLS
       for impl in $impls; do
         note "$scen: $impl, rep $rep"
-        # A fresh broker for every measurement: each starts empty, and none
-        # works against what earlier ones stored (the embedded broker keeps
-        # up to 100,000 batches per partition in memory).
-        start_broker
+        # A fresh broker (or fresh topics) for every measurement: each
+        # starts empty, and none works against what earlier ones stored
+        # (the embedded broker keeps up to 100,000 batches per partition
+        # in memory).
+        fresh_kafka
         ingest_one "$scen" "$conns" "$impl" "$rep"
       done
     done
@@ -306,9 +372,9 @@ fi
 
 # ---- fan-out ---------------------------------------------------------------
 if want fanout; then
-  start_broker
+  fresh_kafka
   # What the catch-ups of fanout-catchup read back (written before any gateway starts).
-  $B/sluice-kprod --kafka "$KAFKA" --topic movie-stats --rows "$CATCHUP_RECORDS" >/dev/null 2>>"$(logfile kprod)"
+  $B/sluice-kprod --kafka "$KAFKA" --topic ${PREFIX}movie-stats --rows "$CATCHUP_RECORDS" >/dev/null 2>>"$(logfile kprod)"
   for rep in $(seq 1 "$REPEAT"); do
     for impl in ${IMPLS:-$SLUICES}; do
       # only the movies app serves /stats
@@ -322,7 +388,7 @@ if want fanout; then
       LG=$!
       for i in $(seq 1 600); do grep -q "connections open" "$err" && break; sleep 0.1; done
       sleep 0.5
-      pcmd="$B/sluice-kprod --kafka $KAFKA --topic movie-stats --rows $FAN_RECORDS --stamp"
+      pcmd="$B/sluice-kprod --kafka $KAFKA --topic ${PREFIX}movie-stats --rows $FAN_RECORDS --stamp"
       $pcmd >/dev/null 2>>"$(logfile kprod)"
       wait "$LG" || true
       hwm=$(hwm_kb "$PID")
@@ -363,7 +429,7 @@ fi
 # continuously, which slows the acks too; the second pass measures the
 # gateway's own send -> Kafka stored -> ack path.
 if want roundtrip; then
-  start_broker
+  fresh_kafka
   for rep in $(seq 1 "$REPEAT"); do
     for impl in $SLUICES c-ingest; do
       note "roundtrip: $impl, rep $rep"
@@ -412,13 +478,13 @@ fi
 
 # ---- overload ------------------------------------------------------------------
 if want overload; then
-  for impl in $SLUICES $PEERS; do
+  for impl in ${IMPLS:-$SLUICES $PEERS}; do
     note "overload: $impl, ${OVERLOAD_S} s at full speed"
-    start_broker
+    fresh_kafka
     start_impl "$impl"
     warmup "$impl"
     mode="--mode ack"
-    case "$impl" in node-*) mode="--mode send --kafka $KAFKA --topic movie-results" ;; esac
+    case "$impl" in node-*) mode="--mode send --kafka $KAFKA --topic ${PREFIX}movie-results" ;; esac
     samples=$OUT/logs/rss-$impl.txt
     : >"$samples"
     ( t0=$(date +%s.%N); while kill -0 "$PID" 2>/dev/null; do
@@ -437,7 +503,7 @@ fi
 
 # ---- idle CPU --------------------------------------------------------------------
 if want idle; then
-  start_broker
+  fresh_kafka
   for impl in $SLUICES; do
     note "idle: $impl, ${IDLE_S} s"
     start_impl "$impl"
@@ -453,6 +519,33 @@ fi
 [ -n "$BROKER_PID" ] && stop_pid "$BROKER_PID"
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
+# ---- the broker, for the report --------------------------------------------------
+if [ "$KAFKA_MODE" = apache ]; then
+  # its version (the jar Maven fetched), the JVM's options (the running
+  # process's own) and its whole configuration
+  KAFKA_JSON=$(lua5.4 - "$KDIR" "$KAFKA" "$(java -version 2>&1 | head -1)" <<'LUA'
+local cjson = require "cjson"
+local dir, bootstrap, java = arg[1], arg[2], arg[3]
+local version
+for f in io.popen("ls " .. dir .. "/libs"):lines() do version = version or f:match "^kafka_2%.13%-(.+)%.jar$" end
+local jvm = {}
+local pid = io.open(dir .. "/node1/pid"):read "l"
+for a in io.open("/proc/" .. pid .. "/cmdline", "rb"):read("a"):gmatch "[^\0]+" do
+  if a:match "^%-X" then jvm[#jvm + 1] = a end
+end
+local config = {}
+for l in io.lines(dir .. "/node1/server.properties") do
+  if not l:match "^%s*#" and l:match "%S" then config[#config + 1] = l end
+end
+print(cjson.encode { broker = "apache", version = version, brokers = 1, bootstrap = bootstrap,
+  java = java, jvm = table.concat(jvm, " "), config = config,
+  topics = "fresh for every measurement: 4 partitions, replication factor 1" })
+LUA
+)
+else
+  KAFKA_JSON="{\"broker\":\"embedded\",\"command\":\"$BUILD/bin/sluice-lua5.4 run bench/apps/broker.lua --embedded-port PORT\"}"
+fi
+
 # ---- machine ---------------------------------------------------------------------
 cat >"$OUT/machine.json" <<EOF
 {"cpu":"$(lscpu | sed -n 's/^Model name: *//p' | head -1)","cores":$(nproc),
@@ -464,7 +557,8 @@ cat >"$OUT/machine.json" <<EOF
  "ws":"$(node -p 'require(process.argv[1]).version' "$ROOT/bench/peers/node_modules/ws/package.json")",
  "load_start":"$LOAD_START","load_end":"$LOAD_END","date":"$(date -u +%FT%TZ)",
  "duration_s":$(( $(date +%s) - T_START )),"smoke":$SMOKE,"repeat":$REPEAT,
- "command":"$COMMAND"}
+ "command":"$COMMAND",
+ "kafka":$KAFKA_JSON}
 EOF
 
 note "writing report"

@@ -2,7 +2,8 @@
 -- benchmarks need around it:
 --   GET /bench/ready   200 {"assigned":N}: Kafka partitions assigned to the
 --                      app's consumers (the runner waits for them);
---   with SLUICE_BENCH_ECHO=1, every record of movie-results is also sent to
+--   with SLUICE_BENCH_ECHO=1, every record of movie-results (after the
+--   app's SLUICE_MOVIES_PREFIX, as the app's own topics) is also sent to
 --   every WebSocket on /echo: the round trip client -> gateway -> Kafka ->
 --   gateway -> client (off for the ingest scenarios: it costs CPU).
 -- The app's stream processing (processing.lua: every row consumed again and
@@ -22,11 +23,12 @@ end)
 if os.getenv "SLUICE_BENCH_ECHO" == "1" then
   app:ws("/echo", {})
   -- SLUICE_BENCH_FETCH_WAIT=MS: the echo consumer's fetch.wait.max.ms
-  -- (librdkafka's default is 500; bench/run.sh sets 10: the embedded broker
-  -- answers an empty fetch only after the whole wait).
+  -- (librdkafka's default is 500; bench/run.sh sets 10 on the embedded
+  -- broker, which answers an empty fetch only after the whole wait, and
+  -- nothing on Apache Kafka, which answers as soon as a record arrives).
   local wait = os.getenv "SLUICE_BENCH_FETCH_WAIT"
   if wait == "" then wait = nil end
-  app:consume("movie-results", { broadcast = true,
+  app:consume((os.getenv "SLUICE_MOVIES_PREFIX" or "") .. "movie-results", { broadcast = true,
     kafka = wait and { ["fetch.wait.max.ms"] = wait } or nil }, function(rec)
     if rec.value then app:broadcast("/echo", rec.value) end
   end)
