@@ -510,6 +510,7 @@ end
 function Topology:stats()
   local s = {}
   for k, v in pairs(self.counters) do s[k] = v end
+  s.error = self.start_error   -- why it did not start (its topics), or nil
   return s
 end
 

@@ -17,7 +17,8 @@ t:from(SRC):key_by(function(page) return page end)
   :count { store = "per-page" }
   :to(OUT)
 app:http("GET", "/healthz", function()
-  return 200, { status = "ok", assigned = app:stats().assigned, processed = t:stats().processed }
+  local s = t:stats()
+  return 200, { status = "ok", assigned = app:stats().assigned, processed = s.processed, error = s.error }
 end)
 return app
 ]]
@@ -124,6 +125,8 @@ describe("sluice.stream creates its internal topics on Apache Kafka", function()
     assert(H.wait_for(30, function() return gw:stderr():find(want, 1, true) end, 0.2), gw:stderr())
     local _, h = gw:healthz()
     assert.equal(0, h.assigned)
+    assert.equal(("topic %s has 1 partitions, expected 3 (as many as the tasks that write it): " ..
+      "delete it to have it created again"):format(t.changelog), h.error)   -- t:stats().error
   end)
 
   it("an existing changelog that is not compacted: the stream does not start, and says why", function()
