@@ -100,7 +100,10 @@ static void txn_run(sluice_txn *t) {
             rd_kafka_error_txn_requires_abort(e) || ms_left(deadline) < TXN_RETRY_MS)
             break;
         rd_kafka_error_destroy(e);
-        if (txn_pause(t, TXN_RETRY_MS)) { e = NULL; break; }
+        if (txn_pause(t, TXN_RETRY_MS)) {
+            e = rd_kafka_error_new(RD_KAFKA_RESP_ERR__DESTROY, "the producer is closing");
+            break;
+        }
     }
     t->error = e ? (int)rd_kafka_error_code(e) : 0;
     t->error_name = e ? sluice_kafka_err_name(rd_kafka_error_code(e)) : NULL;

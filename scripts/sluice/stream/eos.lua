@@ -37,7 +37,7 @@ local MAX_ABORTS_IN_ROW = 5
 
 local function hostname()
   local f = io.open("/proc/sys/kernel/hostname")
-  local name = f and f:read("l")
+  local name = f and f:read("*l")
   if f then f:close() end
   return name and name ~= "" and name or "localhost"
 end
@@ -180,7 +180,7 @@ function R:_eos_abort(reason)
   if eos.state ~= "open" and eos.state ~= "failed" then return end
   self.topo.counters.aborts = self.topo.counters.aborts + 1
   eos.aborts_in_row = (eos.aborts_in_row or 0) + 1
-  if eos.aborts_in_row > MAX_ABORTS_IN_ROW then
+  if eos.aborts_in_row >= MAX_ABORTS_IN_ROW then
     return self:_eos_stop(("%d transactions in a row aborted, the last: %s"):format(MAX_ABORTS_IN_ROW, reason))
   end
   self:log("warn", ("stream %s: transaction aborted (%s); its input is read again from the last " ..

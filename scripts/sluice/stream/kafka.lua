@@ -131,10 +131,13 @@ function Runner:_take_over(old)
   self.failed, self.paused, self.core = old.failed, old.paused, old.core
   self.parts = old.parts
   for _, ep in ipairs(self.queue) do ep.runner = self end
-  if old.eos then
-    self.eos = old.eos
-    self.eos.runner = self
+  -- The processing mode is the running consumer's and producer's: kept.
+  if (old.eos == nil) ~= (self.eos == nil) then
+    self:log("error", ("stream %s: a reload cannot change processing (restart the gateway for that); " ..
+      "it stays %s"):format(self.topo.name, old.eos and "exactly_once" or "at_least_once"))
   end
+  self.eos = old.eos
+  if self.eos then self.eos.runner = self end
   local oe, ne = old.engine, self.engine
   if not oe then return end
   local kept = 0
