@@ -191,7 +191,10 @@ end
 -- unacknowledged, the window timer while windows are open.
 function Runner:_busy()
   local x = self.eos
-  if x then return x.state ~= "open" or self.current.records > 0 or #x.held > 0 or x.writes > 0 end
+  if x then
+    if x.state == "stopped" then return false end
+    return x.state ~= "open" or self.current.records > 0 or #x.held > 0 or x.writes > 0
+  end
   local ep = self.current
   return ep.records > 0 or ep.outstanding > 0 or #self.queue > 1
 end
