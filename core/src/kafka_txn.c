@@ -19,6 +19,8 @@
 
 /* Pause between two attempts of a retriable call. */
 #define TXN_RETRY_MS 100
+/* Bound on waiting for an aborted transaction's messages (below). */
+#define TXN_ABORT_FLUSH_MS 5000
 
 struct sluice_txn {
     rd_kafka_t *rk;
@@ -83,7 +85,14 @@ static rd_kafka_error_t *txn_attempt(sluice_txn *t, int left) {
         if (!e) e = rd_kafka_commit_transaction(t->rk, left);
         break;
     case SLUICE_TXN_ABORT:
-        e = rd_kafka_abort_transaction(t->rk, left);
+        /* librdkafka may send EndTxn before the coordinator processed its
+         * AddPartitionsToTxn (librdkafka issue #4849): aborting a
+         * transaction the coordinator still sees empty fails, fatally
+         * (INVALID_TXN_STATE). A message delivered proves its partition
+         * was added, so the messages go first (the loop serves their
+         * reports; in an abortable state they wait, hence the bound). */
+        rd_kafka_flush(t->rk, left < TXN_ABORT_FLUSH_MS ? left : TXN_ABORT_FLUSH_MS);
+        e = rd_kafka_abort_transaction(t->rk, left > TXN_ABORT_FLUSH_MS ? left - TXN_ABORT_FLUSH_MS : 1);
         break;
     }
     if (!e) e = rd_kafka_begin_transaction(t->rk);
