@@ -98,9 +98,9 @@ end
 
 -- The counts topic as kafka-python reads it, read_committed: at least
 -- `want` records, then 3 s more for any extra.
-local function read_counts(bootstrap, topic, want, timeout)
-  local code, out, err = h.run(("%s %s --brokers %s --topic %s --consume %d --timeout %d --settle 3 --read-committed")
-    :format(h.q(PYTHON), h.q(h.clients .. "/kafka_python.py"), h.q(bootstrap), h.q(topic), want, timeout or 120))
+local function read_counts(bootstrap, topic, want)
+  local code, out, err = h.run(("%s %s --brokers %s --topic %s --consume %d --timeout 120 --settle 3 --read-committed")
+    :format(h.q(PYTHON), h.q(h.clients .. "/kafka_python.py"), h.q(bootstrap), h.q(topic), want))
   local ok, v = pcall(json.decode, h.lines(out)[#h.lines(out)] or "")
   assert(ok and type(v) == "table", ("kafka-python failed (%s): %s"):format(code, tostring(err)))
   return v.records, code
@@ -263,7 +263,7 @@ describe("sluice.stream exactly-once on Apache Kafka", function()
     local g = gateway("a", "EOS_SPEC_FAIL_ONCE=" .. h.q(flag))
     local rows = produce_in_background(kafka, P .. "rows", N, 10)
     assert(h.wait_for(120, rows.done, 0.2), "the rows were not all written: " .. rows.log())
-    local records = read_counts(kafka, P .. "counts", N, 20)
+    local records = read_counts(kafka, P .. "counts", N)
     if os.getenv("EOS_SPEC_LOG") then print(g:stderr()) end
     check(records, expected(N), "a transaction aborted")
     local s = g:health()
