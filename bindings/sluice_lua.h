@@ -196,6 +196,11 @@ extern const sluice_lua_type sluice_lua_timer_type, sluice_lua_server_type,
  * timestamp, headers (consumer.c; catchup.c's records too). */
 struct sluice_record;
 void sluice_lua_push_record(lua_State *L, const struct sluice_record *r);
+/* offsets = { [topic] = { [partition] = offset, ... }, ... } at idx (nil:
+ * none) as a list in a userdata pushed on the stack; strings anchored by
+ * the table. Raises naming argument arg (consumer.c; producer.c too). */
+struct sluice_partition;
+struct sluice_partition *sluice_lua_read_offsets(lua_State *L, int idx, int arg, size_t *n);
 
 /* ---- conn.c: shared by server.c and the client constructor --------------
  * The handle that owns a set of connections (a server, or a client

@@ -41,6 +41,7 @@ build = {
         "core/src/fswatch.c", "core/src/schema.c", "core/src/json.c", "core/src/ingest.c",
         "core/src/http_status.c", "core/src/tls.c", "core/src/jwt.c", "core/src/jwt_keys.c", "core/src/jwt_parse.c",
         "core/src/unix.c",
+        "core/src/kafka_txn.c",
         -- bindings
         "bindings/module.c", "bindings/handle.c", "bindings/options.c",
         "bindings/loop.c", "bindings/timer.c",
@@ -76,6 +77,7 @@ build = {
     ["sluice.stream.engine"] = "scripts/sluice/stream/engine.lua",
     ["sluice.stream.topics"] = "scripts/sluice/stream/topics.lua",
     ["sluice.admin"] = "scripts/sluice/admin.lua",
+    ["sluice.stream.eos"] = "scripts/sluice/stream/eos.lua",
     ["sluice.reload"] = "scripts/sluice/reload.lua",
     ["sluice.metrics"] = "scripts/sluice/metrics.lua",
     ["sluice.ops"] = "scripts/sluice/ops.lua",

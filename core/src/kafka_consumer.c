@@ -435,6 +435,38 @@ int sluice_consumer_store(sluice_consumer *c, const char *topic, int32_t partiti
     return 0;
 }
 
+int sluice_consumer_seek(sluice_consumer *c, const char *topic, int32_t partition,
+                         int64_t offset, char *err, size_t errlen) {
+    if (!c || !topic || partition < 0 || offset < 0) return SLUICE_EINVAL;
+    if (c->closing) return SLUICE_ECLOSED;
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, topic, partition)->offset = offset;
+    /* timeout 0: asynchronous; fetched messages of the old position are
+     * dropped from here on (librdkafka's version barrier). */
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, list, 0);
+    rd_kafka_resp_err_t perr = list->elems[0].err;
+    rd_kafka_topic_partition_list_destroy(list);
+    if (e) {
+        sluice_errf(err, errlen, "seek: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        return SLUICE_EKAFKA;
+    }
+    if (perr == RD_KAFKA_RESP_ERR__IN_PROGRESS) return 0;   /* started */
+    if (perr == RD_KAFKA_RESP_ERR__STATE || perr == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION) {
+        sluice_errf(err, errlen, "%s [%d] is not assigned to this consumer", topic, (int)partition);
+        return SLUICE_ESTATE;
+    }
+    if (perr) {
+        sluice_errf(err, errlen, "seek: %s", rd_kafka_err2str(perr));
+        return SLUICE_EKAFKA;
+    }
+    return 0;
+}
+
+rd_kafka_t *sluice_consumer_rk(sluice_consumer *c) {
+    return c ? c->rk : NULL;
+}
+
 int sluice_consumer_lag(sluice_consumer *c,
                         void (*fn)(void *ud, const sluice_partition_lag *l), void *ud) {
     rd_kafka_topic_partition_list_t *parts = NULL;

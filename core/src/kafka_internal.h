@@ -65,6 +65,10 @@ const char *sluice_kafka_err_name(rd_kafka_resp_err_t e);
  * struct starts with one. */
 int sluice_kafka_conf_log(rd_kafka_conf_t *conf, char *err, size_t errlen);
 void sluice_kafka_log_to_main_queue(rd_kafka_t *rk);
+/* The log callback sluice_kafka_conf_log sets (for log lines taken as
+ * events, e.g. by a transactional producer). */
+void sluice_kafka_log_line(const rd_kafka_t *rk, int syslog_level,
+                           const char *facility, const char *line);
 
 /* Assign mode of the consumer (kafka_assign.c): a thread finds the topics'
  * partitions and their start offsets (blocking requests, off the loop
@@ -88,6 +92,24 @@ int sluice_assigner_start(sluice_loop *loop, const sluice_assigner_config *cfg,
                           sluice_assigner **out, char *err, size_t errlen);
 /* Ends the thread (waits for its request in flight, ASSIGNER_REQUEST_MS at most). */
 void sluice_assigner_stop(sluice_assigner *a);
+
+/* Transactions (kafka_txn.c): the thread running one producer's
+ * transactional calls. The producer serves its events through
+ * sluice_producer_serve_events while a caller waits on the loop thread. */
+typedef struct sluice_txn sluice_txn;
+sluice_txn *sluice_txn_new(struct sluice_producer *p, rd_kafka_t *rk, sluice_loop *loop,
+                           char *err, size_t errlen);
+int sluice_txn_start(sluice_txn *t, sluice_txn_op op, rd_kafka_t *group_rk,
+                     const sluice_partition *offsets, size_t n, int timeout_ms,
+                     void (*done)(void *ud, const sluice_txn_result *r), void *ud,
+                     char *err, size_t errlen);
+int sluice_txn_busy(const sluice_txn *t);
+/* Reports a finished operation to its `done` (loop thread). */
+void sluice_txn_deliver(sluice_txn *t);
+/* Ends the thread once its call returns (bounded by the call's timeout). */
+void sluice_txn_free(sluice_txn *t);
+void sluice_producer_serve_events(struct sluice_producer *p, int timeout_ms);
+rd_kafka_t *sluice_consumer_rk(struct sluice_consumer *c);
 
 /* Watch callbacks so far for a producer/consumer: lets tests check that an
  * idle handle causes no wake-ups. */

@@ -138,8 +138,8 @@ const char *sluice_kafka_err_name(rd_kafka_resp_err_t e) {
     return name[0] == '_' ? name + 1 : name;
 }
 
-static void kafka_log_cb(const rd_kafka_t *rk, int syslog_level,
-                         const char *facility, const char *line) {
+void sluice_kafka_log_line(const rd_kafka_t *rk, int syslog_level,
+                           const char *facility, const char *line) {
     const sluice_kq *kq = rd_kafka_opaque(rk);
     if (!kq || !kq->loop) return;
     int level = syslog_level <= 3 ? SLUICE_LOG_ERROR
@@ -154,7 +154,7 @@ int sluice_kafka_conf_log(rd_kafka_conf_t *conf, char *err, size_t errlen) {
         sluice_errf(err, errlen, "%s", why);
         return SLUICE_EINVAL;
     }
-    rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
+    rd_kafka_conf_set_log_cb(conf, sluice_kafka_log_line);
     return 0;
 }
 

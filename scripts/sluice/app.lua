@@ -211,6 +211,11 @@ function App:start()
   ok, err, code = self:_start_server()
   if ok then ok, err, code = self:_start_metrics() end
   if ok then ok, err, code = self:_start_kafka() end
+  -- Modules that need the cluster known refuse here (sluice.stream's
+  -- exactly-once on the embedded broker): app:start fails with their error.
+  for _, check in ipairs(self._start_checks or {}) do
+    if ok then ok, err, code = check(self) end
+  end
   if not ok then
     self:_teardown()
     return nil, err, code
@@ -506,6 +511,10 @@ function App:_teardown()
     c:close(deadline and math.floor(math.max(CONSUMER_CLOSE_MIN_MS, deadline - self.loop:now())))
   end
   self.consumers = {}
+  -- Modules' own Kafka clients (sluice.stream's transactional producers),
+  -- after the consumers whose revocation commits through them.
+  for _, close in ipairs(self._teardown_hooks or {}) do close() end
+  self._teardown_hooks = nil
   for _, feed in pairs(self.feeds or {}) do feed:close() end
   self.feeds = nil
   if self.producer then self.producer:close(); self.producer = nil end

@@ -274,6 +274,13 @@ function Gateway:healthz()
   return M.http_json(self.port, "/healthz")
 end
 
+-- The /healthz body as a table ({} while it does not answer 200 with JSON).
+function Gateway:health()
+  local status, body = self:healthz()
+  if status == 200 and type(body) == "table" then return body end
+  return {}
+end
+
 -- ---- independent clients -------------------------------------------------------
 
 local function node_cmd(script, args)

@@ -891,7 +891,7 @@ describe("sluice.app: misuse and expected failures", function()
       "group, kafka, manual, rebalance)", at(function(mark) mark(); app:consume("t", { gruop = "g" }, f) end))
     assert.equal(0, #app.consumer_decls)
     assert.equal("HERE: bad argument #2 to 'topology' (unknown option 'comit_ms'; known: commit_ms, " ..
-      "create_topics, epoch_records, group, kafka, max_in_flight, name, punctuate_ms, replication, wall_clock)",
+      "create_topics, epoch_records, group, kafka, max_in_flight, name, processing, punctuate_ms, replication, transactional_id, wall_clock)",
       at(function(mark) mark(); stream.topology(app, { comit_ms = 5 }) end))
     local topo = stream.topology(app, { name = "typos" })
     assert.equal("HERE: bad argument #2 to 'from' (unknown option 'valeu'; known: timestamp, value)",

@@ -193,6 +193,13 @@ int sluice_consumer_commit(sluice_consumer *c, int sync, char *err, size_t errle
 int sluice_consumer_store(sluice_consumer *c, const char *topic, int32_t partition,
                           int64_t offset, char *err, size_t errlen);
 
+/* Fetch topic/partition again from offset: records handed out after this
+ * call start there (those fetched before it are dropped). For undoing an
+ * aborted transaction's input. SLUICE_ESTATE if the partition is not
+ * assigned. */
+int sluice_consumer_seek(sluice_consumer *c, const char *topic, int32_t partition,
+                         int64_t offset, char *err, size_t errlen);
+
 /* Where the consumer stands on each assigned partition: position is the
  * next offset it hands to the app, high the partition's end as of the last
  * fetch (librdkafka's cached high watermark; nothing is asked of a broker).
@@ -209,12 +216,55 @@ int sluice_consumer_lag(sluice_consumer *c,
  * call (the high watermark), without joining a group, calling on_record
  * for each record; blocks up to timeout_ms. For restoring state from a
  * changelog before processing. A topic or partition that does not exist
- * reads as empty. 0, or an error code (SLUICE_EKAFKA with err text, e.g.
- * on timeout). */
+ * reads as empty. With isolation.level=read_committed in props the end is
+ * still the high watermark: records of transactions not yet decided are
+ * waited for (then skipped if aborted), so what is read is everything
+ * committed before the call. 0, or an error code (SLUICE_EKAFKA with err
+ * text, e.g. on timeout). */
 int sluice_kafka_read_partitions(const char *const *props, const char *topic,
                                  const int32_t *partitions, size_t n,
                                  void (*on_record)(void *ud, const sluice_record *r),
                                  void *ud, int timeout_ms, char *err, size_t errlen);
+
+/* ---- transactions (exactly-once) ------------------------------------------
+ * A producer whose props set transactional.id is transactional: its sends
+ * belong to the open transaction and are refused (SLUICE_EKAFKA, "STATE")
+ * while none is open. librdkafka's transactional calls block on the
+ * network, so each operation below runs on a thread of the producer's own
+ * and reports on the loop thread, through `done`; delivery reports stay
+ * on the loop thread (the producer then takes them as events, so that a
+ * commit waiting for them never runs a callback on the other thread). */
+typedef enum sluice_txn_op {
+    SLUICE_TXN_INIT,     /* init_transactions (fences older instances of the id), then begin */
+    SLUICE_TXN_COMMIT,   /* send the offsets with the group's metadata, commit, begin the next */
+    SLUICE_TXN_ABORT     /* abort (unsent messages are purged: reported failed), begin the next */
+} sluice_txn_op;
+
+typedef struct sluice_txn_result {
+    sluice_txn_op op;
+    int error;               /* 0: done, and a new transaction is open */
+    const char *error_name;  /* as sluice_delivery's; NULL if error is 0 */
+    const char *error_text;
+    int abortable;           /* abort it (SLUICE_TXN_ABORT) and redo its work */
+    int fatal;               /* the producer can do nothing more (e.g. fenced) */
+    int retriable;           /* neither: the same operation may be started again */
+} sluice_txn_result;
+
+/* Starts op. COMMIT: offsets (offset = the next one to read, i.e. the last
+ * processed + 1) are committed for the group of `group` (a group consumer)
+ * within the transaction; n may be 0 (group then unused). Retriable
+ * failures are retried on the thread until timeout_ms. 0, or
+ * SLUICE_EINVAL (not transactional, bad arguments), SLUICE_ESTATE (an
+ * operation is already running). `done` is called once, on the loop
+ * thread, after which another operation may start (also from inside it). */
+int sluice_producer_txn(sluice_producer *p, sluice_txn_op op, sluice_consumer *group,
+                        const sluice_partition *offsets, size_t n, int timeout_ms,
+                        void (*done)(void *ud, const sluice_txn_result *r), void *ud,
+                        char *err, size_t errlen);
+/* Waits up to timeout_ms for the running operation, serving the
+ * producer's delivery reports meanwhile (e.g. from a rebalance callback,
+ * where the loop cannot run). 1: none is running (any `done` was called). */
+int sluice_producer_txn_wait(sluice_producer *p, int timeout_ms);
 
 /* ---- catch-up reader ----------------------------------------------------
  * Reads one topic's partitions from given offsets onwards, outside any
