@@ -369,8 +369,7 @@ int sluice_broker_create_topic(sluice_broker *b, const char *topic, int partitio
     rd_kafka_resp_err_t e = rd_kafka_mock_topic_create(
         b->mock, topic, partitions ? partitions : b->partitions, replicas);
     if (e) {
-        sluice_errf(err, errlen, "%s: %s", sluice_kafka_err_name(e), rd_kafka_err2str(e));
-        return SLUICE_EKAFKA;
+        return sluice_kafka_fail(e, err, errlen);
     }
     return 0;
 }
@@ -409,8 +408,7 @@ static int check_broker_id(const sluice_broker *b, int id, char *err, size_t err
 
 static int mock_result(rd_kafka_resp_err_t e, char *err, size_t errlen) {
     if (!e) return 0;
-    sluice_errf(err, errlen, "%s: %s", sluice_kafka_err_name(e), rd_kafka_err2str(e));
-    return SLUICE_EKAFKA;
+    return sluice_kafka_fail(e, err, errlen);
 }
 
 int sluice_broker_set_down(sluice_broker *b, int broker_id, char *err, size_t errlen) {

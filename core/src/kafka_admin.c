@@ -144,28 +144,31 @@ static void admin_event(sluice_admin *a, rd_kafka_event_t *ev) {
     rd_kafka_resp_err_t e = rd_kafka_event_error(ev);
     if (e) { req_fail(a, r, e, rd_kafka_event_error_string(ev)); return; }
     size_t n = 0;
-    const rd_kafka_topic_result_t **topics;
-    const rd_kafka_ConfigResource_t **configs;
-    rd_kafka_event_type_t type = rd_kafka_event_type(ev);
-    switch (type) {
+    const rd_kafka_topic_result_t **topics = NULL;
+    const rd_kafka_ConfigResource_t **configs = NULL;
+    int is_config = 0;
+    /* (n is set by these calls: never in the expression that uses it) */
+    switch (rd_kafka_event_type(ev)) {
     case RD_KAFKA_EVENT_CREATETOPICS_RESULT:
+        topics = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
+        break;
     case RD_KAFKA_EVENT_DELETETOPICS_RESULT:
-        /* (n is set by the call: not in the same expression as its use) */
-        topics = type == RD_KAFKA_EVENT_CREATETOPICS_RESULT
-            ? rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n)
-            : rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &n);
-        topic_results(a, r, topics, n);
+        topics = rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &n);
         break;
     case RD_KAFKA_EVENT_DESCRIBECONFIGS_RESULT:
+        configs = rd_kafka_DescribeConfigs_result_resources(rd_kafka_event_DescribeConfigs_result(ev), &n);
+        is_config = 1;
+        break;
     case RD_KAFKA_EVENT_ALTERCONFIGS_RESULT:
-        configs = type == RD_KAFKA_EVENT_DESCRIBECONFIGS_RESULT
-            ? rd_kafka_DescribeConfigs_result_resources(rd_kafka_event_DescribeConfigs_result(ev), &n)
-            : rd_kafka_AlterConfigs_result_resources(rd_kafka_event_AlterConfigs_result(ev), &n);
-        config_results(a, r, configs, n);
+        configs = rd_kafka_AlterConfigs_result_resources(rd_kafka_event_AlterConfigs_result(ev), &n);
+        is_config = 1;
         break;
     default:
         req_fail(a, r, RD_KAFKA_RESP_ERR__BAD_MSG, "unexpected admin result");
+        return;
     }
+    if (is_config) config_results(a, r, configs, n);
+    else topic_results(a, r, topics, n);
 }
 
 static int results_serve(void *ud, int budget) {

@@ -407,8 +407,7 @@ int sluice_consumer_commit(sluice_consumer *c, int sync, char *err, size_t errle
     rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, NULL, sync ? 0 : 1);
     /* Nothing stored since the last commit is not a failure. */
     if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET) {
-        sluice_errf(err, errlen, "%s: %s", sluice_kafka_err_name(e), rd_kafka_err2str(e));
-        return SLUICE_EKAFKA;
+        return sluice_kafka_fail(e, err, errlen);
     }
     return 0;
 }
@@ -429,8 +428,7 @@ int sluice_consumer_store(sluice_consumer *c, const char *topic, int32_t partiti
         return SLUICE_ESTATE;
     }
     if (e) {
-        sluice_errf(err, errlen, "%s: %s", sluice_kafka_err_name(e), rd_kafka_err2str(e));
-        return SLUICE_EKAFKA;
+        return sluice_kafka_fail(e, err, errlen);
     }
     return 0;
 }

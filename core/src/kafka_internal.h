@@ -56,6 +56,8 @@ int sluice_kafka_conf_apply(rd_kafka_conf_t *conf, const char *const *props,
                             char *err, size_t errlen);
 /* The value the pairs give to name (the last one wins), or NULL. */
 const char *sluice_kafka_prop(const char *const *props, const char *name);
+/* "NAME: librdkafka's text" of e into err; returns SLUICE_EKAFKA. */
+int sluice_kafka_fail(rd_kafka_resp_err_t e, char *err, size_t errlen);
 /* librdkafka's error name without its leading '_' (e.g. "MSG_TIMED_OUT"). */
 const char *sluice_kafka_err_name(rd_kafka_resp_err_t e);
 /* Routes librdkafka's log lines to the loop's log hook. Sets log.queue so

@@ -10,6 +10,11 @@
 
 #include "kafka_internal.h"
 
+int sluice_kafka_fail(rd_kafka_resp_err_t e, char *err, size_t errlen) {
+    sluice_errf(err, errlen, "%s: %s", sluice_kafka_err_name(e), rd_kafka_err2str(e));
+    return SLUICE_EKAFKA;
+}
+
 int sluice_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg) {
     sigset_t all, previous;
     sigfillset(&all);

@@ -40,6 +40,15 @@ static void on_done(void *ud, const sluice_txn_result *r) {
     if (!pthread_equal(pthread_self(), loop_thread)) d->off_thread++;
 }
 
+/* Commits or aborts the transaction, waits for its result: no error. */
+static void txn_ended(sluice_loop *loop, sluice_producer *p, sluice_txn_op op, done_rec *d) {
+    char err[256] = "";
+    CHECK_EQ_INT(sluice_producer_txn(p, op, NULL, NULL, 0, 20000, on_done, d, err, sizeof err), 0);
+    pump_loop_until(loop, &d->calls, 1, 20000);
+    CHECK_EQ_INT(d->calls, 1);
+    CHECK_EQ_INT(d->error, 0);
+}
+
 static int send_n(sluice_producer *p, int n) {
     char err[256];
     int refused = 0;
@@ -93,20 +102,14 @@ static void test_transactions(const char *bootstrap) {
     /* commit: every message of the transaction reported before its result. */
     CHECK_EQ_INT(send_n(p, 10), 0);
     done_rec commit = { 0 };
-    CHECK_EQ_INT(sluice_producer_txn(p, SLUICE_TXN_COMMIT, NULL, NULL, 0, 20000, on_done, &commit, err, sizeof err), 0);
-    pump_loop_until(loop, &commit.calls, 1, 20000);
-    CHECK_EQ_INT(commit.calls, 1);
-    CHECK_EQ_INT(commit.error, 0);
+    txn_ended(loop, p, SLUICE_TXN_COMMIT, &commit);
     CHECK_EQ_INT(commit.delivered_then, 10);
     CHECK_EQ_INT(delivered, 10);
 
     /* abort: each message of it reported once (delivered, or purged). */
     CHECK_EQ_INT(send_n(p, 5), 0);
     done_rec abort_ = { 0 };
-    CHECK_EQ_INT(sluice_producer_txn(p, SLUICE_TXN_ABORT, NULL, NULL, 0, 20000, on_done, &abort_, err, sizeof err), 0);
-    pump_loop_until(loop, &abort_.calls, 1, 20000);
-    CHECK_EQ_INT(abort_.calls, 1);
-    CHECK_EQ_INT(abort_.error, 0);
+    txn_ended(loop, p, SLUICE_TXN_ABORT, &abort_);
     CHECK_EQ_INT(delivered + failed, 15);
 
     /* Waiting from the loop thread (as a rebalance callback does): the
