@@ -102,7 +102,7 @@ endif()
 # the costliest first when it has no timings of its own yet) and takes one
 # job slot; the unit specs (a minute or more each) come next.
 if(TEST integration.cluster_faults)
-  set_tests_properties(integration.cluster_faults PROPERTIES TIMEOUT 600 COST 1000)
+  set_tests_properties(integration.cluster_faults PROPERTIES TIMEOUT 1200 COST 1000)
 endif()
 foreach(t unit.lua5.4 unit.luajit unit.lua5.1 unit.lua5.4.stream_kafka unit.luajit.stream_kafka
           unit.lua5.1.stream_kafka)

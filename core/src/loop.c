@@ -273,6 +273,21 @@ int sluice_loop_new(const sluice_loop_config *cfg, sluice_loop **out,
     return SLUICE_OK;
 }
 
+struct sluice_kept {
+    struct sluice_kept *next;
+    void *block;
+};
+
+void sluice_loop_keep(sluice_loop *loop, void *block)
+{
+    struct sluice_kept *k = malloc(sizeof *k);
+    if (!k)
+        return;     /* leaked rather than freed under lws */
+    k->block = block;
+    k->next = loop->kept;
+    loop->kept = k;
+}
+
 void sluice_loop_free(sluice_loop *loop)
 {
     if (!loop)
@@ -281,6 +296,12 @@ void sluice_loop_free(sluice_loop *loop)
     lws_sul_cancel(&loop->kick_sul);
     lws_context_destroy(loop->ctx);
     sluice_loop_flush_free(loop);
+    while (loop->kept) {
+        struct sluice_kept *k = loop->kept;
+        loop->kept = k->next;
+        free(k->block);
+        free(k);
+    }
     free(loop);
 }
 

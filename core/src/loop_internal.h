@@ -26,7 +26,13 @@ struct sluice_loop {
      * when it ends (ws_queue.c); freed ones are NULL. */
     struct sluice_conn **flush;
     size_t nflush, flush_cap;
+    /* Blocks libwebsockets may still read, freed after its context. */
+    struct sluice_kept *kept;
 };
+
+/* Frees block with the loop, after libwebsockets' context: for memory lws
+ * may read until then (a destroyed vhost's names: ws_server.c). */
+void sluice_loop_keep(sluice_loop *loop, void *block);
 
 /* ws_queue.c: writes the connections listed in loop->flush; frees the
  * list (connections still listed are unlisted). */

@@ -300,6 +300,9 @@ static const struct lws_extension server_extensions[] = {
 
 static void server_config_free(sluice_server *s)
 {
+    /* lws may read them until the vhost is gone: the loop frees them */
+    if (s->vh) sluice_loop_keep(s->loop, s->names);
+    else free(s->names);
     free(s->static_dir);
     free(s->tls_cert);
     free(s->tls_key);
@@ -321,6 +324,12 @@ int sluice_server_new(sluice_loop *loop, const sluice_server_config *cfg,
         return SLUICE_ENOMEM;
     }
     s->loop = loop;
+    s->names = calloc(1, sizeof *s->names);
+    if (!s->names) {
+        free(s);
+        sluice_errf(err, errlen, "out of memory");
+        return SLUICE_ENOMEM;
+    }
     s->sink.closed = conn_gone;
     if (h)
         s->h = *h;
@@ -348,13 +357,13 @@ int sluice_server_new(sluice_loop *loop, const sluice_server_config *cfg,
     memset(&info, 0, sizeof info);
     /* lws keeps the pointer (and compares it while serving): it lives as
      * long as the server */
-    snprintf(s->vhost_name, sizeof s->vhost_name, "sluice-%d", s->port);
-    info.vhost_name = s->vhost_name;
+    snprintf(s->names->vhost_name, sizeof s->names->vhost_name, "sluice-%d", s->port);
+    info.vhost_name = s->names->vhost_name;
     info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
-    snprintf(s->protocol_name, sizeof s->protocol_name, "sluice-ws");
-    s->protocols[0].name = s->protocol_name;
-    s->protocols[0].callback = server_callback;
-    info.protocols = s->protocols;
+    snprintf(s->names->protocol_name, sizeof s->names->protocol_name, "sluice-ws");
+    s->names->protocols[0].name = s->names->protocol_name;
+    s->names->protocols[0].callback = server_callback;
+    info.protocols = s->names->protocols;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
     info.user = s;
     if (cfg->deflate)
