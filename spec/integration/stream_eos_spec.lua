@@ -167,11 +167,11 @@ describe("sluice.stream exactly-once on Apache Kafka", function()
   end
 
   it("SIGKILL mid-stream while rows arrive, restart: every row counted exactly once", function()
-    local N = 20000
+    local N = 10000
     local g1 = gateway("a")
-    -- Half the rows; then a quarter, killed while it processes them; the
-    -- last quarter after the kill.
-    local rows = produce_in_background(kafka, P .. "rows", N, 20, { [11] = "more", [16] = "rest" })
+    -- Half the rows; then 30%, the gateway killed once it is into them,
+    -- with its last transaction open; the last 20% after the kill.
+    local rows = produce_in_background(kafka, P .. "rows", N, 10, { [6] = "more", [9] = "rest" })
     assert(h.wait_for(90, function() return rows:at("more") end, 0.05), "the writer stopped: " .. rows.log())
     rows:open("more")
     local mid = h.wait_for(90, function()
@@ -188,20 +188,20 @@ describe("sluice.stream exactly-once on Apache Kafka", function()
     assert(h.wait_for(120, rows.done, 0.2), "the rows were not all written: " .. rows.log())
     local records = read_counts(kafka, P .. "counts", N)
     print(("# killed after %d rows processed (%d transactions committed), rows still being written; %d more after the kill")
-      :format(mid.processed, mid.commits, N / 4))
+      :format(mid.processed, mid.commits, N / 5))
     check(records, expected(N), "SIGKILL and restart")
     local s2 = g2:health()
     assert.equal(0, s2.errors, g2:stderr())
   end)
 
   it("a second gateway joins, then the first leaves, while rows arrive: every row counted exactly once", function()
-    local N = 20000
+    local N = 10000
     local a = gateway("a")
     assert(h.wait_for(60, function() return a:health().assigned == PARTITIONS end, 0.2),
       "the first gateway got no partitions: " .. a:stderr())
     -- Rows before the second gateway starts, during its join, once the
     -- partitions are shared, and from when the first leaves.
-    local rows = produce_in_background(kafka, P .. "rows", N, 20, { [6] = "join", [11] = "shared", [16] = "leave" })
+    local rows = produce_in_background(kafka, P .. "rows", N, 10, { [3] = "join", [6] = "shared", [9] = "leave" })
     assert(h.wait_for(60, function() return rows:at("join") and (a:health().processed or 0) >= 2000 end, 0.05),
       "the first gateway processed nothing: " .. a:stderr())
     local b = gateway("b")
