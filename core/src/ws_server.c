@@ -246,7 +246,6 @@ static int slot_callback(sluice_server *s, struct wsi_slot *slot,
 }
 
 static void server_destroy_now(sluice_server *s);
-static void vhost_gone(struct lws_vhost *vh, void *arg);
 
 static void deferred_free(lws_sorted_usec_list_t *sul)
 {
@@ -359,8 +358,6 @@ int sluice_server_new(sluice_loop *loop, const sluice_server_config *cfg,
     info.protocols = s->protocols;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
     info.user = s;
-    info.finalize = vhost_gone;
-    info.finalize_arg = s;
     if (cfg->deflate)
         info.extensions = server_extensions;
     if (s->tls_cert) {
@@ -467,6 +464,7 @@ static void server_destroy_now(sluice_server *s)
         if (s->slots == slot)
             slot_release(slot);
     }
+    lws_vhost_destroy(s->vh);
     free(s->sink.wbuf);
     sluice_conn_sink_release(&s->sink);
     while (s->routes) {
@@ -475,23 +473,7 @@ static void server_destroy_now(sluice_server *s)
         free(r->conns);
         free(r);
     }
-    /* lws may finish destroying the vhost later, comparing its name (in
-     * s) meanwhile: s goes when it is done (vhost_gone), maybe at once. */
-    if (s->vh)
-        lws_vhost_destroy(s->vh);
-    else
-        server_config_free(s);
-}
-
-/* The vhost's finalize: lws is done with it. */
-static void vhost_gone(struct lws_vhost *vh, void *arg)
-{
-    sluice_server *s = arg;
-    (void)vh;
-    if (s->free_pending)
-        server_config_free(s);
-    else
-        s->vh = NULL;           /* its loop went first */
+    server_config_free(s);
 }
 
 void sluice_server_free(sluice_server *s)
