@@ -551,8 +551,8 @@ int main(void)
     test_slow_reader(loop, &st, sluice_server_port(srv));
     test_shared(loop, &st, sluice_server_port(srv));
     test_queue_full(loop, &st_small, sluice_server_port(small));
-    test_queue_full_mid_frame(loop, &h);
     test_route_broadcast(loop, &st, srv);
+    test_queue_full_mid_frame(loop, &h);
 
     sluice_server_free(small);
     sluice_server_free(srv);
