@@ -20,7 +20,8 @@
 #             scenarios measure (default: all of them); sluice-luajit-w2 and
 #             sluice-lua5.4-w2 run the gateway with --workers 2
 # --base DIR  a build tree of another commit (its source tree beside it):
-#             its gateways join as base-luajit and base-lua5.4, so that a
+#             its gateways join as base-luajit and base-lua5.4 (and
+#             base-luajit-lua, base-lua5.4-lua: its plain Lua route), so that a
 #             change is measured against its base in the same run, e.g.
 #             --only ingest --impls sluice-luajit,base-luajit --base DIR
 # --kafka K   embedded (default): librdkafka's mock cluster in a sluice
@@ -51,7 +52,7 @@ while [ $# -gt 0 ]; do
     --impls) IMPLS=${2//,/ }; shift ;;
     --base) BASE=$(cd "$2" && pwd); shift ;;
     --kafka) KAFKA_MODE=$2; shift ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/{/^set/!p}' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -220,12 +221,15 @@ start_impl() {
       SERVER_CMD="${env}SLUICE_BENCH_ROUTE=$kind $BUILD/bin/$bin run bench/apps/routes.lua --listen $PORT --kafka $KAFKA --log-level warn"
       (cd "$ROOT" && export SLUICE_BENCH_ROUTE=$kind SLUICE_BENCH_ECHO=0 && exec $BUILD/bin/$bin run bench/apps/routes.lua \
          --listen "$PORT" --kafka "$KAFKA" --log-level warn) >>"$log" 2>&1 & ;;
-    base-luajit|base-lua5.4)
+    base-luajit|base-lua5.4|base-luajit-lua|base-lua5.4-lua)
+      # -lua: the base's bench/apps/routes.lua with the plain Lua route
       [ -n "$BASE" ] || { echo "run.sh: $impl needs --base DIR" >&2; exit 2; }
       local src; src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$BASE/CMakeCache.txt")
-      local cmd="$BASE/bin/sluice-${impl#base-} run bench/apps/movies.lua --listen $PORT --kafka $KAFKA --log-level warn"
+      local bin=${impl#base-} app=movies
+      [ "${bin%-lua}" != "$bin" ] && { bin=${bin%-lua}; app=routes; }
+      local cmd="$BASE/bin/sluice-$bin run bench/apps/$app.lua --listen $PORT --kafka $KAFKA --log-level warn"
       SERVER_CMD=$env$cmd
-      (cd "$src" && export SLUICE_BENCH_ECHO=0 SLUICE_BENCH_PROCESSING=0 && exec $cmd) >>"$log" 2>&1 & ;;
+      (cd "$src" && export SLUICE_BENCH_ECHO=0 SLUICE_BENCH_PROCESSING=0 SLUICE_BENCH_ROUTE=lua && exec $cmd) >>"$log" 2>&1 & ;;
     c-ingest)
       SERVER_CMD="$B/sluice-cingest --listen $PORT --kafka $KAFKA --topic ${PREFIX}movie-results"
       (exec $SERVER_CMD) >>"$log" 2>&1 & ;;
@@ -349,6 +353,9 @@ if want ingest; then
       impls="sluice-luajit sluice-lua5.4 sluice-luajit-transform sluice-lua5.4-transform sluice-luajit-lua sluice-lua5.4-lua c-ingest node-careful node-naive"
       # The whole movies app, stream processing included, for information.
       [ "$conns" = 10 ] && [ "$SMOKE" = 0 ] && impls="$impls sluice-luajit-processing"
+      # --smoke: each way of starting a server once (the movies app, both
+      # kinds of routes.lua, the C path, a Node peer)
+      [ "$SMOKE" = 1 ] && impls="sluice-lua5.4 sluice-luajit-transform sluice-lua5.4-lua c-ingest node-careful"
       [ -n "$IMPLS" ] && impls=$IMPLS
       for impl in $impls; do
         note "$scen: $impl, rep $rep"
@@ -370,6 +377,8 @@ if want fanout; then
   $B/sluice-kprod --kafka "$KAFKA" --topic ${PREFIX}movie-stats --rows "$CATCHUP_RECORDS" >/dev/null 2>>"$(logfile kprod)"
   for rep in $(seq 1 "$REPEAT"); do
     for impl in ${IMPLS:-$SLUICES}; do
+      # only the movies app serves /stats
+      case "$impl" in *-lua|*-transform|c-ingest|node-*) continue ;; esac
       note "fanout: $impl, rep $rep"
       start_impl "$impl"
       wait_assigned 4

@@ -119,25 +119,25 @@ static void on_error(void *ud, const char *name, const char *text, int fatal)
 
 /* offsets = { [topic] = { [partition] = offset, ... }, ... } at idx, as a
  * list in a userdata (anchored on the stack); strings anchored by the table. */
-static sluice_partition *read_offsets(lua_State *L, int idx, size_t *n)
+sluice_partition *sluice_lua_read_offsets(lua_State *L, int idx, int arg, size_t *n)
 {
     sluice_partition *list;
     size_t count = 0, at = 0;
     *n = 0;
     if (lua_isnil(L, idx)) return NULL;
-    luaL_argcheck(L, lua_istable(L, idx), 2, "'offsets' must be a table of topic = { [partition] = offset }");
+    luaL_argcheck(L, lua_istable(L, idx), arg, "'offsets' must be a table of topic = { [partition] = offset }");
     for (int pass = 0; pass < 2; pass++) {
         list = pass ? lua_newuserdata(L, (count ? count : 1) * sizeof *list) : NULL;
         lua_pushnil(L);
         while (lua_next(L, idx)) {
             if (lua_type(L, -2) != LUA_TSTRING || !lua_istable(L, -1))
-                luaL_argerror(L, 2, "'offsets' must be a table of topic = { [partition] = offset }");
+                luaL_argerror(L, arg, "'offsets' must be a table of topic = { [partition] = offset }");
             lua_pushnil(L);
             while (lua_next(L, -2)) {
                 lua_Number p = lua_type(L, -2) == LUA_TNUMBER ? lua_tonumber(L, -2) : -1;
                 lua_Number o = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : -1;
                 if (!(p >= 0 && p <= INT32_MAX && p == (lua_Integer)p && o >= 0 && o == (lua_Integer)o))
-                    luaL_argerror(L, 2, "'offsets': partitions and offsets must be integers >= 0");
+                    luaL_argerror(L, arg, "'offsets': partitions and offsets must be integers >= 0");
                 if (pass) {
                     list[at].topic = lua_tostring(L, -4);
                     list[at].partition = (int32_t)p;
@@ -197,7 +197,7 @@ static int consumer_new(lua_State *L)
     topics[ntopics] = NULL;
     cfg.topics = topics;
     lua_getfield(L, 2, "offsets");                     /* 8 */
-    cfg.start_offsets = read_offsets(L, 8, &cfg.start_offsets_n);   /* 9 if any */
+    cfg.start_offsets = sluice_lua_read_offsets(L, 8, 2, &cfg.start_offsets_n);   /* 9 if any */
 
     c = sluice_lua_handle_new(L, &sluice_lua_consumer_type, sizeof *c, 1);
     c->close_timeout_ms = -1;
@@ -231,20 +231,41 @@ static int consumer_commit(lua_State *L)
     return sluice_lua_result(L, sluice_consumer_commit(c, lua_toboolean(L, 2), err, sizeof err), err);
 }
 
+/* (topic, partition, offset) at 2..4, checked. */
+static const char *check_position(lua_State *L, int32_t *partition, int64_t *offset)
+{
+    const char *topic = luaL_checkstring(L, 2);
+    lua_Integer p = luaL_checkinteger(L, 3);
+    lua_Integer o = luaL_checkinteger(L, 4);
+    luaL_argcheck(L, p >= 0 && p <= INT32_MAX, 3, "invalid partition");
+    luaL_argcheck(L, o >= 0, 4, "invalid offset");
+    *partition = (int32_t)p;
+    *offset = (int64_t)o;
+    return topic;
+}
+
 /* consumer:store(topic, partition, offset): with `manual = true`, marks
  * the record at offset (and all before it) processed; committed next. */
 static int consumer_store(lua_State *L)
 {
     sluice_consumer *c = sluice_lua_handle_obj(L, 1, &sluice_lua_consumer_type);
-    const char *topic = luaL_checkstring(L, 2);
-    lua_Integer partition = luaL_checkinteger(L, 3);
-    lua_Integer offset = luaL_checkinteger(L, 4);
+    int32_t partition;
+    int64_t offset;
+    const char *topic = check_position(L, &partition, &offset);
     char err[256] = "";
-    int rc;
-    luaL_argcheck(L, partition >= 0 && partition <= INT32_MAX, 3, "invalid partition");
-    luaL_argcheck(L, offset >= 0, 4, "invalid offset");
-    rc = sluice_consumer_store(c, topic, (int32_t)partition, (int64_t)offset, err, sizeof err);
-    return sluice_lua_result(L, rc, err);
+    return sluice_lua_result(L, sluice_consumer_store(c, topic, partition, offset, err, sizeof err), err);
+}
+
+/* consumer:seek(topic, partition, offset): records handed out from now on
+ * start at offset (an aborted transaction's input is read again). */
+static int consumer_seek(lua_State *L)
+{
+    sluice_consumer *c = sluice_lua_handle_obj(L, 1, &sluice_lua_consumer_type);
+    int32_t partition;
+    int64_t offset;
+    const char *topic = check_position(L, &partition, &offset);
+    char err[256] = "";
+    return sluice_lua_result(L, sluice_consumer_seek(c, topic, partition, offset, err, sizeof err), err);
 }
 
 /* core.read_partitions(props, topic, {partition...} [, timeout_ms]) →
@@ -326,7 +347,7 @@ static int consumer_close(lua_State *L)
 static const luaL_Reg methods[] = {
     { "pause", consumer_pause }, { "resume", consumer_resume }, { "commit", consumer_commit },
     { "consumed", consumer_consumed }, { "store", consumer_store }, { "close", consumer_close },
-    { "lag", consumer_lag },
+    { "lag", consumer_lag }, { "seek", consumer_seek },
     { NULL, NULL }
 };
 static const luaL_Reg functions[] = {

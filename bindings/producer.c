@@ -8,13 +8,14 @@
  * the protected call and its limits are paid once per batch. An error in
  * one callback is logged and counted like any handler's, and the batch
  * resumes after it: the other callbacks still run, each exactly once. */
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "sluice_lua.h"
 #include "sluice/kafka.h"
 
-enum { PRESSURE, ERROR };   /* refs */
+enum { PRESSURE, ERROR, TXN };   /* refs (TXN: the running transaction operation's callback) */
 
 typedef struct lua_producer {
     sluice_lua_handle h;         /* h.obj: the sluice_producer */
@@ -395,6 +396,72 @@ void sluice_lua_producer_count_sent(sluice_lua_handle *h)
     ((lua_producer *)h)->sent++;
 }
 
+static const char *const txn_ops[] = { "init", "commit", "abort", NULL };
+
+static void on_txn(void *ud, const sluice_txn_result *r)
+{
+    lua_producer *p = ud;
+    lua_State *L;
+    if (!sluice_lua_handle_callback(&p->h, TXN)) return;
+    L = p->h.ctx->L;
+    if (r->error) {
+        lua_pushfstring(L, "%s: %s", r->error_name, r->error_text);
+        lua_pushstring(L, r->error_name);
+        lua_pushstring(L, r->fatal ? "fatal" : r->abortable ? "abortable" : "retriable");
+    } else {
+        lua_pushnil(L);
+        lua_pushnil(L);
+        lua_pushnil(L);
+    }
+    sluice_lua_call(p->h.ctx, 3, 0, "transaction callback");
+}
+
+/* producer:transaction(op, { consumer =, offsets =, timeout = ms }, callback)
+ * → true | nil, err, code. A producer with transactional.id only. op:
+ * "init", "commit" (offsets = { [topic] = { [partition] = next offset } }
+ * read by `consumer`, committed in the transaction) or "abort"; each
+ * begins the next transaction when it succeeds. callback(err, code, kind)
+ * runs once on the loop when it is done: err nil, or kind "abortable",
+ * "fatal" or "retriable". */
+static int producer_transaction(lua_State *L)
+{
+    lua_producer *p = sluice_lua_handle_check(L, 1, &sluice_lua_producer_type);
+    int op = luaL_checkoption(L, 2, NULL, txn_ops);
+    sluice_consumer *group = NULL;
+    sluice_partition *offsets;
+    size_t n = 0;
+    int timeout, rc;
+    char err[512] = "";
+
+    sluice_lua_opt_table(L, 3);
+    luaL_checktype(L, 4, LUA_TFUNCTION);
+    lua_settop(L, 4);
+    timeout = (int)sluice_lua_opt_int(L, 3, "timeout", 30000, 1, INT_MAX);
+    lua_getfield(L, 3, "consumer");                                /* 5 */
+    if (!lua_isnil(L, 5)) group = sluice_lua_handle_obj(L, 5, &sluice_lua_consumer_type);
+    lua_getfield(L, 3, "offsets");                                 /* 6 */
+    offsets = sluice_lua_read_offsets(L, 6, 3, &n);
+    rc = sluice_producer_txn(p->h.obj, (sluice_txn_op)op, group, offsets, n, timeout,
+                             on_txn, p, err, sizeof err);
+    if (rc == 0) {
+        sluice_lua_unref(L, &p->h.refs[TXN]);
+        sluice_lua_handle_set(L, &p->h, TXN, 4);
+    }
+    return sluice_lua_result(L, rc, err);
+}
+
+/* producer:transaction_wait([timeout_ms]) → true once no transaction
+ * operation runs (its callback was called), false on timeout. Delivery
+ * reports are served meanwhile: for a rebalance callback, where the loop
+ * cannot run. */
+static int producer_transaction_wait(lua_State *L)
+{
+    lua_producer *p = sluice_lua_handle_check(L, 1, &sluice_lua_producer_type);
+    int ms = (int)luaL_optinteger(L, 2, 30000);
+    lua_pushboolean(L, sluice_producer_txn_wait(p->h.obj, ms));
+    return 1;
+}
+
 /* close/__close: messages still in flight are reported failed to their
  * callbacks (flush first to avoid that). __gc: the same without Lua. */
 static void producer_free(void *p) { sluice_producer_free(p); }
@@ -402,7 +469,8 @@ static void producer_free(void *p) { sluice_producer_free(p); }
 static const luaL_Reg methods[] = {
     { "send", producer_send }, { "in_flight", producer_in_flight }, { "flush", producer_flush },
     { "stats", producer_stats }, { "config", producer_config }, { "topics", producer_topics },
-    { "statistics", producer_statistics }, { NULL, NULL }
+    { "statistics", producer_statistics }, { "transaction", producer_transaction },
+    { "transaction_wait", producer_transaction_wait }, { NULL, NULL }
 };
 static const luaL_Reg functions[] = { { "producer", producer_new }, { NULL, NULL } };
 

@@ -120,6 +120,7 @@ void sluice_lua_route_free(lua_State *L, sluice_lua_route *r)
         return;
     }
     sluice_lua_route_clear(L, r);
+    if (L) sluice_lua_unref(L, &r->tap_ref);
     sluice_ingest_batch_free(&r->batch);
     free(r);
 }
@@ -158,6 +159,28 @@ static int transform(sluice_lua_loop *ctx, int fn_ref, int conn_ref,
     return 1;
 }
 
+/* A message the route took, offered to its tap: sampled here, so that a
+ * tap costs the route one Lua call per shown line, not one per message. */
+static void tap(sluice_lua_loop *ctx, sluice_lua_route *r, int conn_ref,
+                const char *data, size_t len)
+{
+    lua_State *L = ctx->L;
+    uint64_t now;
+    if (r->tap_ref == LUA_NOREF) return;
+    r->tap_passed++;
+    if (r->tap_seen++ % r->tap_every != 0) return;
+    now = sluice_now_ms();
+    if (now - r->tap_window_ms >= 1000) { r->tap_window_ms = now; r->tap_window_count = 0; }
+    if (r->tap_window_count >= r->tap_rate) return;
+    r->tap_window_count++;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->tap_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, conn_ref);
+    lua_pushlstring(L, data, len);
+    lua_pushnumber(L, (lua_Number)r->tap_passed);
+    r->tap_passed = 0;
+    sluice_lua_call(ctx, 3, 0, "tap");
+}
+
 int sluice_lua_route_message(sluice_lua_loop *ctx, sluice_lua_route *r, int conn_ref,
                              sluice_conn *c, sluice_ingest_peer **peer,
                              const char *data, size_t len)
@@ -183,6 +206,7 @@ int sluice_lua_route_message(sluice_lua_loop *ctx, sluice_lua_route *r, int conn
             if (sluice_ingest_send(decl, producer, p, &row) == SLUICE_OK)
                 sluice_lua_producer_count_sent(ph);
         }
+        tap(ctx, r, conn_ref, data, len);
         return 1;
     }
     /* Lua runs per row: it may redeclare the route or close the connection
@@ -205,6 +229,7 @@ int sluice_lua_route_message(sluice_lua_loop *ctx, sluice_lua_route *r, int conn
     }
     luaL_unref(L, LUA_REGISTRYINDEX, tref);
     luaL_unref(L, LUA_REGISTRYINDEX, pref);
+    tap(ctx, r, conn_ref, data, len);
     sluice_ingest_peer_release(p);
     sluice_ingest_release(decl);
     r->busy = 0;

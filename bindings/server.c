@@ -35,7 +35,7 @@ sluice_lua_route *sluice_lua_server_route(sluice_lua_handle *o, const char *path
     r = calloc(1, sizeof *r + len + 1);
     if (!r) return NULL;
     memcpy(r->path, path, len + 1);
-    r->producer_ref = r->transform_ref = LUA_NOREF;
+    r->producer_ref = r->transform_ref = r->tap_ref = LUA_NOREF;
     r->next = ls->routes;
     ls->routes = r;
     return r;
@@ -279,6 +279,22 @@ static int server_conn_count(lua_State *L)
     return 1;
 }
 
+/* server:broadcast(path, data [, binary]) → number queued
+ * data to every open WebSocket of route path, one copy shared by their
+ * queues, in one pass in C (core.broadcast walks a Lua table instead).
+ * Connections whose queue is full are closed with 1008, not counted. */
+static int server_broadcast(lua_State *L)
+{
+    sluice_server *s = check_server(L);
+    const char *path = luaL_checkstring(L, 2);
+    size_t len, n;
+    const char *data = luaL_checklstring(L, 3, &len);
+    int rc = sluice_server_broadcast(s, path, data, len, lua_toboolean(L, 4), &n);
+    if (rc) return sluice_lua_fail_core(L, rc, NULL);
+    lua_pushinteger(L, (lua_Integer)n);
+    return 1;
+}
+
 static void push_route(void *ud, const sluice_route_stats *r)
 {
     lua_State *L = ud;
@@ -355,13 +371,41 @@ static int server_declare(lua_State *L)
     return sluice_lua_result(L, 0, NULL);
 }
 
+/* server:tap(path, fn [, every, rate]) | server:tap(path) — fn(conn, text,
+ * n) sees the messages path's declared route takes (which never reach the
+ * message handler): 1 in every, at most rate a second, n the messages
+ * since the last call. Without fn the tap ends. */
+static int server_tap(lua_State *L)
+{
+    sluice_lua_handle *h = sluice_lua_handle_check(L, 1, &sluice_lua_server_type);
+    const char *path = luaL_checkstring(L, 2);
+    lua_Integer every = luaL_optinteger(L, 4, 1), rate = luaL_optinteger(L, 5, 100);
+    sluice_lua_route *r;
+    if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TFUNCTION);
+    luaL_argcheck(L, every >= 1 && every <= 1000000000, 4, "every must be 1 or more");
+    luaL_argcheck(L, rate >= 1 && rate <= 1000000000, 5, "rate must be 1 or more");
+    r = sluice_lua_server_route(h, path);
+    if (!r) return sluice_lua_fail_core(L, SLUICE_ENOMEM, NULL);
+    sluice_lua_unref(L, &r->tap_ref);
+    if (lua_isnoneornil(L, 3)) return sluice_lua_result(L, 0, NULL);
+    lua_pushvalue(L, 3);
+    r->tap_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    r->tap_every = (unsigned)every;
+    r->tap_rate = (unsigned)rate;
+    r->tap_seen = r->tap_passed = 0;
+    r->tap_window_count = 0;
+    return sluice_lua_result(L, 0, NULL);
+}
+
 static void server_free(void *s) { sluice_server_free(s); }
 
 static const luaL_Reg methods[] = {
     { "port", server_port }, { "tls", server_tls }, { "reload_tls", server_reload_tls },
     { "conn_count", server_conn_count }, { "routes", server_routes },
+    { "broadcast", server_broadcast },
     { "pause_reading", server_pause_reading }, { "stop_listening", server_stop_listening },
-    { "close_all", server_close_all }, { "declare", server_declare }, { NULL, NULL }
+    { "close_all", server_close_all }, { "declare", server_declare },
+    { "tap", server_tap }, { NULL, NULL }
 };
 static const luaL_Reg functions[] = { { "server", server_new }, { NULL, NULL } };
 

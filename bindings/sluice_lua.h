@@ -190,12 +190,17 @@ extern const sluice_lua_type sluice_lua_timer_type, sluice_lua_server_type,
     sluice_lua_conn_type, sluice_lua_http_type, sluice_lua_producer_type,
     sluice_lua_consumer_type, sluice_lua_broker_type, sluice_lua_fswatch_type,
     sluice_lua_schema_type, sluice_lua_route_type, sluice_lua_catchup_type,
-    sluice_lua_jwt_keys_type, sluice_lua_unix_type;
+    sluice_lua_jwt_keys_type, sluice_lua_unix_type, sluice_lua_admin_type;
 
 /* A Kafka record as a table: topic, partition, offset, key, value,
  * timestamp, headers (consumer.c; catchup.c's records too). */
 struct sluice_record;
 void sluice_lua_push_record(lua_State *L, const struct sluice_record *r);
+/* offsets = { [topic] = { [partition] = offset, ... }, ... } at idx (nil:
+ * none) as a list in a userdata pushed on the stack; strings anchored by
+ * the table. Raises naming argument arg (consumer.c; producer.c too). */
+struct sluice_partition;
+struct sluice_partition *sluice_lua_read_offsets(lua_State *L, int idx, int arg, size_t *n);
 
 /* ---- conn.c: shared by server.c and the client constructor --------------
  * The handle that owns a set of connections (a server, or a client
@@ -220,6 +225,13 @@ typedef struct sluice_lua_route {
     sluice_lua_handle *producer;     /* anchored by producer_ref */
     int producer_ref, transform_ref; /* LUA_NOREF: none */
     int busy;                        /* a message is being run through it */
+    /* A console's tap on the route (server:tap): fn(conn, text, n) for at
+     * most 1 in tap_every of the messages it takes and tap_rate a second,
+     * n counting the ones passed over since; declaring keeps it. */
+    int tap_ref;
+    unsigned tap_every, tap_rate, tap_window_count;
+    unsigned long tap_seen, tap_passed;
+    uint64_t tap_window_ms;
     int orphan;                      /* its server was collected meanwhile: freed when done */
     sluice_ingest_batch batch;
     char path[];

@@ -45,10 +45,17 @@ static int timer_stop(lua_State *L)
     return 1;
 }
 
+/* timer:armed() → true while it is scheduled to fire */
+static int timer_armed(lua_State *L)
+{
+    lua_pushboolean(L, sluice_timer_armed(sluice_lua_handle_obj(L, 1, &sluice_lua_timer_type)));
+    return 1;
+}
+
 static void timer_free(void *t) { sluice_timer_free(t); }
 
 static const luaL_Reg methods[] = {
-    { "start", timer_start }, { "stop", timer_stop },
+    { "start", timer_start }, { "stop", timer_stop }, { "armed", timer_armed },
     { NULL, NULL }
 };
 static const luaL_Reg functions[] = { { "timer", timer_new }, { NULL, NULL } };

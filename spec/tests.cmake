@@ -102,7 +102,7 @@ endif()
 # the costliest first when it has no timings of its own yet) and takes one
 # job slot; the unit specs (a minute or more each) come next.
 if(TEST integration.cluster_faults)
-  set_tests_properties(integration.cluster_faults PROPERTIES TIMEOUT 600 COST 1000)
+  set_tests_properties(integration.cluster_faults PROPERTIES TIMEOUT 1200 COST 1000)
 endif()
 foreach(t unit.lua5.4 unit.luajit unit.lua5.1 unit.lua5.4.stream_kafka unit.luajit.stream_kafka
           unit.lua5.1.stream_kafka)
@@ -130,8 +130,13 @@ endforeach()
 # runs beside at most one light test.
 foreach(t integration.backpressure integration.reload_load integration.stream
           integration.faults integration.faults_more integration.shutdown
-          bench.smoke browser.movies browser.movies_tls sanitize.core)
+          browser.movies browser.movies_tls sanitize.core)
   if(TEST ${t})
     set_tests_properties(${t} PROPERTIES PROCESSORS 3)
   endif()
 endforeach()
+# The benchmarks' smoke run mostly starts and stops servers (tiny loads, 2 s
+# of overload): two slots.
+if(TEST bench.smoke)
+  set_tests_properties(bench.smoke PROPERTIES PROCESSORS 2)
+endif()

@@ -7,7 +7,7 @@
 # timed the same way. Every case has a fresh topic (4 partitions).
 #
 #   bench/push/run.sh [--quick] [--build DIR] [--out DIR] [--impls LIST]
-#                     [--clients LIST] [--rates LIST] [--seconds S]
+#                     [--clients LIST] [--rates LIST] [--seconds S] [--base DIR]
 #
 # --quick      200 clients, 100 and 1,000 records/s, 1 s each (~1 minute)
 # --build DIR  build tree (default build-bench, configured Release if absent)
@@ -22,6 +22,10 @@
 #              that the cases this machine cannot keep up with stay short.
 #              A burst case (1,000 records at once to the first client
 #              count) follows.
+# --base DIR   also measure another build of sluice (e.g. the commit before a
+#              change, built Release in DIR) as base-luajit / base-lua5.4,
+#              case by case beside this one (same app file, same broker;
+#              which of the two runs first alternates from case to case)
 # Centrifugo v6.9.1 is built once with `go install` (GOBIN under the build
 # tree; Go's module cache as usual); without Go or the module proxy it is
 # skipped with a message.
@@ -41,6 +45,7 @@ SECS=3
 BURST=1000
 MAX_DELIVERIES=2000000
 CENTRIFUGO_VERSION=v6.9.1
+BASE=
 ARGS="$*"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -51,13 +56,22 @@ while [ $# -gt 0 ]; do
     --clients) CLIENTS=$2; shift ;;
     --rates) RATES=$2; shift ;;
     --seconds) SECS=$2; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    --base) BASE=$2; shift ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "push/run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
 done
 OUT=${OUT:-$ROOT/bench/results/push}
 case $BUILD in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
+if [ -n "$BASE" ]; then
+  case $BASE in /*) ;; *) BASE=$PWD/$BASE ;; esac
+  # each measured sluice gets its base right after it
+  IMPLS=$(for i in $IMPLS; do
+    echo "$i"
+    case $i in sluice-luajit|sluice-lua5.4) [ -x "$BASE/bin/$i" ] && echo "base-${i#sluice-}" ;; esac
+  done | tr '\n' ' ')
+fi
 case $OUT in /*) ;; *) OUT=$PWD/$OUT ;; esac
 COMMAND="bench/push/run.sh${ARGS:+ $ARGS}"
 cd "$ROOT"
@@ -133,10 +147,11 @@ gateway_case() {   # IMPL CLIENTS RATE RECORDS
   "$B/sluice-kfloor" --kafka "$KAFKA" --topic "$topic" --create 4
   local pcmd=("$B/sluice-kprod" --kafka "$KAFKA" --topic "$topic" --rows "$records" --rate "$rate" --warmup 1)
   case $impl in
-    sluice-*)
-      local bin=$impl extra=()
+    sluice-*|base-*)
+      local bin=$impl extra=() bdir=$BUILD
       [ "$impl" = sluice-luajit-batched ] && { bin=sluice-luajit; read -ra extra <<<"$BATCHED"; }
-      SLUICE_PUSH_TOPIC=$topic "$BUILD/bin/$bin" run bench/apps/push.lua --listen "$port" --kafka "$KAFKA" \
+      case $impl in base-*) bin=sluice-${impl#base-}; bdir=$BASE ;; esac
+      SLUICE_PUSH_TOPIC=$topic "$bdir/bin/$bin" run bench/apps/push.lua --listen "$port" --kafka "$KAFKA" \
         --log-level error "${extra[@]}" >"$log.gateway.log" 2>&1 &
       pid=$!
       for i in $(seq 1 300); do http_get "$port" /bench/ready | grep -q '"assigned":4' && break; sleep 0.1; done
@@ -190,6 +205,14 @@ floor_case() {   # RATE RECORDS
   record floor 1 "$rate" "$records" "$(cat "$log.json")" "\"command\":\"sluice-kfloor --wake eventfd\""
 }
 
+# The implementations of one row group; with --base, every other group
+# runs each base before its build (the first of a pair tends to fare worse).
+PAIR_FLIP=1
+impls_for_group() {
+  if [ -z "$BASE" ] || [ "$PAIR_FLIP" = 0 ]; then echo "$IMPLS"; return; fi
+  echo "$IMPLS" | awk '{ for (i = 1; i <= NF; i++) if ($(i+1) ~ /^base-/) { printf "%s %s ", $(i+1), $i; i++ } else printf "%s ", $i }'
+}
+
 records_for() {   # RATE CLIENTS -> records
   awk -v r="$1" -v s="$SECS" -v c="$2" -v m="$MAX_DELIVERIES" \
     'BEGIN{n=r*s; if (n*c > m) n=int(m/c); if (n<1) n=1; print n}'
@@ -201,7 +224,8 @@ for rate in $RATES; do
     floor_case "$rate" "$(records_for "$rate" 1)"
   fi
   for clients in $CLIENTS; do
-    for impl in $IMPLS; do
+    PAIR_FLIP=$((1 - PAIR_FLIP))
+    for impl in $(impls_for_group); do
       [ "$impl" = floor ] && continue
       [ "$impl" = sluice-luajit-batched ] && [ "$clients" != "${CLIENTS%% *}" ] && continue
       note "$impl, $clients clients, $rate records/s"
@@ -210,7 +234,8 @@ for rate in $RATES; do
   done
 done
 first_clients=${CLIENTS%% *}
-for impl in $IMPLS; do
+PAIR_FLIP=$((1 - PAIR_FLIP))
+for impl in $(impls_for_group); do
   [ "$impl" = floor ] && continue
   note "$impl, burst: $BURST records at once to $first_clients clients"
   gateway_case "$impl" "$first_clients" 0 "$BURST"

@@ -184,7 +184,7 @@ static int fwd_listen(fwd *f, int port, char *err, size_t errlen) {
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        sluice_kafka_errf(err, errlen, "socket: %s", strerror(errno));
+        sluice_errf(err, errlen, "socket: %s", strerror(errno));
         return SLUICE_EIO;
     }
     int one = 1;
@@ -193,14 +193,14 @@ static int fwd_listen(fwd *f, int port, char *err, size_t errlen) {
         int e = errno;
         close(fd);
         if (e == EADDRINUSE) {
-            sluice_kafka_errf(err, errlen, "the embedded Kafka broker's port %d is in use", port);
+            sluice_errf(err, errlen, "the embedded Kafka broker's port %d is in use", port);
             return SLUICE_EADDRINUSE;
         }
-        sluice_kafka_errf(err, errlen, "bind 127.0.0.1:%d: %s", port, strerror(e));
+        sluice_errf(err, errlen, "bind 127.0.0.1:%d: %s", port, strerror(e));
         return SLUICE_EIO;
     }
     if (listen(fd, 128) < 0) {
-        sluice_kafka_errf(err, errlen, "listen: %s", strerror(errno));
+        sluice_errf(err, errlen, "listen: %s", strerror(errno));
         close(fd);
         return SLUICE_EIO;
     }
@@ -224,14 +224,14 @@ static int fwd_target(fwd *f, const char *bootstraps, char *err, size_t errlen) 
     first[n] = '\0';
     char *colon = strrchr(first, ':');
     if (!colon) {
-        sluice_kafka_errf(err, errlen, "unexpected mock bootstrap \"%s\"", first);
+        sluice_errf(err, errlen, "unexpected mock bootstrap \"%s\"", first);
         return SLUICE_EKAFKA;
     }
     *colon = '\0';
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
     int rc = getaddrinfo(first, colon + 1, &hints, &res);
     if (rc != 0 || !res) {
-        sluice_kafka_errf(err, errlen, "resolve %s: %s", first, gai_strerror(rc));
+        sluice_errf(err, errlen, "resolve %s: %s", first, gai_strerror(rc));
         return SLUICE_EKAFKA;
     }
     memcpy(&f->target, res->ai_addr, res->ai_addrlen);
@@ -246,23 +246,12 @@ static int fwd_start(fwd *f, int port, const char *bootstraps, char *err, size_t
     if (rc) return rc;
     f->stop_fd = eventfd(0, EFD_CLOEXEC);
     if (f->stop_fd < 0) {
-        sluice_kafka_errf(err, errlen, "eventfd: %s", strerror(errno));
+        sluice_errf(err, errlen, "eventfd: %s", strerror(errno));
         return SLUICE_EIO;
     }
-    {
-        /* The thread must never take a process signal: SIGTERM is meant
-         * for the loop thread's signalfd, and on an unblocked thread its
-         * default action would kill the process. */
-        sigset_t all, previous;
-        int created;
-        sigfillset(&all);
-        pthread_sigmask(SIG_BLOCK, &all, &previous);
-        created = pthread_create(&f->thread, NULL, fwd_main, f);
-        pthread_sigmask(SIG_SETMASK, &previous, NULL);
-        if (created != 0) {
-            sluice_kafka_errf(err, errlen, "cannot start the forwarder thread");
-            return SLUICE_EIO;
-        }
+    if (sluice_thread_start(&f->thread, fwd_main, f) != 0) {
+        sluice_errf(err, errlen, "cannot start the forwarder thread");
+        return SLUICE_EIO;
     }
     f->running = 1;
     return 0;
@@ -296,22 +285,20 @@ static int broker_serve(void *ud, int budget) {
 int sluice_broker_new(sluice_loop *loop, const sluice_broker_config *cfg,
                       sluice_broker **out, char *err, size_t errlen) {
     static const sluice_broker_config defaults = { 0, 0, 0 };
-    char why[512];
     *out = NULL;
     if (!loop) {
-        sluice_kafka_errf(err, errlen, "broker: loop is required");
+        sluice_errf(err, errlen, "broker: loop is required");
         return SLUICE_EINVAL;
     }
     if (!cfg) cfg = &defaults;
     if (cfg->brokers < 0 || cfg->partitions < 0 || cfg->port < -1 || cfg->port > 65535) {
-        sluice_kafka_errf(err, errlen, "broker: bad configuration");
+        sluice_errf(err, errlen, "broker: bad configuration");
         return SLUICE_EINVAL;
     }
     sluice_broker *b = calloc(1, sizeof *b);
     if (!b) return SLUICE_ENOMEM;
     b->brokers = cfg->brokers ? cfg->brokers : 1;
     b->partitions = cfg->partitions ? cfg->partitions : 4;
-    b->kq.loop = loop;
     b->kq.efd = -1;
     b->fwd.listen_fd = b->fwd.stop_fd = -1;
 
@@ -321,26 +308,14 @@ int sluice_broker_new(sluice_loop *loop, const sluice_broker_config *cfg,
                        "client.id", "sluice-embedded-broker",
                        /* Not "no bootstrap.servers" notices: this handle never connects. */
                        "log_level", "4", NULL }, err, errlen);
-    if (rc) {
-        rd_kafka_conf_destroy(conf);
-        free(b);
-        return rc;
-    }
-    rd_kafka_conf_set_opaque(conf, b);
-    b->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
-    if (!b->rk) {
-        rd_kafka_conf_destroy(conf);
-        sluice_kafka_errf(err, errlen, "%s", why);
-        free(b);
-        return SLUICE_EKAFKA;
-    }
-    sluice_kafka_log_to_main_queue(b->rk);
-    b->main_queue = rd_kafka_queue_get_main(b->rk);
-    rc = sluice_kq_open(&b->kq, loop, b->main_queue, broker_serve, b, err, errlen);
-    if (rc) goto fail;
+    b->rk = sluice_kafka_open(RD_KAFKA_PRODUCER, conf, &b->kq, loop, broker_serve, b,
+                              &rc, err, errlen);
+    if (!b->rk) goto fail;
+    b->main_queue = b->kq.queue;
 
     {
-        /* Same for the mock cluster's own thread. */
+        /* The mock cluster's own thread must not take process signals
+         * either (see sluice_thread_start). */
         sigset_t all, previous;
         sigfillset(&all);
         pthread_sigmask(SIG_BLOCK, &all, &previous);
@@ -348,7 +323,7 @@ int sluice_broker_new(sluice_loop *loop, const sluice_broker_config *cfg,
         pthread_sigmask(SIG_SETMASK, &previous, NULL);
     }
     if (!b->mock) {
-        sluice_kafka_errf(err, errlen, "cannot start the embedded Kafka broker");
+        sluice_errf(err, errlen, "cannot start the embedded Kafka broker");
         rc = SLUICE_EKAFKA;
         goto fail;
     }
@@ -387,15 +362,14 @@ const char *sluice_broker_direct_bootstrap(const sluice_broker *b) {
 int sluice_broker_create_topic(sluice_broker *b, const char *topic, int partitions,
                                char *err, size_t errlen) {
     if (!b || !topic || !*topic || partitions < 0) {
-        sluice_kafka_errf(err, errlen, "create_topic: broker and topic name are required");
+        sluice_errf(err, errlen, "create_topic: broker and topic name are required");
         return SLUICE_EINVAL;
     }
     int replicas = b->brokers < 3 ? b->brokers : 3;
     rd_kafka_resp_err_t e = rd_kafka_mock_topic_create(
         b->mock, topic, partitions ? partitions : b->partitions, replicas);
     if (e) {
-        sluice_kafka_errf(err, errlen, "%s: %s", sluice_kafka_err_name(e), rd_kafka_err2str(e));
-        return SLUICE_EKAFKA;
+        return sluice_kafka_fail(e, err, errlen);
     }
     return 0;
 }
@@ -422,11 +396,11 @@ int sluice_broker_count(const sluice_broker *b) {
 
 static int check_broker_id(const sluice_broker *b, int id, char *err, size_t errlen) {
     if (!b || !b->mock) {
-        sluice_kafka_errf(err, errlen, "broker is closed");
+        sluice_errf(err, errlen, "broker is closed");
         return SLUICE_EINVAL;
     }
     if (id < 1 || id > b->brokers) {
-        sluice_kafka_errf(err, errlen, "no broker %d (ids run from 1 to %d)", id, b->brokers);
+        sluice_errf(err, errlen, "no broker %d (ids run from 1 to %d)", id, b->brokers);
         return SLUICE_EINVAL;
     }
     return 0;
@@ -434,8 +408,7 @@ static int check_broker_id(const sluice_broker *b, int id, char *err, size_t err
 
 static int mock_result(rd_kafka_resp_err_t e, char *err, size_t errlen) {
     if (!e) return 0;
-    sluice_kafka_errf(err, errlen, "%s: %s", sluice_kafka_err_name(e), rd_kafka_err2str(e));
-    return SLUICE_EKAFKA;
+    return sluice_kafka_fail(e, err, errlen);
 }
 
 int sluice_broker_set_down(sluice_broker *b, int broker_id, char *err, size_t errlen) {
@@ -456,7 +429,7 @@ int sluice_broker_set_rtt(sluice_broker *b, int broker_id, int rtt_ms, char *err
     int rc = check_broker_id(b, broker_id, err, errlen);
     if (rc) return rc;
     if (rtt_ms < 0) {
-        sluice_kafka_errf(err, errlen, "rtt must be >= 0 ms, got %d", rtt_ms);
+        sluice_errf(err, errlen, "rtt must be >= 0 ms, got %d", rtt_ms);
         return SLUICE_EINVAL;
     }
     return mock_result(rd_kafka_mock_broker_set_rtt(b->mock, broker_id, rtt_ms), err, errlen);
@@ -465,11 +438,11 @@ int sluice_broker_set_rtt(sluice_broker *b, int broker_id, int rtt_ms, char *err
 int sluice_broker_push_errors(sluice_broker *b, int api_key, size_t n, const int *errors,
                               char *err, size_t errlen) {
     if (!b || !b->mock) {
-        sluice_kafka_errf(err, errlen, "broker is closed");
+        sluice_errf(err, errlen, "broker is closed");
         return SLUICE_EINVAL;
     }
     if (api_key < 0 || api_key > INT16_MAX || (n && !errors)) {
-        sluice_kafka_errf(err, errlen, "bad API key %d", api_key);
+        sluice_errf(err, errlen, "bad API key %d", api_key);
         return SLUICE_EINVAL;
     }
     if (n == 0) {
@@ -490,11 +463,11 @@ int sluice_broker_set_leader(sluice_broker *b, const char *topic, int partition,
         int rc = check_broker_id(b, broker_id, err, errlen);
         if (rc) return rc;
     } else if (!b || !b->mock) {
-        sluice_kafka_errf(err, errlen, "broker is closed");
+        sluice_errf(err, errlen, "broker is closed");
         return SLUICE_EINVAL;
     }
     if (!topic || !*topic || partition < 0) {
-        sluice_kafka_errf(err, errlen, "set_leader: a topic and a partition >= 0 are required");
+        sluice_errf(err, errlen, "set_leader: a topic and a partition >= 0 are required");
         return SLUICE_EINVAL;
     }
     sluice_loop_log(b->kq.loop, SLUICE_LOG_INFO, "embedded Kafka broker: leader of %s [%d] is now %d",

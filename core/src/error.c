@@ -42,12 +42,25 @@ const char *sluice_error_text(int code)
     }
 }
 
+static void vformat(char *err, size_t errlen, const char *fmt, va_list ap)
+{
+    if (err && errlen)
+        vsnprintf(err, errlen, fmt, ap);
+}
+
 void sluice_errf(char *err, size_t errlen, const char *fmt, ...)
 {
-    if (!err || !errlen)
-        return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
+    vformat(err, errlen, fmt, ap);
     va_end(ap);
+}
+
+int sluice_failf(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vformat(err, errlen, fmt, ap);
+    va_end(ap);
+    return rc;
 }

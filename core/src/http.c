@@ -210,9 +210,8 @@ int sluice_http_on_request(sluice_server *s, struct wsi_slot *slot, const char *
     snprintf(r->method, sizeof r->method, "%s", method);
     r->head_only = !strcmp(method, "HEAD");
     r->path = sluice_strdup(path);
-    r->query = sluice_copy_query(wsi);
-    sluice_copy_peer(wsi, r->peer, sizeof r->peer);
-    if (!r->path || !r->query || sluice_copy_headers(wsi, &r->headers, &r->nheaders)) {
+    if (!r->path || sluice_copy_request(wsi, &r->query, r->peer, sizeof r->peer,
+                                        &r->headers, &r->nheaders)) {
         req_free(r);
         return -1;
     }

@@ -3,7 +3,6 @@
  * (RSA size, EC curve, the point on it) as it is loaded. */
 #include "sluice/jwt.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +14,7 @@
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 
+#include "format_internal.h"
 #include "jwt_internal.h"
 
 #define MIN_RSA_BITS 2048
@@ -50,18 +50,6 @@ void sluice_jwt_keys_free(sluice_jwt_keys *k)
 
 size_t sluice_jwt_keys_count(const sluice_jwt_keys *k) { return k ? k->n : 0; }
 
-static int errf(char *err, size_t errlen, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int errf(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
 
 /* Which algorithms a public key can check: by type and curve. 0: none
  * (unsupported type or curve, or an RSA key too short). */
@@ -123,9 +111,9 @@ int sluice_jwt_keys_add_secret(sluice_jwt_keys *k, const char *kid, const void *
                                size_t len, char *err, size_t errlen)
 {
     if (!k || (!secret && len))
-        return errf(err, errlen, SLUICE_EINVAL, "no key set or secret");
+        return sluice_failf(err, errlen, SLUICE_EINVAL, "no key set or secret");
     if (len < SLUICE_JWT_MIN_SECRET)
-        return errf(err, errlen, SLUICE_EINVAL,
+        return sluice_failf(err, errlen, SLUICE_EINVAL,
                     "an HMAC secret needs at least %d bytes, got %zu", SLUICE_JWT_MIN_SECRET,
                     len);
     struct sluice_jwt_key key = { .kind = K_OCT, .algs = HMAC_ALGS, .secret_len = len };
@@ -133,7 +121,7 @@ int sluice_jwt_keys_add_secret(sluice_jwt_keys *k, const char *kid, const void *
     key.kid = kid ? dup_n(kid, strlen(kid)) : NULL;
     if (!key.secret || (kid && !key.kid) || keys_take(k, &key, 1)) {
         key_clear(&key);
-        return errf(err, errlen, SLUICE_ENOMEM, "out of memory");
+        return sluice_failf(err, errlen, SLUICE_ENOMEM, "out of memory");
     }
     memcpy(k->keys[k->n - 1].secret, secret, len);
     return SLUICE_OK;
@@ -143,24 +131,24 @@ int sluice_jwt_keys_add_pem(sluice_jwt_keys *k, const char *kid, const char *pem
                             size_t len, char *err, size_t errlen)
 {
     if (!k || !pem || len > (size_t)1 << 20)
-        return errf(err, errlen, SLUICE_EINVAL, "no key set or PEM text");
+        return sluice_failf(err, errlen, SLUICE_EINVAL, "no key set or PEM text");
     BIO *bio = BIO_new_mem_buf(pem, (int)len);
     EVP_PKEY *pkey = bio ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
     BIO_free(bio);
     if (!pkey)
-        return errf(err, errlen, SLUICE_EINVAL, "not a PEM public key (BEGIN PUBLIC KEY)");
+        return sluice_failf(err, errlen, SLUICE_EINVAL, "not a PEM public key (BEGIN PUBLIC KEY)");
     struct sluice_jwt_key key = { .pkey = pkey };
     key.algs = pkey_algs(pkey, &key.kind);
     if (!key.algs) {
         key_clear(&key);
-        return errf(err, errlen, SLUICE_EINVAL,
+        return sluice_failf(err, errlen, SLUICE_EINVAL,
                     "unsupported public key (RSA of %d bits or more, EC P-256/384/521, "
                     "Ed25519 or Ed448)", MIN_RSA_BITS);
     }
     key.kid = kid ? dup_n(kid, strlen(kid)) : NULL;
     if ((kid && !key.kid) || keys_take(k, &key, 1)) {
         key_clear(&key);
-        return errf(err, errlen, SLUICE_ENOMEM, "out of memory");
+        return sluice_failf(err, errlen, SLUICE_ENOMEM, "out of memory");
     }
     return SLUICE_OK;
 }
@@ -307,11 +295,11 @@ static int load_jwk(struct jwks_load *l, const unsigned char *begin, const unsig
     sluice_schema_result *r = l->r;
     int rc = sluice_jwt_each_member(r, begin, end, jwk_member, &j);
     if (rc == SLUICE_EMALFORMED)
-        return errf(l->err, l->errlen, SLUICE_EMALFORMED, "JWK: %s", r->error);
+        return sluice_failf(l->err, l->errlen, SLUICE_EMALFORMED, "JWK: %s", r->error);
     if (rc)
         return rc;
     if (!j.has_kty)
-        return errf(l->err, l->errlen, SLUICE_EINVAL, "a JWK without \"kty\"");
+        return sluice_failf(l->err, l->errlen, SLUICE_EINVAL, "a JWK without \"kty\"");
     /* Not for signatures, or for an algorithm sluice does not verify
      * (RSA-OAEP, ...): skipped, as a key of an unknown type is. */
     if ((j.has_use && !str_is(r, &j.use, "sig")) ||
@@ -339,7 +327,7 @@ static int load_jwk(struct jwks_load *l, const unsigned char *begin, const unsig
             OPENSSL_cleanse(k, len);
         free(k);
         if (!key.secret)
-            return errf(l->err, l->errlen, SLUICE_EINVAL,
+            return sluice_failf(l->err, l->errlen, SLUICE_EINVAL,
                         "an oct JWK needs \"k\": a base64url secret of at least %d bytes",
                         SLUICE_JWT_MIN_SECRET);
     } else {
@@ -357,12 +345,12 @@ static int load_jwk(struct jwks_load *l, const unsigned char *begin, const unsig
             return SLUICE_OK;
         }
         if (!key.pkey)
-            return errf(l->err, l->errlen, SLUICE_EINVAL,
+            return sluice_failf(l->err, l->errlen, SLUICE_EINVAL,
                         "a %s JWK that is not a valid public key (n/e, crv/x/y)", what);
         key.algs = pkey_algs(key.pkey, &key.kind);
         if (!key.algs) {
             key_clear(&key);
-            return errf(l->err, l->errlen, SLUICE_EINVAL,
+            return sluice_failf(l->err, l->errlen, SLUICE_EINVAL,
                         "an unsupported %s key (RSA needs %d bits or more; curves: P-256, "
                         "P-384, P-521, Ed25519, Ed448)", what, MIN_RSA_BITS);
         }
@@ -371,7 +359,7 @@ static int load_jwk(struct jwks_load *l, const unsigned char *begin, const unsig
         const struct sluice_jwt_algorithm *a = sluice_jwt_alg_named(r->str + j.alg.off, j.alg.len);
         if (!(a->bit & key.algs)) {
             key_clear(&key);
-            return errf(l->err, l->errlen, SLUICE_EINVAL,
+            return sluice_failf(l->err, l->errlen, SLUICE_EINVAL,
                         "a %s JWK whose \"alg\" is not one of its type's", what);
         }
         key.algs = a->bit;
@@ -426,7 +414,7 @@ int sluice_jwt_keys_add_jwks(sluice_jwt_keys *k, const char *json, size_t len,
                              size_t *skipped, char *err, size_t errlen)
 {
     if (!k || !json)
-        return errf(err, errlen, SLUICE_EINVAL, "no key set or JWKS text");
+        return sluice_failf(err, errlen, SLUICE_EINVAL, "no key set or JWKS text");
     if (err && errlen)
         err[0] = '\0';
     sluice_schema_result r;
@@ -437,7 +425,7 @@ int sluice_jwt_keys_add_jwks(sluice_jwt_keys *k, const char *json, size_t len,
     const unsigned char *b = (const unsigned char *)json, *e = b + len;
     int rc = sluice_jwt_each_member(&r, b, e, jwks_member, &top);
     if (rc == SLUICE_EMALFORMED)
-        errf(err, errlen, rc, "%s", r.error);
+        sluice_failf(err, errlen, rc, "%s", r.error);
     else if (!rc && top.has_keys && top.keys.kind == J_ARRAY) {
         /* each_element parses into a scratch of its own: the top level's
          * strings are done with. */
@@ -446,15 +434,15 @@ int sluice_jwt_keys_add_jwks(sluice_jwt_keys *k, const char *json, size_t len,
         l.r = &inner;
         rc = sluice_jwt_each_element(&inner, top.keys.begin, top.keys.end, jwks_element, &l);
         if (rc == SLUICE_EMALFORMED && inner.error[0] && (!err || !err[0]))
-            errf(err, errlen, rc, "%s", inner.error);
+            sluice_failf(err, errlen, rc, "%s", inner.error);
         sluice_schema_result_free(&inner);
     } else if (!rc && top.has_kty) {
         rc = load_jwk(&l, b, e);        /* a single JWK */
     } else if (!rc) {
-        rc = errf(err, errlen, SLUICE_EINVAL, "a JWK Set needs a \"keys\" array");
+        rc = sluice_failf(err, errlen, SLUICE_EINVAL, "a JWK Set needs a \"keys\" array");
     }
     if (!rc && l.n == 0)
-        rc = errf(err, errlen, SLUICE_EINVAL, "no signing key in this JWK Set (%zu skipped)",
+        rc = sluice_failf(err, errlen, SLUICE_EINVAL, "no signing key in this JWK Set (%zu skipped)",
                   l.skipped);
     if (!rc)
         rc = keys_take(k, l.keys, l.n);

@@ -274,7 +274,7 @@ int sluice_assigner_start(sluice_loop *loop, const sluice_assigner_config *cfg,
     pthread_condattr_destroy(&attr);
     int rc = assigner_copy(a, cfg);
     if (rc) {
-        sluice_kafka_errf(err, errlen, "consumer: %s", rc == SLUICE_EINVAL
+        sluice_errf(err, errlen, "consumer: %s", rc == SLUICE_EINVAL
                           ? "a start offset without a topic" : "out of memory");
         assigner_release(a);
         return rc;
@@ -282,7 +282,7 @@ int sluice_assigner_start(sluice_loop *loop, const sluice_assigner_config *cfg,
     a->pending = rd_kafka_topic_partition_list_new(0);
     a->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (a->efd < 0) {
-        sluice_kafka_errf(err, errlen, "eventfd: %s", strerror(errno));
+        sluice_errf(err, errlen, "eventfd: %s", strerror(errno));
         assigner_release(a);
         return SLUICE_EIO;
     }
@@ -291,14 +291,9 @@ int sluice_assigner_start(sluice_loop *loop, const sluice_assigner_config *cfg,
         assigner_release(a);
         return rc;
     }
-    sigset_t all, previous;
-    /* Signals stay with the loop thread (signalfd). */
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &previous);
-    int created = pthread_create(&a->thread, NULL, assigner_main, a);
-    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    int created = sluice_thread_start(&a->thread, assigner_main, a);
     if (created) {
-        sluice_kafka_errf(err, errlen, "consumer: thread: %s", strerror(created));
+        sluice_errf(err, errlen, "consumer: thread: %s", strerror(created));
         assigner_release(a);
         return SLUICE_EIO;
     }

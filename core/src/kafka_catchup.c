@@ -415,7 +415,7 @@ static int shared_new(catchup_shared **out, const sluice_catchup_config *cfg, ch
         char why[512];
         s->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
         if (!s->rk) {
-            sluice_kafka_errf(err, errlen, "%s", why);
+            sluice_errf(err, errlen, "%s", why);
             rc = SLUICE_EKAFKA;
         } else {
             conf = NULL;
@@ -426,7 +426,7 @@ static int shared_new(catchup_shared **out, const sluice_catchup_config *cfg, ch
     if (rc) return rc;
     s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (s->efd < 0) {
-        sluice_kafka_errf(err, errlen, "eventfd: %s", strerror(errno));
+        sluice_errf(err, errlen, "eventfd: %s", strerror(errno));
         return SLUICE_EIO;
     }
     return 0;
@@ -442,7 +442,7 @@ int sluice_catchup_start(sluice_loop *loop, const sluice_catchup_config *cfg,
     int rc = shared_new(&c->s, cfg, err, errlen);
     if (!rc) rc = sluice_watch_new(loop, c->s->efd, catchup_on_ready, c, &c->watch, err, errlen);
     if (rc) {
-        if (rc == SLUICE_ENOMEM) sluice_kafka_errf(err, errlen, "catch-up: out of memory");
+        if (rc == SLUICE_ENOMEM) sluice_errf(err, errlen, "catch-up: out of memory");
         if (c->s) catchup_destroy(c);
         else free(c);
         return rc;
@@ -457,7 +457,7 @@ int sluice_catchup_start(sluice_loop *loop, const sluice_catchup_config *cfg,
     pthread_sigmask(SIG_SETMASK, &previous, NULL);
     if (created) {
         c->s->refs--;
-        sluice_kafka_errf(err, errlen, "catch-up: thread: %s", strerror(created));
+        sluice_errf(err, errlen, "catch-up: thread: %s", strerror(created));
         catchup_destroy(c);
         return SLUICE_EIO;
     }

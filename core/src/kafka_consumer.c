@@ -140,31 +140,51 @@ static int consumer_assign_start(sluice_consumer *c, char *err, size_t errlen) {
     return sluice_assigner_start(c->kq.loop, &acfg, &c->assigner, err, errlen);
 }
 
-static int consumer_collect_headers(sluice_consumer *c, const rd_kafka_message_t *m,
-                                    size_t *count) {
-    rd_kafka_headers_t *hdrs;
-    *count = 0;
-    if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return 0;
-    size_t n = rd_kafka_header_cnt(hdrs);
+/* Room for n headers in c->headers (records point into it until they
+ * are delivered): n, or 0 when out of memory (the records go without). */
+static size_t headers_room(sluice_consumer *c, size_t n) {
     if (n > c->headers_cap) {
         sluice_header *grown = realloc(c->headers, n * sizeof *grown);
-        if (!grown) return SLUICE_ENOMEM;
+        if (!grown) return 0;
         c->headers = grown;
         c->headers_cap = n;
     }
-    for (size_t i = 0; i < n; i++) {
+    return n;
+}
+
+static size_t header_count(const rd_kafka_message_t *m) {
+    rd_kafka_headers_t *hdrs;
+    if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR) return 0;
+    return rd_kafka_header_cnt(hdrs);
+}
+
+/* The record of m; its headers (at most room of them) in headers[]. */
+static void fill_record(sluice_record *r, const rd_kafka_message_t *m,
+                        sluice_header *headers, size_t room) {
+    rd_kafka_timestamp_type_t tstype;
+    rd_kafka_headers_t *hdrs;
+    r->topic = rd_kafka_topic_name(m->rkt);
+    r->partition = m->partition;
+    r->offset = m->offset;
+    r->key = m->key;
+    r->key_len = m->key ? m->key_len : 0;
+    r->value = m->payload;
+    r->value_len = m->payload ? m->len : 0;
+    r->timestamp_ms = rd_kafka_message_timestamp(m, &tstype);
+    r->headers = NULL;
+    r->header_count = 0;
+    if (!room || rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
+    size_t n = rd_kafka_header_cnt(hdrs);
+    for (size_t k = 0; k < n && k < room; k++) {
         const char *name;
         const void *value;
         size_t size;
-        if (rd_kafka_header_get_all(hdrs, i, &name, &value, &size) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        if (rd_kafka_header_get_all(hdrs, k, &name, &value, &size) != RD_KAFKA_RESP_ERR_NO_ERROR)
             break;
-        c->headers[i].name = name;
-        c->headers[i].value = value;
-        c->headers[i].value_len = value ? size : 0;
-        *count = i + 1;
+        headers[k] = (sluice_header){ name, value, value ? size : 0 };
+        r->header_count = k + 1;
     }
-    return 0;
+    if (r->header_count) r->headers = headers;
 }
 
 static void consumer_handle_message(sluice_consumer *c, rd_kafka_message_t *m) {
@@ -174,19 +194,7 @@ static void consumer_handle_message(sluice_consumer *c, rd_kafka_message_t *m) {
         return;
     }
     sluice_record r;
-    rd_kafka_timestamp_type_t tstype;
-    size_t header_count = 0;
-    consumer_collect_headers(c, m, &header_count);
-    r.topic = rd_kafka_topic_name(m->rkt);
-    r.partition = m->partition;
-    r.offset = m->offset;
-    r.key = m->key;
-    r.key_len = m->key ? m->key_len : 0;
-    r.value = m->payload;
-    r.value_len = m->payload ? m->len : 0;
-    r.timestamp_ms = rd_kafka_message_timestamp(m, &tstype);
-    r.headers = header_count ? c->headers : NULL;
-    r.header_count = header_count;
+    fill_record(&r, m, c->headers, headers_room(c, header_count(m)));
     if (c->cfg.on_record) c->cfg.on_record(c->cfg.ud, c, &r);
     /* Processed: its offset may now be committed. Fails harmlessly with
      * _STATE if the partition was revoked meanwhile. In manual mode the
@@ -199,47 +207,11 @@ static void consumer_handle_message(sluice_consumer *c, rd_kafka_message_t *m) {
  * sized for the whole batch first (a realloc would move earlier ones). */
 static void consumer_batch_records(sluice_consumer *c) {
     size_t total = 0, at = 0;
+    for (size_t i = 0; i < c->batch_n; i++) total += header_count(c->batch[i]);
+    total = headers_room(c, total);
     for (size_t i = 0; i < c->batch_n; i++) {
-        rd_kafka_headers_t *hdrs;
-        if (rd_kafka_message_headers(c->batch[i], &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR)
-            total += rd_kafka_header_cnt(hdrs);
-    }
-    if (total > c->headers_cap) {
-        sluice_header *grown = realloc(c->headers, total * sizeof *grown);
-        if (grown) { c->headers = grown; c->headers_cap = total; }
-        else total = 0;   /* no memory: the records go without headers */
-    }
-    for (size_t i = 0; i < c->batch_n; i++) {
-        const rd_kafka_message_t *m = c->batch[i];
-        sluice_record *r = &c->records[i];
-        rd_kafka_timestamp_type_t tstype;
-        rd_kafka_headers_t *hdrs;
-        r->topic = rd_kafka_topic_name(m->rkt);
-        r->partition = m->partition;
-        r->offset = m->offset;
-        r->key = m->key;
-        r->key_len = m->key ? m->key_len : 0;
-        r->value = m->payload;
-        r->value_len = m->payload ? m->len : 0;
-        r->timestamp_ms = rd_kafka_message_timestamp(m, &tstype);
-        r->headers = NULL;
-        r->header_count = 0;
-        if (total && rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            size_t n = rd_kafka_header_cnt(hdrs);
-            r->headers = c->headers + at;
-            for (size_t k = 0; k < n && at < total; k++) {
-                const char *name;
-                const void *value;
-                size_t size;
-                if (rd_kafka_header_get_all(hdrs, k, &name, &value, &size) != RD_KAFKA_RESP_ERR_NO_ERROR)
-                    break;
-                c->headers[at].name = name;
-                c->headers[at].value = value;
-                c->headers[at].value_len = value ? size : 0;
-                at++;
-                r->header_count++;
-            }
-        }
+        fill_record(&c->records[i], c->batch[i], total ? c->headers + at : NULL, total - at);
+        at += c->records[i].header_count;
     }
 }
 
@@ -336,7 +308,7 @@ static int consumer_subscribe(sluice_consumer *c, char *err, size_t errlen) {
     rd_kafka_resp_err_t e = rd_kafka_subscribe(c->rk, topics);
     rd_kafka_topic_partition_list_destroy(topics);
     if (e) {
-        sluice_kafka_errf(err, errlen, "subscribe: %s", rd_kafka_err2str(e));
+        sluice_errf(err, errlen, "subscribe: %s", rd_kafka_err2str(e));
         return SLUICE_EKAFKA;
     }
     return 0;
@@ -344,21 +316,20 @@ static int consumer_subscribe(sluice_consumer *c, char *err, size_t errlen) {
 
 int sluice_consumer_new(sluice_loop *loop, const sluice_consumer_config *cfg,
                         sluice_consumer **out, char *err, size_t errlen) {
-    char why[512];
     *out = NULL;
     if (!loop || !cfg || !cfg->topics || !cfg->topics[0]) {
-        sluice_kafka_errf(err, errlen, "consumer: loop, config and at least one topic are required");
+        sluice_errf(err, errlen, "consumer: loop, config and at least one topic are required");
         return SLUICE_EINVAL;
     }
     if (cfg->assign ? (cfg->start == SLUICE_FROM_COMMITTED || cfg->start < SLUICE_FROM_TIME)
                     : cfg->start == SLUICE_FROM_TIME) {
-        sluice_kafka_errf(err, errlen, cfg->assign
+        sluice_errf(err, errlen, cfg->assign
                           ? "consumer: assign mode has no committed offsets to start from"
                           : "consumer: a start time needs assign mode");
         return SLUICE_EINVAL;
     }
     if (!cfg->assign && !sluice_kafka_prop(cfg->props, "group.id")) {
-        sluice_kafka_errf(err, errlen, "consumer: group.id is required");
+        sluice_errf(err, errlen, "consumer: group.id is required");
         return SLUICE_EINVAL;
     }
     sluice_consumer *c = calloc(1, sizeof *c);
@@ -374,37 +345,22 @@ int sluice_consumer_new(sluice_loop *loop, const sluice_consumer_config *cfg,
             return SLUICE_ENOMEM;
         }
     }
-    c->kq.loop = loop;
-    c->kq.efd = -1;
-
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     int rc = consumer_conf(cfg, conf, err, errlen);
-    if (rc) {
-        rd_kafka_conf_destroy(conf);
+    if (!cfg->assign) rd_kafka_conf_set_rebalance_cb(conf, consumer_rebalance_cb);
+    rd_kafka_conf_set_error_cb(conf, consumer_error_cb);
+    /* Everything (logs, errors, rebalances, records) through one queue. */
+    c->rk = sluice_kafka_open(RD_KAFKA_CONSUMER, conf, &c->kq, loop, consumer_serve, c,
+                              &rc, err, errlen);
+    if (!c->rk) {
         free(c->batch);
         free(c->records);
         free(c);
         return rc;
     }
-    rd_kafka_conf_set_opaque(conf, c);
-    if (!cfg->assign) rd_kafka_conf_set_rebalance_cb(conf, consumer_rebalance_cb);
-    rd_kafka_conf_set_error_cb(conf, consumer_error_cb);
-    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
-    if (!c->rk) {
-        rd_kafka_conf_destroy(conf);
-        sluice_kafka_errf(err, errlen, "%s", why);
-        free(c->batch);
-        free(c->records);
-        free(c);
-        return SLUICE_EKAFKA;
-    }
-    /* Everything (logs, errors, rebalances, records) through one queue. */
-    rd_kafka_poll_set_consumer(c->rk);
-    sluice_kafka_log_to_main_queue(c->rk);
-    c->queue = rd_kafka_queue_get_consumer(c->rk);
-    rc = sluice_kq_open(&c->kq, loop, c->queue, consumer_serve, c, err, errlen);
-    if (!rc && cfg->assign) rc = consumer_assign_start(c, err, errlen);
-    else if (!rc) rc = consumer_subscribe(c, err, errlen);
+    c->queue = c->kq.queue;
+    if (cfg->assign) rc = consumer_assign_start(c, err, errlen);
+    else rc = consumer_subscribe(c, err, errlen);
     /* An assign-only consumer is in no group: nothing to keep alive. */
     if (!rc && !cfg->assign) {
         c->keepalive = sluice_timer_new(loop, consumer_keepalive, c);
@@ -445,14 +401,13 @@ int sluice_consumer_commit(sluice_consumer *c, int sync, char *err, size_t errle
     if (!c) return SLUICE_EINVAL;
     if (c->closing) return SLUICE_ECLOSED;
     if (c->assigner) {
-        sluice_kafka_errf(err, errlen, "a consumer in no group (assign mode) has nothing to commit");
+        sluice_errf(err, errlen, "a consumer in no group (assign mode) has nothing to commit");
         return SLUICE_ESTATE;
     }
     rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, NULL, sync ? 0 : 1);
     /* Nothing stored since the last commit is not a failure. */
     if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET) {
-        sluice_kafka_errf(err, errlen, "%s: %s", sluice_kafka_err_name(e), rd_kafka_err2str(e));
-        return SLUICE_EKAFKA;
+        return sluice_kafka_fail(e, err, errlen);
     }
     return 0;
 }
@@ -469,14 +424,45 @@ int sluice_consumer_store(sluice_consumer *c, const char *topic, int32_t partiti
     if (!e) e = list->elems[0].err;
     rd_kafka_topic_partition_list_destroy(list);
     if (e == RD_KAFKA_RESP_ERR__STATE || e == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION) {
-        sluice_kafka_errf(err, errlen, "%s [%d] is not assigned to this consumer", topic, (int)partition);
+        sluice_errf(err, errlen, "%s [%d] is not assigned to this consumer", topic, (int)partition);
         return SLUICE_ESTATE;
     }
     if (e) {
-        sluice_kafka_errf(err, errlen, "%s: %s", sluice_kafka_err_name(e), rd_kafka_err2str(e));
+        return sluice_kafka_fail(e, err, errlen);
+    }
+    return 0;
+}
+
+int sluice_consumer_seek(sluice_consumer *c, const char *topic, int32_t partition,
+                         int64_t offset, char *err, size_t errlen) {
+    if (!c || !topic || partition < 0 || offset < 0) return SLUICE_EINVAL;
+    if (c->closing) return SLUICE_ECLOSED;
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, topic, partition)->offset = offset;
+    /* timeout 0: asynchronous; fetched messages of the old position are
+     * dropped from here on (librdkafka's version barrier). */
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, list, 0);
+    rd_kafka_resp_err_t perr = list->elems[0].err;
+    rd_kafka_topic_partition_list_destroy(list);
+    if (e) {
+        sluice_errf(err, errlen, "seek: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        return SLUICE_EKAFKA;
+    }
+    if (perr == RD_KAFKA_RESP_ERR__IN_PROGRESS) return 0;   /* started */
+    if (perr == RD_KAFKA_RESP_ERR__STATE || perr == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION) {
+        sluice_errf(err, errlen, "%s [%d] is not assigned to this consumer", topic, (int)partition);
+        return SLUICE_ESTATE;
+    }
+    if (perr) {
+        sluice_errf(err, errlen, "seek: %s", rd_kafka_err2str(perr));
         return SLUICE_EKAFKA;
     }
     return 0;
+}
+
+rd_kafka_t *sluice_consumer_rk(sluice_consumer *c) {
+    return c ? c->rk : NULL;
 }
 
 int sluice_consumer_lag(sluice_consumer *c,

@@ -28,6 +28,11 @@ struct sluice_producer {
     size_t reported;            /* on_delivery calls since the last on_delivery_end */
     struct ptopic *topics, *last_topic;   /* last_topic: the last one looked up */
     char *statistics;           /* librdkafka's last statistics JSON */
+    /* Transactional (transactional.id set): delivery reports, errors, logs
+     * and statistics are taken as events from the main queue, and the
+     * transactional calls run on txn's thread. */
+    int transactional;
+    sluice_txn *txn;
 };
 
 /* The counters of topic, added on first use; NULL if out of memory. */
@@ -147,15 +152,68 @@ static void producer_error_cb(rd_kafka_t *rk, int e, const char *reason, void *o
                         "kafka producer: %s: %s", sluice_kafka_err_name(e), reason);
 }
 
+/* One event of a transactional producer (see struct sluice_producer). */
+static void producer_event(sluice_producer *p, rd_kafka_event_t *ev) {
+    switch (rd_kafka_event_type(ev)) {
+    case RD_KAFKA_EVENT_DR: {
+        const rd_kafka_message_t *m;
+        while ((m = rd_kafka_event_message_next(ev))) producer_dr_cb(p->rk, m, p);
+        break;
+    }
+    case RD_KAFKA_EVENT_ERROR: {
+        int fatal = rd_kafka_event_error_is_fatal(ev);
+        const char *name = sluice_kafka_err_name(rd_kafka_event_error(ev));
+        const char *text = rd_kafka_event_error_string(ev);
+        if (p->cfg.on_error) p->cfg.on_error(p->cfg.ud, name, text, fatal);
+        else sluice_loop_log(p->kq.loop, fatal ? SLUICE_LOG_ERROR : SLUICE_LOG_WARN,
+                             "kafka producer: %s: %s", name, text);
+        break;
+    }
+    case RD_KAFKA_EVENT_LOG: {
+        const char *fac, *line;
+        int level;
+        if (rd_kafka_event_log(ev, &fac, &line, &level) == 0)
+            sluice_kafka_log_line(p->rk, level, fac, line);
+        break;
+    }
+    case RD_KAFKA_EVENT_STATS: {
+        const char *json = rd_kafka_event_stats(ev);
+        if (json) producer_stats_cb(p->rk, (char *)json, strlen(json), p);
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+/* Serves a transactional producer's queue: waits up to timeout_ms for the
+ * first event, then takes what is there, at most SLUICE_KQ_BUDGET. */
+void sluice_producer_serve_events(sluice_producer *p, int timeout_ms) {
+    int was = p->dispatching;
+    p->dispatching = 1;
+    for (int i = 0; i < SLUICE_KQ_BUDGET; i++) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(p->main_queue, i ? 0 : timeout_ms);
+        if (!ev) break;
+        producer_event(p, ev);
+        rd_kafka_event_destroy(ev);
+    }
+    producer_delivery_end(p);
+    p->dispatching = was;
+}
+
 /* rd_kafka_poll serves what the queue holds when called, so one call is
  * bounded; events that arrive meanwhile raise a new wake-up. */
 static int producer_serve(void *ud, int budget) {
     (void)budget;
     sluice_producer *p = ud;
-    p->dispatching = 1;
-    rd_kafka_poll(p->rk, 0);
-    producer_delivery_end(p);
-    p->dispatching = 0;
+    if (p->transactional) {
+        sluice_producer_serve_events(p, 0);
+    } else {
+        p->dispatching = 1;
+        rd_kafka_poll(p->rk, 0);
+        producer_delivery_end(p);
+        p->dispatching = 0;
+    }
     if (p->free_pending) producer_destroy(p);
     return 0;
 }
@@ -171,7 +229,7 @@ static int conf_default(rd_kafka_conf_t *conf, const sluice_producer_config *cfg
     if (sluice_kafka_prop(cfg->props, name) || (alias && sluice_kafka_prop(cfg->props, alias)))
         return 0;
     if (rd_kafka_conf_set(conf, name, value, why, sizeof why) != RD_KAFKA_CONF_OK) {
-        sluice_kafka_errf(err, errlen, "%s", why);
+        sluice_errf(err, errlen, "%s", why);
         return SLUICE_EINVAL;
     }
     return 0;
@@ -196,10 +254,9 @@ static int producer_conf(const sluice_producer_config *cfg, rd_kafka_conf_t *con
 
 int sluice_producer_new(sluice_loop *loop, const sluice_producer_config *cfg,
                         sluice_producer **out, char *err, size_t errlen) {
-    char why[512];
     *out = NULL;
     if (!loop || !cfg) {
-        sluice_kafka_errf(err, errlen, "producer: loop and config are required");
+        sluice_errf(err, errlen, "producer: loop and config are required");
         return SLUICE_EINVAL;
     }
     sluice_producer *p = calloc(1, sizeof *p);
@@ -208,33 +265,28 @@ int sluice_producer_new(sluice_loop *loop, const sluice_producer_config *cfg,
     p->high_water = cfg->high_water ? cfg->high_water : 100000;
     p->low_water = cfg->high_water || cfg->low_water ? cfg->low_water : 50000;
     if (p->low_water > p->high_water) p->low_water = p->high_water;
-    p->kq.loop = loop;
-    p->kq.efd = -1;
 
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     int rc = producer_conf(cfg, conf, err, errlen);
-    if (rc) {
-        rd_kafka_conf_destroy(conf);
-        free(p);
-        return rc;
-    }
-    rd_kafka_conf_set_opaque(conf, p);
-    rd_kafka_conf_set_dr_msg_cb(conf, producer_dr_cb);
+    p->transactional = sluice_kafka_prop(cfg->props, "transactional.id") != NULL;
+    if (p->transactional) rd_kafka_conf_set_events(conf, RD_KAFKA_EVENT_DR);
+    else rd_kafka_conf_set_dr_msg_cb(conf, producer_dr_cb);
     rd_kafka_conf_set_error_cb(conf, producer_error_cb);
     rd_kafka_conf_set_stats_cb(conf, producer_stats_cb);
-    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
-    if (!p->rk) {   /* conf is still ours on failure */
-        rd_kafka_conf_destroy(conf);
-        sluice_kafka_errf(err, errlen, "%s", why);
-        free(p);
-        return SLUICE_EKAFKA;
+    p->rk = sluice_kafka_open(RD_KAFKA_PRODUCER, conf, &p->kq, loop, producer_serve, p,
+                              &rc, err, errlen);
+    if (p->rk) p->main_queue = p->kq.queue;
+    if (p->rk && p->transactional) {
+        p->txn = sluice_txn_new(p, p->rk, loop, err, errlen);
+        if (!p->txn) {
+            sluice_kq_close(&p->kq);
+            rd_kafka_queue_destroy(p->kq.queue);
+            rd_kafka_destroy(p->rk);
+            p->rk = NULL;
+            rc = SLUICE_ENOMEM;
+        }
     }
-    sluice_kafka_log_to_main_queue(p->rk);
-    p->main_queue = rd_kafka_queue_get_main(p->rk);
-    rc = sluice_kq_open(&p->kq, loop, p->main_queue, producer_serve, p, err, errlen);
-    if (rc) {
-        rd_kafka_queue_destroy(p->main_queue);
-        rd_kafka_destroy(p->rk);
+    if (!p->rk) {
         free(p);
         return rc;
     }
@@ -245,11 +297,11 @@ int sluice_producer_new(sluice_loop *loop, const sluice_producer_config *cfg,
 int sluice_producer_send(sluice_producer *p, const sluice_message *m,
                          void *msg_opaque, char *err, size_t errlen) {
     if (!p || !m || !m->topic) {
-        sluice_kafka_errf(err, errlen, "send: producer, message and topic are required");
+        sluice_errf(err, errlen, "send: producer, message and topic are required");
         return SLUICE_EINVAL;
     }
     if (p->free_pending) {
-        sluice_kafka_errf(err, errlen, "producer is closed");
+        sluice_errf(err, errlen, "producer is closed");
         return SLUICE_ECLOSED;
     }
     rd_kafka_headers_t *headers = NULL;
@@ -276,7 +328,7 @@ int sluice_producer_send(sluice_producer *p, const sluice_message *m,
         /* Headers are only adopted on success. */
         if (headers) rd_kafka_headers_destroy(headers);
         if (t) count_error(t, sluice_kafka_err_name(e), 1);
-        sluice_kafka_errf(err, errlen, "%s: %s", sluice_kafka_err_name(e), rd_kafka_err2str(e));
+        sluice_errf(err, errlen, "%s: %s", sluice_kafka_err_name(e), rd_kafka_err2str(e));
         return e == RD_KAFKA_RESP_ERR__QUEUE_FULL ? SLUICE_EFULL : SLUICE_EKAFKA;
     }
     if (t) t->c.sent++;
@@ -290,6 +342,15 @@ size_t sluice_producer_in_flight(const sluice_producer *p) {
 
 size_t sluice_producer_flush(sluice_producer *p, int timeout_ms) {
     if (!p) return 0;
+    if (p->transactional) {   /* reports are events: served here */
+        uint64_t deadline = sluice_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+        while (!p->dispatching && p->in_flight) {
+            uint64_t now = sluice_now_ms();
+            if (now >= deadline) break;
+            sluice_producer_serve_events(p, deadline - now < 100 ? (int)(deadline - now) : 100);
+        }
+        return p->in_flight;
+    }
     /* From inside a delivery callback librdkafka must not be re-entered. */
     if (!p->dispatching) {
         rd_kafka_flush(p->rk, timeout_ms);
@@ -302,15 +363,15 @@ int sluice_producer_conf_get(const sluice_producer *p, const char *name,
                              char *buf, size_t size, char *err, size_t errlen) {
     size_t len = size;
     if (!p || !name || !buf || !size) {
-        sluice_kafka_errf(err, errlen, "conf_get: producer, name and buffer are required");
+        sluice_errf(err, errlen, "conf_get: producer, name and buffer are required");
         return SLUICE_EINVAL;
     }
     if (rd_kafka_conf_get(rd_kafka_conf(p->rk), name, buf, &len) != RD_KAFKA_CONF_OK) {
-        sluice_kafka_errf(err, errlen, "no such Kafka property: %s", name);
+        sluice_errf(err, errlen, "no such Kafka property: %s", name);
         return SLUICE_EINVAL;
     }
     if (len > size) {
-        sluice_kafka_errf(err, errlen, "%s: value longer than %zu bytes", name, size - 1);
+        sluice_errf(err, errlen, "%s: value longer than %zu bytes", name, size - 1);
         return SLUICE_ETOOBIG;
     }
     return 0;
@@ -337,10 +398,14 @@ static void producer_destroy(sluice_producer *p) {
         /* Purged messages come back as failed delivery reports; serve them
          * here so each accepted message is reported exactly once. */
         uint64_t deadline = sluice_now_ms() + 5000;
-        while (p->in_flight && sluice_now_ms() < deadline)
-            rd_kafka_poll(p->rk, 50);
+        while (p->in_flight && sluice_now_ms() < deadline) {
+            if (p->transactional) sluice_producer_serve_events(p, 50);
+            else rd_kafka_poll(p->rk, 50);
+        }
         producer_delivery_end(p);
     }
+    /* Its call in progress (an abort or commit) ends within its timeout. */
+    sluice_txn_free(p->txn);
     rd_kafka_queue_destroy(p->main_queue);
     rd_kafka_destroy(p->rk);
     while (p->topics) {
@@ -351,4 +416,37 @@ static void producer_destroy(sluice_producer *p) {
     }
     free(p->statistics);
     free(p);
+}
+
+int sluice_producer_txn(sluice_producer *p, sluice_txn_op op, sluice_consumer *group,
+                        const sluice_partition *offsets, size_t n, int timeout_ms,
+                        void (*done)(void *ud, const sluice_txn_result *r), void *ud,
+                        char *err, size_t errlen) {
+    if (!p || !p->transactional) {
+        sluice_errf(err, errlen, "the producer is not transactional (no transactional.id)");
+        return SLUICE_EINVAL;
+    }
+    if (p->free_pending) {
+        sluice_errf(err, errlen, "producer is closed");
+        return SLUICE_ECLOSED;
+    }
+    if (n && !group) {
+        sluice_errf(err, errlen, "offsets need the group consumer they were read by");
+        return SLUICE_EINVAL;
+    }
+    return sluice_txn_start(p->txn, op, group ? sluice_consumer_rk(group) : NULL, offsets, n,
+                            timeout_ms, done, ud, err, errlen);
+}
+
+int sluice_producer_txn_wait(sluice_producer *p, int timeout_ms) {
+    if (!p || !p->txn) return 1;
+    uint64_t deadline = sluice_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+    for (;;) {
+        sluice_txn_deliver(p->txn);
+        if (!sluice_txn_busy(p->txn)) return 1;
+        uint64_t now = sluice_now_ms();
+        if (now >= deadline || p->free_pending) return 0;
+        /* The thread's commit waits for these reports to be taken. */
+        sluice_producer_serve_events(p, deadline - now < 10 ? (int)(deadline - now) : 10);
+    }
 }

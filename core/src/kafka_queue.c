@@ -1,7 +1,7 @@
 /* A librdkafka queue wired to the loop through an eventfd, and the small
  * helpers the producer, consumer and embedded broker share. */
 #include <errno.h>
-#include <stdarg.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -10,12 +10,52 @@
 
 #include "kafka_internal.h"
 
-void sluice_kafka_errf(char *dst, size_t dstlen, const char *fmt, ...) {
-    if (!dst || !dstlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(dst, dstlen, fmt, ap);
-    va_end(ap);
+int sluice_kafka_fail(rd_kafka_resp_err_t e, char *err, size_t errlen) {
+    sluice_errf(err, errlen, "%s: %s", sluice_kafka_err_name(e), rd_kafka_err2str(e));
+    return SLUICE_EKAFKA;
+}
+
+int sluice_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg) {
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &previous);
+    int created = pthread_create(thread, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    return created;
+}
+
+rd_kafka_t *sluice_kafka_open(rd_kafka_type_t type, rd_kafka_conf_t *conf,
+                              sluice_kq *kq, sluice_loop *loop,
+                              int (*serve)(void *ud, int budget), void *ud,
+                              int *rc, char *err, size_t errlen) {
+    char why[512];
+    if (*rc) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    /* The log callback finds the loop through kq from rd_kafka_new on. */
+    kq->loop = loop;
+    kq->efd = -1;
+    rd_kafka_conf_set_opaque(conf, ud);
+    rd_kafka_t *rk = rd_kafka_new(type, conf, why, sizeof why);
+    if (!rk) {   /* conf is still ours on failure */
+        rd_kafka_conf_destroy(conf);
+        sluice_errf(err, errlen, "%s", why);
+        *rc = SLUICE_EKAFKA;
+        return NULL;
+    }
+    int consumer = type == RD_KAFKA_CONSUMER;
+    if (consumer) rd_kafka_poll_set_consumer(rk);
+    sluice_kafka_log_to_main_queue(rk);
+    rd_kafka_queue_t *q = consumer ? rd_kafka_queue_get_consumer(rk) : rd_kafka_queue_get_main(rk);
+    *rc = sluice_kq_open(kq, loop, q, serve, ud, err, errlen);
+    if (*rc) {
+        kq->queue = NULL;
+        rd_kafka_queue_destroy(q);
+        rd_kafka_destroy(rk);
+        return NULL;
+    }
+    return rk;
 }
 
 static void kq_on_ready(sluice_watch *w, void *ud) {
@@ -42,7 +82,7 @@ int sluice_kq_open(sluice_kq *kq, sluice_loop *loop, rd_kafka_queue_t *queue,
     kq->wakeups = 0;
     kq->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (kq->efd < 0) {
-        sluice_kafka_errf(err, errlen, "eventfd: %s", strerror(errno));
+        sluice_errf(err, errlen, "eventfd: %s", strerror(errno));
         return SLUICE_EIO;
     }
     int rc = sluice_watch_new(loop, kq->efd, kq_on_ready, kq, &kq->watch, err, errlen);
@@ -80,11 +120,11 @@ int sluice_kafka_conf_apply(rd_kafka_conf_t *conf, const char *const *props,
     for (size_t i = 0; props && props[i]; i += 2) {
         const char *value = props[i + 1];
         if (!value) {
-            sluice_kafka_errf(err, errlen, "property \"%s\" has no value", props[i]);
+            sluice_errf(err, errlen, "property \"%s\" has no value", props[i]);
             return SLUICE_EINVAL;
         }
         if (rd_kafka_conf_set(conf, props[i], value, why, sizeof why) != RD_KAFKA_CONF_OK) {
-            sluice_kafka_errf(err, errlen, "%s", why);
+            sluice_errf(err, errlen, "%s", why);
             return SLUICE_EINVAL;
         }
     }
@@ -103,8 +143,8 @@ const char *sluice_kafka_err_name(rd_kafka_resp_err_t e) {
     return name[0] == '_' ? name + 1 : name;
 }
 
-static void kafka_log_cb(const rd_kafka_t *rk, int syslog_level,
-                         const char *facility, const char *line) {
+void sluice_kafka_log_line(const rd_kafka_t *rk, int syslog_level,
+                           const char *facility, const char *line) {
     const sluice_kq *kq = rd_kafka_opaque(rk);
     if (!kq || !kq->loop) return;
     int level = syslog_level <= 3 ? SLUICE_LOG_ERROR
@@ -116,10 +156,10 @@ static void kafka_log_cb(const rd_kafka_t *rk, int syslog_level,
 int sluice_kafka_conf_log(rd_kafka_conf_t *conf, char *err, size_t errlen) {
     char why[512];
     if (rd_kafka_conf_set(conf, "log.queue", "true", why, sizeof why) != RD_KAFKA_CONF_OK) {
-        sluice_kafka_errf(err, errlen, "%s", why);
+        sluice_errf(err, errlen, "%s", why);
         return SLUICE_EINVAL;
     }
-    rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
+    rd_kafka_conf_set_log_cb(conf, sluice_kafka_log_line);
     return 0;
 }
 

@@ -201,6 +201,12 @@ void sluice_timer_stop(sluice_timer *t)
     lws_sul_cancel(&t->sul);
 }
 
+int sluice_timer_armed(const sluice_timer *t)
+{
+    /* lws keeps a scheduled sul in its list, and takes it out to fire it. */
+    return t && t->sul.list.owner != NULL;
+}
+
 void sluice_timer_free(sluice_timer *t)
 {
     if (!t)
@@ -267,6 +273,21 @@ int sluice_loop_new(const sluice_loop_config *cfg, sluice_loop **out,
     return SLUICE_OK;
 }
 
+struct sluice_kept {
+    struct sluice_kept *next;
+    void *block;
+};
+
+void sluice_loop_keep(sluice_loop *loop, void *block)
+{
+    struct sluice_kept *k = malloc(sizeof *k);
+    if (!k)
+        return;     /* leaked rather than freed under lws */
+    k->block = block;
+    k->next = loop->kept;
+    loop->kept = k;
+}
+
 void sluice_loop_free(sluice_loop *loop)
 {
     if (!loop)
@@ -274,6 +295,13 @@ void sluice_loop_free(sluice_loop *loop)
     lws_sul_cancel(&loop->timeout_sul);
     lws_sul_cancel(&loop->kick_sul);
     lws_context_destroy(loop->ctx);
+    sluice_loop_flush_free(loop);
+    while (loop->kept) {
+        struct sluice_kept *k = loop->kept;
+        loop->kept = k->next;
+        free(k->block);
+        free(k);
+    }
     free(loop);
 }
 
@@ -309,13 +337,17 @@ int sluice_loop_run_once(sluice_loop *loop, int timeout_ms)
     loop->deadline_reached = 0;
     if (loop->stop_requested || timeout_ms == 0) {
         lws_service(loop->ctx, -1);           /* handle what is ready, no wait */
+        sluice_loop_flush_writes(loop);
     } else {
         if (timeout_ms > 0)
             lws_sul_schedule(loop->ctx, 0, &loop->timeout_sul, deadline_due,
                              (lws_usec_t)timeout_ms * LWS_US_PER_MS);
         /* lws_service(ctx, 0) waits for the next fd event or lws timer. */
-        while (!loop->activity && !loop->deadline_reached && !loop->stop_requested)
+        while (!loop->activity && !loop->deadline_reached && !loop->stop_requested) {
             lws_service(loop->ctx, 0);
+            /* what this pass queued goes out before the next poll */
+            sluice_loop_flush_writes(loop);
+        }
         lws_sul_cancel(&loop->timeout_sul);
     }
     lws_sul_cancel(&loop->kick_sul);

@@ -22,7 +22,22 @@ struct sluice_loop {
     lws_sorted_usec_list_t timeout_sul;
     /* Makes the current lws_service skip its poll wait (see kick). */
     lws_sorted_usec_list_t kick_sul;
+    /* Server connections with messages queued during this pass, written
+     * when it ends (ws_queue.c); freed ones are NULL. */
+    struct sluice_conn **flush;
+    size_t nflush, flush_cap;
+    /* Blocks libwebsockets may still read, freed after its context. */
+    struct sluice_kept *kept;
 };
+
+/* Frees block with the loop, after libwebsockets' context: for memory lws
+ * may read until then (a destroyed vhost's names: ws_server.c). */
+void sluice_loop_keep(sluice_loop *loop, void *block);
+
+/* ws_queue.c: writes the connections listed in loop->flush; frees the
+ * list (connections still listed are unlisted). */
+void sluice_loop_flush_writes(sluice_loop *loop);
+void sluice_loop_flush_free(sluice_loop *loop);
 
 /* Record that an event reached user code, so run_once returns. */
 void sluice_loop_note_activity(sluice_loop *loop);
@@ -43,9 +58,7 @@ int sluice_unix_callback(struct lws *wsi, enum lws_callback_reasons reason,
 /* Name of the client protocol on the internal vhost. */
 #define SLUICE_CLIENT_PROTOCOL "sluice-client"
 
-/* printf into an error buffer (err may be NULL). */
-void sluice_errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+#include "format_internal.h"
 
 /* Run cb on the loop thread as soon as possible, outside any lws callback
  * of a connection (from lws_service's timer processing). */

@@ -236,3 +236,13 @@ int sluice_offered_protocols(struct lws *wsi, char ***out, size_t *n)
     *n = count;
     return 0;
 }
+
+int sluice_copy_request(struct lws *wsi, char **query, char *peer, size_t peerlen,
+                        char ***headers, size_t *nheaders)
+{
+    *query = sluice_copy_query(wsi);
+    sluice_copy_peer(wsi, peer, peerlen);
+    if (!*query || sluice_copy_headers(wsi, headers, nheaders))
+        return -1;
+    return 0;
+}

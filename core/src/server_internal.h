@@ -24,11 +24,28 @@ struct wsi_slot {
     uint64_t conn_id;           /* the id its upgrade was given (ws_upgrade) */
 };
 
-/* A route's counters; a server's routes are a list, in first-use order. */
+/* A route's counters and open connections (a dense array, so that a
+ * broadcast is one pass over it); a server's routes are a list, in
+ * first-use order. */
 struct sluice_route {
     struct sluice_route *next;
     sluice_route_stats st;
+    sluice_conn **conns;        /* each knows its index (route_pos) */
+    size_t nconns, cap;
     char path[];
+};
+
+/* What lws reads of a server's vhost for as long as the vhost lives. lws
+ * destroys a vhost only once its last connection is gone, after the
+ * server was freed, and compares vhost names meanwhile (choosing the vhost
+ * of a new request): the block goes to the loop then (sluice_loop_keep).
+ * The vhost's one protocol: lws answers an upgrade with the name of the
+ * protocol it matched among those the client offered, so the name is set
+ * to the subprotocol chosen just before lws looks. */
+struct sluice_vhost_names {
+    struct lws_protocols protocols[2];
+    char protocol_name[64];
+    char vhost_name[32];
 };
 
 struct sluice_server {
@@ -56,12 +73,7 @@ struct sluice_server {
     /* TLS: the files (reloaded from these paths) and the vhost's SSL_CTX */
     char *tls_cert, *tls_key, *tls_ca;
     void *ssl_ctx;
-    /* The vhost's one lws protocol. lws answers an upgrade with the name
-     * of the protocol it matched among those the client offered, so the
-     * name is set to the subprotocol chosen just before lws looks. */
-    struct lws_protocols protocols[2];
-    char protocol_name[64];
-    char vhost_name[32];
+    struct sluice_vhost_names *names;
     int cb_depth;               /* inside this server's lws callback */
     int free_pending;
     lws_sorted_usec_list_t free_sul;

@@ -9,24 +9,12 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-static int tls_fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int tls_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    ERR_clear_error();
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return SLUICE_EINVAL;
-}
+/* A refused file: OpenSSL's queued errors are dropped with it. */
+#define tls_fail(err, errlen, ...) \
+    (ERR_clear_error(), sluice_failf(err, errlen, SLUICE_EINVAL, __VA_ARGS__))
 
 /* Never prompt on the terminal for a passphrase: encrypted keys fail. */
 static int no_passphrase(char *buf, int size, int rwflag, void *u)

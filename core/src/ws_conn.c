@@ -45,6 +45,7 @@ void sluice_conn_destroy(sluice_conn *c)
         return;
     lws_sul_cancel(&c->defer_sul);
     lws_sul_cancel(&c->rate_sul);
+    sluice_queue_unwant(c);
     sluice_queue_drop(c);
     free(c->rx);
     free(c->path);
@@ -258,24 +259,12 @@ int sluice_conn_on_receive(sluice_conn *c, const void *in, size_t len)
     return 0;
 }
 
-int sluice_conn_on_writeable(sluice_conn *c)
+/* Writes what is queued until the socket would block, then asks for the
+ * writeable callback if more is left or the close frame must follow.
+ * -1: the socket failed. */
+static int write_queue(sluice_conn *c)
 {
     struct sluice_sendbuf *b;
-    if (c->close_sent)
-        return 0;
-    if (!sluice_queue_head(c) && c->state == SLUICE_CONN_CLOSING) {
-        /* -1 with a reason set: lws sends our close frame after the
-         * queued messages, then reads (and drops data frames) until the
-         * peer's close frame or its 5 s PENDING_TIMEOUT_CLOSE_ACK. It
-         * still calls us when writeable meanwhile: a second -1 would
-         * close the socket at once, with the peer's unread frames in
-         * the kernel buffer, and that reset destroys our acks and
-         * close frame on their way (the peer sees 1006). */
-        c->close_sent = 1;
-        lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
-                         (unsigned char *)c->close_reason, strlen(c->close_reason));
-        return -1;
-    }
     /* tx_off is only set by write_coalesced, once the buffer exists. */
     unsigned char *out = c->coalesce && c->sink ? sink_buffer(c->sink) : NULL;
     if (out) {
@@ -297,6 +286,42 @@ int sluice_conn_on_writeable(sluice_conn *c)
     if (sluice_queue_head(c) || c->state == SLUICE_CONN_CLOSING)
         lws_callback_on_writable(c->wsi);
     return 0;
+}
+
+int sluice_conn_on_writeable(sluice_conn *c)
+{
+    if (c->close_sent)
+        return 0;
+    if (!sluice_queue_head(c) && c->state == SLUICE_CONN_CLOSING) {
+        /* -1 with a reason set: lws sends our close frame after the
+         * queued messages, then reads (and drops data frames) until the
+         * peer's close frame or its 5 s PENDING_TIMEOUT_CLOSE_ACK. It
+         * still calls us when writeable meanwhile: a second -1 would
+         * close the socket at once, with the peer's unread frames in
+         * the kernel buffer, and that reset destroys our acks and
+         * close frame on their way (the peer sees 1006). */
+        c->close_sent = 1;
+        lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
+                         (unsigned char *)c->close_reason, strlen(c->close_reason));
+        return -1;
+    }
+    return write_queue(c);
+}
+
+void sluice_conn_write_now(sluice_conn *c)
+{
+    if (!c->wsi || c->close_sent || !sluice_queue_head(c))
+        return;
+    /* What lws holds of an earlier write goes first: it has asked for the
+     * writeable callback, which sends that, then calls us. */
+    if (lws_partial_buffered(c->wsi)) {
+        lws_callback_on_writable(c->wsi);
+        return;
+    }
+    /* A socket that failed is closed by lws, as when the writeable
+     * callback returns -1 (the user hears 1006). */
+    if (write_queue(c))
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
 void sluice_conn_on_peer_close(sluice_conn *c, const void *in, size_t len)
@@ -429,9 +454,13 @@ static int enqueue(sluice_conn *c, const void *data, size_t len, int binary,
         c->route->messages_out++;
         c->route->bytes_out += len;
     }
-    /* Not empty before: the writeable callback is already asked for. */
-    if (was_empty && c->state == SLUICE_CONN_OPEN && c->wsi)
-        lws_callback_on_writable(c->wsi);
+    /* Not empty before: a write is already on its way. */
+    if (was_empty && c->state == SLUICE_CONN_OPEN && c->wsi) {
+        if (c->coalesce)
+            sluice_queue_want_write(c);
+        else
+            lws_callback_on_writable(c->wsi);
+    }
     return SLUICE_OK;
 }
 

@@ -92,6 +92,10 @@ struct sluice_conn {
     struct sluice_conn_sink *sink;   /* NULL on the client side */
     sluice_conn *prev, *next;   /* in the sink owner's list */
     sluice_route_stats *route;  /* its route's counters; NULL on the client side */
+    size_t route_pos;           /* its index in the route's array (server side) */
+    /* 1 + its index in the loop's list of connections to write once the
+     * pass ends (sluice_queue_want_write); 0: not listed */
+    size_t flush_pos;
     sluice_conn_handlers h;
     void *ud;
     void *userdata;
@@ -148,6 +152,17 @@ struct sluice_conn {
     lws_sorted_usec_list_t defer_sul;
 };
 
+/* A pass over thousands of connections (a broadcast, the end-of-pass
+ * writes) waits on memory for each one's first touch: it asks for the
+ * lines of the one this many steps ahead while it works on this one. */
+#define SLUICE_PREFETCH_AHEAD 8
+static inline void sluice_conn_prefetch(const sluice_conn *c)
+{
+    __builtin_prefetch(&c->state);
+    __builtin_prefetch(&c->queued);
+    __builtin_prefetch(&c->tx_off);
+}
+
 /* ws_queue.c: the send queue. The i-th queued entry, counting from the
  * oldest; the oldest, NULL when the queue is empty. */
 static inline struct sluice_sendbuf *sluice_queue_at(const sluice_conn *c, size_t i)
@@ -170,6 +185,17 @@ int sluice_queue_push(sluice_conn *c, struct sluice_payload *p, int binary, int 
  * raw write: one send() for many frames. A frame larger than the buffer
  * goes out in pieces (tx_off). -1: the write failed. */
 int sluice_queue_write_coalesced(sluice_conn *c, unsigned char *out);
+
+/* Server side: c has something new to send. It is written once the loop's
+ * current pass ends (sluice_loop_flush_writes), not after another poll for
+ * POLLOUT: whatever the pass queued to it goes out in one write, and a
+ * socket that can take it never enters the poll set for writing. */
+void sluice_queue_want_write(sluice_conn *c);
+/* c is being freed: it leaves the loop's list. */
+void sluice_queue_unwant(sluice_conn *c);
+/* ws_conn.c: writes c's queue now, outside any lws callback (from
+ * sluice_loop_flush_writes). */
+void sluice_conn_write_now(sluice_conn *c);
 
 /* ws_rate.c: c's buckets set from r (NULL or all 0: no limit). */
 void sluice_rate_reset(sluice_conn *c, const sluice_rate *r);
@@ -209,6 +235,11 @@ char *sluice_copy_query(struct lws *wsi);
 char *sluice_copy_path(struct lws *wsi);
 /* The peer's address into buf ("" if unknown; IPv4 unmapped). */
 void sluice_copy_peer(struct lws *wsi, char *buf, size_t len);
+/* The query, peer and headers of the request on wsi, copied into the
+ * caller's fields; -1 when out of memory (what was copied is the caller's
+ * to free). */
+int sluice_copy_request(struct lws *wsi, char **query, char *peer, size_t peerlen,
+                        char ***headers, size_t *nheaders);
 char *sluice_strdup(const char *s);
 /* Any request header by name (case-insensitive; custom ones included):
  * malloc'd, or NULL if absent. */

@@ -139,3 +139,61 @@ int sluice_queue_write_coalesced(sluice_conn *c, unsigned char *out)
     }
     return 0;
 }
+
+/* ---- writing at the end of the loop's pass --------------------------------- */
+
+void sluice_queue_want_write(sluice_conn *c)
+{
+    sluice_loop *loop = c->loop;
+    if (c->flush_pos)
+        return;
+    if (loop->nflush == loop->flush_cap) {
+        size_t cap = loop->flush_cap ? 2 * loop->flush_cap : 64;
+        sluice_conn **list = realloc(loop->flush, cap * sizeof *list);
+        if (!list) {
+            lws_callback_on_writable(c->wsi);   /* the slower way still works */
+            return;
+        }
+        loop->flush = list;
+        loop->flush_cap = cap;
+    }
+    loop->flush[loop->nflush++] = c;
+    c->flush_pos = loop->nflush;
+    /* Queued from an lws timer (before its poll): the poll must not wait. */
+    if (loop->nflush == 1)
+        sluice_loop_kick(loop);
+}
+
+void sluice_queue_unwant(sluice_conn *c)
+{
+    if (c->flush_pos) {
+        c->loop->flush[c->flush_pos - 1] = NULL;
+        c->flush_pos = 0;
+    }
+}
+
+void sluice_loop_flush_writes(sluice_loop *loop)
+{
+    /* No user code runs below: the list neither grows nor loses entries. */
+    for (size_t i = 0; i < loop->nflush; i++) {
+        sluice_conn *c = loop->flush[i];
+        if (i + SLUICE_PREFETCH_AHEAD < loop->nflush && loop->flush[i + SLUICE_PREFETCH_AHEAD])
+            sluice_conn_prefetch(loop->flush[i + SLUICE_PREFETCH_AHEAD]);
+        if (c) {
+            c->flush_pos = 0;
+            sluice_conn_write_now(c);
+        }
+    }
+    loop->nflush = 0;
+}
+
+void sluice_loop_flush_free(sluice_loop *loop)
+{
+    /* a connection that outlives its loop must not reach for the list */
+    for (size_t i = 0; i < loop->nflush; i++)
+        if (loop->flush[i])
+            loop->flush[i]->flush_pos = 0;
+    free(loop->flush);
+    loop->flush = NULL;
+    loop->nflush = loop->flush_cap = 0;
+}

@@ -18,14 +18,17 @@
 #define DEFAULT_HANDSHAKE_S 10
 #define DEFAULT_MAX_PENDING 1024
 
-/* The counters of path, added on its first connection (only declared
- * routes are accepted, so the list stays as short as the app's routes). */
-static sluice_route_stats *route_of(sluice_server *s, const char *path)
+/* The route of path; with add, added on its first connection (only
+ * declared routes are accepted, so the list stays as short as the app's
+ * routes). */
+static struct sluice_route *route_find(sluice_server *s, const char *path, int add)
 {
     struct sluice_route **tail = &s->routes;
     for (; *tail; tail = &(*tail)->next)
         if (strcmp((*tail)->path, path) == 0)
-            return &(*tail)->st;
+            return *tail;
+    if (!add)
+        return NULL;
     size_t len = strlen(path);
     struct sluice_route *r = calloc(1, sizeof *r + len + 1);
     if (!r)
@@ -33,7 +36,71 @@ static sluice_route_stats *route_of(sluice_server *s, const char *path)
     memcpy(r->path, path, len + 1);
     r->st.path = r->path;
     *tail = r;
-    return &r->st;
+    return r;
+}
+
+static struct sluice_route *route_of_conn(sluice_conn *c)
+{
+    return (struct sluice_route *)((char *)c->route - offsetof(struct sluice_route, st));
+}
+
+/* c joins its route's array (c->route set). */
+static int route_add(sluice_conn *c)
+{
+    struct sluice_route *r = route_of_conn(c);
+    if (r->nconns == r->cap) {
+        size_t cap = r->cap ? 2 * r->cap : 16;
+        sluice_conn **a = realloc(r->conns, cap * sizeof *a);
+        if (!a)
+            return -1;
+        r->conns = a;
+        r->cap = cap;
+    }
+    c->route_pos = r->nconns;
+    r->conns[r->nconns++] = c;
+    return 0;
+}
+
+/* c leaves it: the last one takes its place. */
+static void route_remove(sluice_conn *c)
+{
+    struct sluice_route *r = route_of_conn(c);
+    sluice_conn *last = r->conns[--r->nconns];
+    r->conns[c->route_pos] = last;
+    last->route_pos = c->route_pos;
+    if (r->nconns == 0 && r->cap > 1024) {
+        /* a crowd gone does not pin its array */
+        free(r->conns);
+        r->conns = NULL;
+        r->cap = 0;
+    }
+}
+
+int sluice_server_broadcast(sluice_server *s, const char *path, const void *data, size_t len,
+                            int binary, size_t *count)
+{
+    if (count)
+        *count = 0;
+    if (!s || !path || (!data && len))
+        return SLUICE_EINVAL;
+    struct sluice_route *r = route_find(s, path, 0);
+    if (!r || !r->nconns)
+        return SLUICE_OK;
+    sluice_payload *p = sluice_payload_new(data, len);
+    if (!p)
+        return SLUICE_ENOMEM;
+    size_t n = 0;
+    /* Queueing never removes a connection from the array (a full queue
+     * only begins its close), so the pass sees each once. */
+    for (size_t i = 0; i < r->nconns; i++) {
+        if (i + SLUICE_PREFETCH_AHEAD < r->nconns)
+            sluice_conn_prefetch(r->conns[i + SLUICE_PREFETCH_AHEAD]);
+        n += sluice_conn_send_payload(r->conns[i], p, binary) == SLUICE_OK;
+    }
+    sluice_payload_release(p);
+    if (count)
+        *count = n;
+    return SLUICE_OK;
 }
 
 void sluice_server_routes(sluice_server *s,
@@ -68,13 +135,15 @@ static int on_established(sluice_server *s, struct wsi_slot *slot)
     c->deflate_bits = sluice_conn_deflate_bits(wsi);
     sluice_conn_limit_unsent(c, 1);
     c->path = sluice_copy_path(wsi);
-    c->query = sluice_copy_query(wsi);
-    sluice_copy_peer(wsi, c->peer, sizeof c->peer);
-    if (!c->path || !c->query || sluice_copy_headers(wsi, &c->headers, &c->nheaders)) {
+    if (!c->path || sluice_copy_request(wsi, &c->query, c->peer, sizeof c->peer,
+                                        &c->headers, &c->nheaders)) {
         sluice_conn_destroy(c);
         return -1;
     }
-    if (!(c->route = route_of(s, c->path))) {
+    struct sluice_route *r = route_find(s, c->path, 1);
+    if (r)
+        c->route = &r->st;
+    if (!r || route_add(c)) {
         sluice_conn_destroy(c);
         return -1;
     }
@@ -93,6 +162,7 @@ static void conn_gone(struct sluice_conn_sink *sink, sluice_conn *c)
     SLUICE_LIST_UNLINK(s->conns, c);
     s->nconns--;
     c->route->connections--;
+    route_remove(c);
 }
 
 /* ---- the lws protocol -------------------------------------------------------- */
@@ -230,6 +300,9 @@ static const struct lws_extension server_extensions[] = {
 
 static void server_config_free(sluice_server *s)
 {
+    /* lws may read them until the vhost is gone: the loop frees them */
+    if (s->vh) sluice_loop_keep(s->loop, s->names);
+    else free(s->names);
     free(s->static_dir);
     free(s->tls_cert);
     free(s->tls_key);
@@ -251,6 +324,12 @@ int sluice_server_new(sluice_loop *loop, const sluice_server_config *cfg,
         return SLUICE_ENOMEM;
     }
     s->loop = loop;
+    s->names = calloc(1, sizeof *s->names);
+    if (!s->names) {
+        free(s);
+        sluice_errf(err, errlen, "out of memory");
+        return SLUICE_ENOMEM;
+    }
     s->sink.closed = conn_gone;
     if (h)
         s->h = *h;
@@ -278,13 +357,13 @@ int sluice_server_new(sluice_loop *loop, const sluice_server_config *cfg,
     memset(&info, 0, sizeof info);
     /* lws keeps the pointer (and compares it while serving): it lives as
      * long as the server */
-    snprintf(s->vhost_name, sizeof s->vhost_name, "sluice-%d", s->port);
-    info.vhost_name = s->vhost_name;
+    snprintf(s->names->vhost_name, sizeof s->names->vhost_name, "sluice-%d", s->port);
+    info.vhost_name = s->names->vhost_name;
     info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
-    snprintf(s->protocol_name, sizeof s->protocol_name, "sluice-ws");
-    s->protocols[0].name = s->protocol_name;
-    s->protocols[0].callback = server_callback;
-    info.protocols = s->protocols;
+    snprintf(s->names->protocol_name, sizeof s->names->protocol_name, "sluice-ws");
+    s->names->protocols[0].name = s->names->protocol_name;
+    s->names->protocols[0].callback = server_callback;
+    info.protocols = s->names->protocols;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
     info.user = s;
     if (cfg->deflate)
@@ -399,6 +478,7 @@ static void server_destroy_now(sluice_server *s)
     while (s->routes) {
         struct sluice_route *r = s->routes;
         s->routes = r->next;
+        free(r->conns);
         free(r);
     }
     server_config_free(s);

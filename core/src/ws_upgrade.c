@@ -91,9 +91,8 @@ static int upgrade_decide(sluice_server *s, struct wsi_slot *slot, const char *p
     u.id = sluice_conn_next_id();
     int status = 0;
     if (s->h.ws_upgrade) {
-        u.query = sluice_copy_query(slot->wsi);
-        sluice_copy_peer(slot->wsi, u.peer, sizeof u.peer);
-        if (!u.query || sluice_copy_headers(slot->wsi, &u.headers, &u.nheaders)) {
+        if (sluice_copy_request(slot->wsi, &u.query, u.peer, sizeof u.peer,
+                                &u.headers, &u.nheaders)) {
             upgrade_clear(&u);
             return -1;
         }
@@ -116,10 +115,10 @@ static int upgrade_decide(sluice_server *s, struct wsi_slot *slot, const char *p
      * in the client's order: a name offered before it that lws knows by
      * itself would be bound instead, away from our callbacks. */
     if (u.selected)
-        snprintf(s->protocol_name, sizeof s->protocol_name, "%s", u.selected);
+        snprintf(s->names->protocol_name, sizeof s->names->protocol_name, "%s", u.selected);
     for (size_t i = 0; u.selected && u.protocols[i] != u.selected; i++) {
         const struct lws_protocols *p = lws_vhost_name_to_protocol(s->vh, u.protocols[i]);
-        if (p && p->callback != s->protocols[0].callback) {
+        if (p && p->callback != s->names->protocols[0].callback) {
             upgrade_clear(&u);
             return sluice_http_error(slot->wsi, HTTP_STATUS_BAD_REQUEST, NULL, NULL,
                                      "Sec-WebSocket-Protocol: a name reserved by libwebsockets");

@@ -66,9 +66,12 @@ static void test_timer_order(sluice_loop *loop)
     CHECK_EQ_INT(o.seq[1], 3);
     CHECK_EQ_INT(o.seq[2], 1);
     CHECK(sluice_now_ms() - start >= 55);
+    CHECK_EQ_INT(sluice_timer_armed(ta), 0);   /* one-shots, fired */
     /* A stopped timer does not fire. */
     sluice_timer_start(ta, 10, 0);
+    CHECK_EQ_INT(sluice_timer_armed(ta), 1);
     sluice_timer_stop(ta);
+    CHECK_EQ_INT(sluice_timer_armed(ta), 0);
     sluice_loop_run_once(loop, 50);
     CHECK_EQ_INT(o.n, 3);
     sluice_timer_free(ta);

@@ -553,15 +553,23 @@ static void test_close_all_and_free(sluice_loop *loop, sluice_server *srv,
     CHECK_EQ_INT(a.closed, 1);
 }
 
+/* A second server on the loop, with its own (zeroed) state. */
+static sluice_server *server_of(sluice_loop *loop, const sluice_server_config *cfg,
+                                const sluice_server_handlers *h, struct server_state *ss)
+{
+    sluice_server *srv = NULL;
+    memset(ss, 0, sizeof *ss);
+    CHECK_EQ_INT(sluice_server_new(loop, cfg, h, ss, &srv, NULL, 0), SLUICE_OK);
+    return srv;
+}
+
 /* max_connections, pausing a whole server, and freeing a server from
  * inside one of its own handlers. */
 static void test_limits_and_self_free(sluice_loop *loop, const sluice_server_handlers *h)
 {
     struct server_state ss;
-    memset(&ss, 0, sizeof ss);
     sluice_server_config cfg = { .host = "127.0.0.1", .max_connections = 1 };
-    sluice_server *srv = NULL;
-    CHECK_EQ_INT(sluice_server_new(loop, &cfg, h, &ss, &srv, NULL, 0), SLUICE_OK);
+    sluice_server *srv = server_of(loop, &cfg, h, &ss);
     if (!srv)
         return;
     int port = sluice_server_port(srv);
@@ -606,10 +614,8 @@ static void test_limits_and_self_free(sluice_loop *loop, const sluice_server_han
 static void test_idle_timeout(sluice_loop *loop, const sluice_server_handlers *h)
 {
     struct server_state ss;
-    memset(&ss, 0, sizeof ss);
     sluice_server_config cfg = { .host = "127.0.0.1", .idle_timeout_s = 1 };
-    sluice_server *srv = NULL;
-    CHECK_EQ_INT(sluice_server_new(loop, &cfg, h, &ss, &srv, NULL, 0), SLUICE_OK);
+    sluice_server *srv = server_of(loop, &cfg, h, &ss);
     if (!srv)
         return;
     int port = sluice_server_port(srv);

@@ -1,7 +1,8 @@
 /* Server-to-client frames as a third-party client sees them: the server
  * packs queued messages into shared writes (ws_conn.c write_coalesced),
  * so every frame header, length encoding and payload byte is checked here
- * from a raw socket, including writes the socket takes only in part. */
+ * from a raw socket, including writes the socket takes only in part, and
+ * a route's broadcast (ws_server.c). */
 #include "check.h"
 #include "sluice/ws.h"
 
@@ -13,7 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define MAX_CONNS 8
+#define MAX_CONNS 16
 
 struct server_state {
     sluice_conn *conns[MAX_CONNS];
@@ -53,7 +54,8 @@ struct reader {
     int eof;
 };
 
-static void reader_open(struct reader *r, sluice_loop *loop, int port, int rcvbuf)
+static void reader_open(struct reader *r, sluice_loop *loop, int port, int rcvbuf,
+                        const char *path)
 {
     memset(r, 0, sizeof *r);
     r->fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -66,10 +68,11 @@ static void reader_open(struct reader *r, sluice_loop *loop, int port, int rcvbu
         exit(1);
     }
     fcntl(r->fd, F_SETFL, O_NONBLOCK);
-    static const char req[] =
-        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-    if (send(r->fd, req, sizeof req - 1, MSG_NOSIGNAL) < 0) {
+    char req[512];
+    int rl = snprintf(req, sizeof req,
+        "GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", path);
+    if (send(r->fd, req, (size_t)rl, MSG_NOSIGNAL) < 0) {
         perror("send");
         exit(1);
     }
@@ -184,6 +187,35 @@ static size_t min_header(size_t len)
     return len < 126 ? 2 : len < 65536 ? 4 : 10;
 }
 
+/* Is f message k of msgs? A failure reports once per frame, not per byte. */
+static int frame_ok(const struct frame *f, const struct msg *msgs, int k)
+{
+    if (!f->fin || f->masked || f->opcode != (msgs[k].binary ? 2 : 1) ||
+        f->len != msgs[k].len || f->hlen != min_header(f->len) ||
+        !pattern_ok(f->data, f->len, k)) {
+        fprintf(stderr, "frame %d: fin %d masked %d op %d len %zu (want %zu) hlen %zu\n",
+                k, f->fin, f->masked, f->opcode, f->len, msgs[k].len, f->hlen);
+        return 0;
+    }
+    return 1;
+}
+
+/* Reads the first n of msgs (or until eof / timeout), checking them, then
+ * drops the connection; returns how many were right. */
+static int expect_then_drop(struct reader *r, sluice_loop *loop, const struct msg *msgs, int n)
+{
+    int k = 0, good = 0;
+    struct frame f;
+    uint64_t end = sluice_now_ms() + 20000;
+    while (k < n && !r->eof && sluice_now_ms() < end) {
+        reader_pump(r, loop, 1 << 16);
+        while (k < n && next_frame(r, &f))
+            good += frame_ok(&f, msgs, k++);
+    }
+    reader_close(r);
+    return good;
+}
+
 /* Reads until the close frame (or eof / timeout), checking the frames
  * against msgs. Returns the close code seen, or -1. */
 static int expect_frames(struct reader *r, sluice_loop *loop, const struct msg *msgs,
@@ -210,14 +242,7 @@ static int expect_frames(struct reader *r, sluice_loop *loop, const struct msg *
                 bad++;
                 continue;
             }
-            /* A failure reports once per frame, not per byte. */
-            if (!f.fin || f.masked || f.opcode != (msgs[k].binary ? 2 : 1) ||
-                f.len != msgs[k].len || f.hlen != min_header(f.len) ||
-                !pattern_ok(f.data, f.len, k)) {
-                fprintf(stderr, "frame %d: fin %d masked %d op %d len %zu (want %zu) hlen %zu\n",
-                        k, f.fin, f.masked, f.opcode, f.len, msgs[k].len, f.hlen);
-                bad++;
-            }
+            bad += !frame_ok(&f, msgs, k);
             k++;
         }
     }
@@ -238,16 +263,22 @@ static int queue_all(sluice_conn *c, const struct msg *msgs, int n)
     return ok;
 }
 
-static sluice_conn *open_conn(sluice_loop *loop, struct server_state *st, struct reader *r,
-                              int port, int rcvbuf)
+static sluice_conn *open_conn_path(sluice_loop *loop, struct server_state *st, struct reader *r,
+                                   int port, int rcvbuf, const char *path)
 {
     int before = st->nconns;
-    reader_open(r, loop, port, rcvbuf);
+    reader_open(r, loop, port, rcvbuf, path);
     uint64_t end = sluice_now_ms() + 20000;
     while (st->nconns == before && sluice_now_ms() < end)
         sluice_loop_run_once(loop, 5);
     CHECK_EQ_INT(st->nconns, before + 1);
     return st->nconns > before ? st->conns[before] : NULL;
+}
+
+static sluice_conn *open_conn(sluice_loop *loop, struct server_state *st, struct reader *r,
+                              int port, int rcvbuf)
+{
+    return open_conn_path(loop, st, r, port, rcvbuf, "/ws");
 }
 
 /* Every length boundary of RFC 6455's encoding, text and binary mixed, a
@@ -421,6 +452,80 @@ static void test_queue_full_mid_frame(sluice_loop *loop, const sluice_server_han
     sluice_server_free(srv);
 }
 
+/* Messages k0..k0+n-1 (msgs[k].len bytes of pattern k) broadcast to path:
+ * how many connections took each, -1 if that differed between them. */
+static int broadcast_range(sluice_server *srv, const char *path, const struct msg *msgs,
+                           int k0, int n)
+{
+    int took = -1;
+    for (int k = k0; k < k0 + n; k++) {
+        unsigned char *d = malloc(msgs[k].len + 1);
+        size_t count = 99;
+        fill(d, msgs[k].len, k);
+        CHECK_EQ_INT(sluice_server_broadcast(srv, path, d, msgs[k].len, msgs[k].binary, &count),
+                     SLUICE_OK);
+        free(d);
+        if (k == k0)
+            took = (int)count;
+        else if ((int)count != took)
+            took = -1;
+    }
+    return took;
+}
+
+/* A route's broadcast reaches each open connection of that route once, in
+ * order, and no other route's; a connection that leaves (the first of the
+ * route's array: the last one takes its place) no longer counts, and the
+ * others miss nothing. */
+static void test_route_broadcast(sluice_loop *loop, struct server_state *st, sluice_server *srv)
+{
+    enum { NA = 4, N1 = 30, N = 60 };
+    struct msg msgs[N];
+    struct reader ra[NA], rb;
+    sluice_conn *a[NA], *b;
+    int port = sluice_server_port(srv);
+    for (int k = 0; k < N; k++) {
+        msgs[k].len = (size_t)(k % 7 == 0 ? 70000 : k * 11);
+        msgs[k].binary = k % 3 == 0;
+    }
+    for (int i = 0; i < NA; i++)
+        a[i] = open_conn_path(loop, st, &ra[i], port, 0, "/a");
+    b = open_conn_path(loop, st, &rb, port, 0, "/b");
+    for (int i = 0; i < NA; i++)
+        if (!a[i])
+            return;
+    if (!b)
+        return;
+    size_t count = 99;
+    CHECK_EQ_INT(sluice_server_broadcast(srv, "/nobody", "x", 1, 0, &count), SLUICE_OK);
+    CHECK_EQ_INT(count, 0);
+    CHECK_EQ_INT(broadcast_range(srv, "/a", msgs, 0, N1), NA);
+    /* The first to connect (index 0 of the route's array) leaves; what
+     * it had queued is not expected after its close. */
+    CHECK_EQ_INT(expect_then_drop(&ra[0], loop, msgs, N1), N1);
+    uint64_t end = sluice_now_ms() + 20000;
+    int left = 0;
+    while (sluice_now_ms() < end) {
+        left = 0;
+        for (int i = 0; i < st->nconns; i++)
+            left += st->conns[i] == a[0];
+        if (!left)
+            break;
+        sluice_loop_run_once(loop, 5);
+    }
+    CHECK_EQ_INT(left, 0);
+    CHECK_EQ_INT(broadcast_range(srv, "/a", msgs, N1, N - N1), NA - 1);
+    for (int i = 1; i < NA; i++)
+        CHECK_EQ_INT(sluice_conn_close(a[i], 1000, "route"), SLUICE_OK);
+    CHECK_EQ_INT(sluice_conn_close(b, 1000, "other"), SLUICE_OK);
+    for (int i = 1; i < NA; i++) {
+        CHECK_EQ_INT(expect_frames(&ra[i], loop, msgs, N, 1 << 16, NULL, 0), 1000);
+        reader_close(&ra[i]);
+    }
+    CHECK_EQ_INT(expect_frames(&rb, loop, msgs, 0, 1 << 16, NULL, 0), 1000);
+    reader_close(&rb);
+}
+
 int main(void)
 {
     sluice_loop *loop;
@@ -446,6 +551,7 @@ int main(void)
     test_slow_reader(loop, &st, sluice_server_port(srv));
     test_shared(loop, &st, sluice_server_port(srv));
     test_queue_full(loop, &st_small, sluice_server_port(small));
+    test_route_broadcast(loop, &st, srv);
     test_queue_full_mid_frame(loop, &h);
 
     sluice_server_free(small);

@@ -132,6 +132,19 @@ static void peer_open(sluice_loop *loop, int port, struct peer *p)
     peer_open_rcvbuf(loop, port, p, 0);
 }
 
+/* A peer connected to the server, and the server's side of it (NULL, and
+ * a failed check, if it never appeared). */
+static sluice_conn *open_conn(sluice_loop *loop, int port, struct server_state *ss,
+                              struct peer *p)
+{
+    int before = ss->nconns;
+    peer_open(loop, port, p);
+    WAIT_UNTIL(loop, ss->nconns == before + 1, 2000);
+    sluice_conn *c = ss->nconns > before ? ss->conns[ss->nconns - 1] : NULL;
+    CHECK(c != NULL);
+    return c;
+}
+
 /* rcvbuf > 0: a fixed receive buffer (no autotuning) for the socket. */
 static void peer_open_rcvbuf(sluice_loop *loop, int port, struct peer *p, int rcvbuf)
 {
@@ -281,10 +294,7 @@ static void send_and_verify(sluice_loop *loop, sluice_conn *c, struct peer *p,
 static void test_sizes(sluice_loop *loop, int port, struct server_state *ss)
 {
     struct peer p;
-    peer_open(loop, port, &p);
-    WAIT_UNTIL(loop, ss->nconns == 1, 2000);
-    sluice_conn *c = ss->conns[0];
-    CHECK(c != NULL);
+    sluice_conn *c = open_conn(loop, port, ss, &p);
     if (!c)
         return;
 
@@ -323,11 +333,7 @@ static void test_many_small(sluice_loop *loop, int port, struct server_state *ss
         binary[i] = i % 3 == 0;
     }
     struct peer p;
-    int before = ss->nconns;
-    peer_open(loop, port, &p);
-    WAIT_UNTIL(loop, ss->nconns == before + 1, 2000);
-    sluice_conn *c = ss->conns[ss->nconns - 1];
-    CHECK(c != NULL);
+    sluice_conn *c = open_conn(loop, port, ss, &p);
     if (c)
         send_and_verify(loop, c, &p, sizes, binary, N, 65536);
     peer_close(&p);
@@ -348,11 +354,7 @@ static void test_slow_reader(sluice_loop *loop, int port, struct server_state *s
         total += sizes[i];
     }
     struct peer p;
-    int before = ss->nconns;
-    peer_open(loop, port, &p);
-    WAIT_UNTIL(loop, ss->nconns == before + 1, 2000);
-    sluice_conn *c = ss->conns[ss->nconns - 1];
-    CHECK(c != NULL);
+    sluice_conn *c = open_conn(loop, port, ss, &p);
     if (!c)
         return;
     for (int i = 0; i < N; i++) {

@@ -211,6 +211,11 @@ function App:start()
   ok, err, code = self:_start_server()
   if ok then ok, err, code = self:_start_metrics() end
   if ok then ok, err, code = self:_start_kafka() end
+  -- Modules that need the cluster known refuse here (sluice.stream's
+  -- exactly-once on the embedded broker): app:start fails with their error.
+  for _, check in ipairs(self._start_checks or {}) do
+    if ok then ok, err, code = check(self) end
+  end
   if not ok then
     self:_teardown()
     return nil, err, code
@@ -315,7 +320,9 @@ function App:produce(topic, record, on_delivery, context)
   return producer:send(topic, key, value, headers, partition, timestamp, on_delivery, context)
 end
 
-function App:consume(topics, options, handler)
+-- prepare (sluice.stream's, not documented): prepare(start) runs before the
+-- Kafka consumer starts (when the app starts) and calls start() once it may.
+function App:consume(topics, options, handler, prepare)
   if type(options) == "function" and handler == nil then options, handler = {}, options end
   if type(topics) == "string" then topics = { topics } end
   util.check(1, "consume", topics, "table")
@@ -335,7 +342,7 @@ function App:consume(topics, options, handler)
   if options.batch ~= nil and type(options.batch) ~= "boolean" then
     util.argerror(2, "consume", "batch must be a boolean")
   end
-  local decl = { topics = topics, options = options, handler = handler }
+  local decl = { topics = topics, options = options, handler = handler, prepare = prepare }
   decl.consumer = Consumer.new(decl)
   self.consumer_decls[#self.consumer_decls + 1] = decl
   if self.started then
@@ -349,15 +356,15 @@ end
 
 -- path: a route, or a table of connections ({[conn] = true} or {[id] = conn}).
 function App:broadcast(path, data, binary)
-  local set = path
   if type(path) ~= "table" then
     util.check(1, "broadcast", path, "string")
-    set = self.conns_by_path[path]
+    util.check(2, "broadcast", data, "string")
+    -- The route's connections as the server keeps them: one pass in C.
+    return self.server and self.server:broadcast(path, data, binary) or 0
   end
   util.check(2, "broadcast", data, "string")
-  if not set then return 0 end
   -- One copy of data, shared by every connection's send queue.
-  return core.broadcast(set, data, binary) or 0
+  return core.broadcast(path, data, binary) or 0
 end
 
 function App:timer(ms, fn, repeat_ms)
@@ -504,6 +511,10 @@ function App:_teardown()
     c:close(deadline and math.floor(math.max(CONSUMER_CLOSE_MIN_MS, deadline - self.loop:now())))
   end
   self.consumers = {}
+  -- Modules' own Kafka clients (sluice.stream's transactional producers),
+  -- after the consumers whose revocation commits through them.
+  for _, close in ipairs(self._teardown_hooks or {}) do close() end
+  self._teardown_hooks = nil
   for _, feed in pairs(self.feeds or {}) do feed:close() end
   self.feeds = nil
   if self.producer then self.producer:close(); self.producer = nil end

@@ -112,6 +112,25 @@ local function excerpt(s, max)
   return s
 end
 
+-- A declared route's messages are taken in C and never reach the message
+-- handler: its server offers them to the tap itself, sampled before any Lua
+-- runs (1 in the smallest `every`, at most the largest `rate` a second).
+local function tap_declared(app, routes)
+  local server = app.server
+  if not server then return end
+  for path in pairs(app._tapped_routes or {}) do
+    if not routes[path] then server:tap(path) end
+  end
+  for path, taps in pairs(routes) do
+    local every, rate = math.huge, 1
+    for _, tap in ipairs(taps) do
+      every, rate = math.min(every, tap.every), math.max(rate, tap.rate)
+    end
+    server:tap(path, function(conn, data, n) M.tap_message(app, conn, data, n) end, every, rate)
+  end
+  app._tapped_routes = routes
+end
+
 local function rebuild_index(app)
   local routes, topics, any = {}, {}, false
   for _, s in pairs(app._console.sessions) do
@@ -124,13 +143,21 @@ local function rebuild_index(app)
     end
   end
   app._taps = any and { routes = routes, topics = topics } or nil
+  tap_declared(app, routes)
 end
 
--- One tapped event: counted, sampled (1 in `every`, at most `rate` lines a
--- second), shown if the console's reader keeps up, else dropped.
-local function offer(app, tap, make_line)
-  tap.seen = tap.seen + 1
-  if (tap.seen - 1) % tap.every ~= 0 then tap.skipped = tap.skipped + 1; return end
+-- One tapped event standing for n (the ones sampled away before it, and
+-- itself): counted, sampled (1 in `every`, at most `rate` lines a second),
+-- shown if the console's reader keeps up, else dropped.
+local function offer(app, tap, make_line, n)
+  local before = tap.seen
+  n = n or 1
+  tap.seen = before + n
+  if math.floor((tap.seen - 1) / tap.every) == math.floor((before - 1) / tap.every) then
+    tap.skipped = tap.skipped + n
+    return
+  end
+  tap.skipped = tap.skipped + n - 1
   local now = app.loop:now()
   if now - tap.window_start >= 1000 then tap.window_start, tap.window_count = now, 0 end
   if tap.window_count >= tap.rate then tap.skipped = tap.skipped + 1; return end
@@ -145,14 +172,15 @@ local function offer(app, tap, make_line)
   if tap.limit and tap.shown >= tap.limit then M.untap(tap.session, tap) end
 end
 
--- A message received on route `path` (the server's message handler).
-function M.tap_message(app, conn, data)
-  local taps = app._taps.routes[conn.path]
+-- A message received on route `path` (by the message handler, or by the
+-- declared route: then n counts it and the ones sampled away before it).
+function M.tap_message(app, conn, data, n)
+  local taps = app._taps and app._taps.routes[conn.path]
   if not taps then return end
   for i = #taps, 1, -1 do
     offer(app, taps[i], function(tap)
       return ("tap %s conn %d: %s"):format(conn.path, conn.id, excerpt(data, tap.bytes))
-    end)
+    end, n)
   end
 end
 
@@ -406,6 +434,7 @@ end
 function M.stop(app)
   local state = app._console
   if not state then return end
+  tap_declared(app, {})
   app._console, app._taps = nil, nil
   for conn in pairs(state.sessions) do conn:close() end
   state.listener:close()

@@ -29,6 +29,12 @@ M.schema = core.schema
 -- (docs/api.md, "JWT").
 M.jwt = require "sluice.jwt"
 
+-- A Kafka admin client (topics and their configs) on an app's cluster
+-- or on { kafka = { ["bootstrap.servers"] = … } } (docs/api.md, "sluice.admin").
+function M.admin(target)
+  return require("sluice.admin").new(target)
+end
+
 -- Loads an app file (which returns its app) so that it can be reloaded:
 -- app:reload(), app:watch(), SIGHUP under app:run(). Returns the app, or
 -- nil, "LOAD: file:line: message", "LOAD".

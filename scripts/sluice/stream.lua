@@ -61,11 +61,17 @@ Table.__index = Table
 -- group (consumer group; default "<name>.stream"), commit_ms (how often
 -- outputs are flushed and offsets committed; 100), punctuate_ms (window
 -- timer; 1000), wall_clock (false: windows close only on event time),
--- kafka (extra librdkafka properties for the stream's consumer).
+-- kafka (extra librdkafka properties for the stream's consumer),
+-- replication (of the changelog and repartition topics sluice creates;
+-- default min(3, brokers)), create_topics (false: the operator creates
+-- them; sluice.stream.topics), processing ("at_least_once" or
+-- "exactly_once": transactions on Apache Kafka), transactional_id
+-- (exactly-once: this instance's stable id).
 -- The options each declaration takes; any other is a typo, refused.
 local KEYS = {
   topology = { name = true, group = true, commit_ms = true, punctuate_ms = true, wall_clock = true,
-    kafka = true, max_in_flight = true, epoch_records = true },
+    kafka = true, max_in_flight = true, epoch_records = true, replication = true, create_topics = true,
+    processing = true, transactional_id = true },
   from = { value = true, timestamp = true },
   to = { value = true, key = true, partition = true },
   table = { value = true, store = true },
@@ -80,6 +86,22 @@ function M.topology(app, options)
   options = options or {}
   if type(options) ~= "table" then argerror(2, "topology", "table expected") end
   util.check_keys(options, KEYS.topology, "topology", 2)
+  local rf = options.replication
+  if rf ~= nil and (type(rf) ~= "number" or rf % 1 ~= 0 or rf < 1 or rf > 32767) then
+    argerror(2, "topology", "'replication' must be an integer from 1 to 32767")
+  end
+  local processing = options.processing
+  if processing ~= nil and processing ~= "at_least_once" and processing ~= "exactly_once" then
+    argerror(2, "topology", ('processing must be "at_least_once" or "exactly_once", got %s')
+      :format(type(processing) == "string" and ("%q"):format(processing) or tostring(processing)))
+  end
+  local tid = options.transactional_id
+  if tid ~= nil and (type(tid) ~= "string" or tid == "") then
+    argerror(2, "topology", "transactional_id must be a non-empty string")
+  end
+  if tid ~= nil and processing ~= "exactly_once" then
+    argerror(2, "topology", 'transactional_id needs processing = "exactly_once"')
+  end
   local name = options.name or (app and app.name) or "sluice"
   local self = setmetatable({
     app = app,
@@ -93,7 +115,7 @@ function M.topology(app, options)
     store_list = {},
     subs = {},          -- union-find parent of sub-topology ids
     n_subs = 0,
-    counters = { processed = 0, late = 0, skipped = 0, errors = 0, restored = 0, commits = 0 },
+    counters = { processed = 0, late = 0, skipped = 0, errors = 0, restored = 0, commits = 0, aborts = 0 },
   }, Topology)
   if app then
     self.runner = kafka.attach(self, app)
@@ -503,6 +525,7 @@ end
 function Topology:stats()
   local s = {}
   for k, v in pairs(self.counters) do s[k] = v end
+  s.error = self.start_error   -- why it did not start (its topics), or nil
   return s
 end
 

@@ -18,16 +18,27 @@ function M.check_keys(t, known, fname, argn, what)
       local names = {}
       for name in pairs(known) do names[#names + 1] = name end
       table.sort(names)
-      local level = 2
-      while true do
-        local info = debug.getinfo(level, "S")
-        if not info or info.source:sub(1, #LIB) ~= LIB then break end
-        level = level + 1
-      end
-      error(("bad argument #%d to '%s' (unknown %s '%s'; known: %s)")
-        :format(argn, fname, what or "option", tostring(k), table.concat(names, ", ")), level)
+      M.user_argerror(argn, fname, ("unknown %s '%s'; known: %s")
+        :format(what or "option", tostring(k), table.concat(names, ", ")))
     end
   end
+end
+
+-- Raise msg at the first caller outside the sluice library (however deep
+-- inside it the check is; Lua 5.1's tail-call frames skipped).
+function M.user_error(msg)
+  local level = 2
+  while true do
+    local info = debug.getinfo(level, "S")
+    if not info or (info.source:sub(1, #LIB) ~= LIB and info.what ~= "tail") then break end
+    level = level + 1
+  end
+  error(msg, level)
+end
+
+-- The same for a misuse error naming the argument.
+function M.user_argerror(n, fname, msg)
+  M.user_error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg))
 end
 
 function M.check(n, fname, value, expected, optional)

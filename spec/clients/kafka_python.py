@@ -1,10 +1,14 @@
 """kafka-python as an independent reader of a topic.
 
     python kafka_python.py --brokers B --topic T --consume N [--timeout S]
+                           [--settle S] [--read-committed]
 
 Assigns itself every partition of the topic (no consumer group), reads
-from the earliest offset until N records arrived (then one more second for any extra) and prints one JSON
-line: {"records": [{"partition", "offset", "key", "value"}]}.
+from the earliest offset until N records arrived (then --settle more
+seconds, default 1, for any extra) and prints one JSON line:
+{"records": [{"partition", "offset", "key", "value"}]}. With
+--read-committed it reads as isolation_level read_committed: records of
+aborted or still open transactions are not returned.
 """
 import argparse
 import json
@@ -25,12 +29,15 @@ def main():
     p.add_argument("--topic", required=True)
     p.add_argument("--consume", type=int, required=True)
     p.add_argument("--timeout", type=float, default=60)
+    p.add_argument("--settle", type=float, default=1)
+    p.add_argument("--read-committed", action="store_true")
     a = p.parse_args()
     # No consumer group: every partition assigned by hand and read from the
     # start, so the read does not wait on a group join (which a loaded
     # broker made take minutes); kafkajs is the group member of the spec.
     consumer = KafkaConsumer(bootstrap_servers=a.brokers.split(","), enable_auto_commit=False,
-                             client_id="sluice-spec-kafka-python")
+                             client_id="sluice-spec-kafka-python",
+                             isolation_level="read_committed" if a.read_committed else "read_uncommitted")
     deadline = time.time() + a.timeout
     parts = None
     while parts is None and time.time() < deadline:
@@ -51,7 +58,7 @@ def main():
                 records.append({"partition": tp.partition, "offset": m.offset,
                                 "key": text(m.key), "value": text(m.value)})
         if settle is None and len(records) >= a.consume:
-            settle = time.time() + 1
+            settle = time.time() + a.settle
     consumer.close()
     sys.stdout.write(json.dumps({"records": records}) + "\n")
     if len(records) < a.consume:

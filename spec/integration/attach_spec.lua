@@ -13,6 +13,11 @@ app:ws("/echo", { message = function(conn, data)
   app:produce(os.getenv "TOPIC", { key = "k", value = data })
 end })
 app:consume(os.getenv "TOPIC", { broadcast = true }, function() end)
+-- Rows checked, produced and acked in C: no Lua runs per message.
+app:ws("/rows", { route = {
+  schema = sluice.schema { { "id", "string" }, { "name", "string" } },
+  topic = os.getenv "TOPIC", ack = "id",
+} })
 return app
 ]]
 
@@ -142,6 +147,30 @@ describe("sluice attach", function()
     assert.truthy(lines[3]:match("^tap /echo conn %d+: m3$"), lines[3])
     assert.equal("tap /echo ended: 2 shown, 1 skipped by sampling, 0 dropped (reader too slow)", lines[4])
     assert.equal(4, #lines)
+  end)
+
+  it("taps the messages a declared route carries in C, sampled before any Lua runs", function()
+    local t = attach_bg('tap("/rows", { every = 2, limit = 2 })')
+    wait_tapping(1, t)
+    local args, acks = { "--url", gw.url .. "/rows", "--replies", "3", "--wait", "30" }, {}
+    for i = 1, 3 do
+      args[#args + 1] = "--text"
+      args[#args + 1] = ('{"id":"r%d","name":"n%d"}'):format(i, i)
+      acks[i] = ('{"ack":"r%d"}'):format(i)
+    end
+    local replies = H.client("probe.js", args).replies
+    table.sort(replies)   -- acked as each row's partition answers
+    assert.same(acks, replies)
+    local code, out = t.result()
+    assert.equal(0, code)
+    local lines = H.lines(out)
+    assert.equal('"tapping /rows: 1 in 2, at most 100 lines/s, 2 lines; untap() stops"', lines[1])
+    assert.truthy(lines[2]:match('^tap /rows conn %d+: {"id":"r1","name":"n1"}$'), lines[2])
+    assert.truthy(lines[3]:match('^tap /rows conn %d+: {"id":"r3","name":"n3"}$'), lines[3])
+    assert.equal("tap /rows ended: 2 shown, 1 skipped by sampling, 0 dropped (reader too slow)", lines[4])
+    -- The tap ended: the route no longer calls into Lua, and still carries rows.
+    assert.same({ '{"ack":"r4"}' }, H.client("probe.js", { "--url", gw.url .. "/rows", "--replies", "1",
+      "--wait", "30", "--text", '{"id":"r4","name":"n4"}' }).replies)
   end)
 
   it("taps a topic's records, produced and consumed", function()

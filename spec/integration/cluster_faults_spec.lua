@@ -188,10 +188,13 @@ return app
       return a > 0 and b > 0 and c > 0 and a + b + c == 3 * PARTITIONS and { a, b, c }
     end, 0.5)
     assert(shared, "the group did not share the partitions among the three")
+    -- The subscribers wait through the killed member's session timeout
+    -- (45 s), the rebalance, the stores' restore and the backlog: bounds
+    -- for a machine loaded many times over, not expectations.
     local subs = {}
     for i = 1, 2 do
       subs[i] = H.client_bg("subscribe.js", { "--url", gws[i].url .. "/stats", "--until", '"nm9999999"',
-        "--no-messages", "--timeout", "90", "--ready-file", dir .. "/ready" .. i })
+        "--no-messages", "--timeout", "300", "--ready-file", dir .. "/ready" .. i })
     end
     assert(H.wait_for(10, function() return H.read(dir .. "/ready1") and H.read(dir .. "/ready2") end))
     local loads = {}
@@ -201,7 +204,7 @@ return app
     end
     H.sleep(4)
     gws[3]:signal "KILL"
-    local moved = H.wait_for(60, function()
+    local moved = H.wait_for(180, function()
       local a, b = assigned(gws[1]), assigned(gws[2])
       return a + b == 3 * PARTITIONS and { a, b }
     end, 0.5)
@@ -215,7 +218,7 @@ return app
     local results = {}
     for i = 1, 3 do results[i] = finish(loads[i], 150) end
     for i = 1, 2 do
-      local s = subs[i]:result(90)
+      local s = subs[i]:result(300)
       assert(s.matched, ("subscriber of gateway %d got %d messages, none about the row sent after the kill"):format(i, s.received))
       assert.are.equal(nil, s.close.by == "server" and s.close or nil)
     end

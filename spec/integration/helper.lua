@@ -274,6 +274,13 @@ function Gateway:healthz()
   return M.http_json(self.port, "/healthz")
 end
 
+-- The /healthz body as a table ({} while it does not answer 200 with JSON).
+function Gateway:health()
+  local status, body = self:healthz()
+  if status == 200 and type(body) == "table" then return body end
+  return {}
+end
+
 -- ---- independent clients -------------------------------------------------------
 
 local function node_cmd(script, args)
@@ -465,6 +472,18 @@ function M.create_topic(bootstrap, topics, partitions, opts)
     "--create", tostring(partitions), "--replicas", tostring(opts.replicas or 1) }
   if opts.compact then args[#args + 1] = "--compact" end
   return M.client("kafkajs.js", args)
+end
+
+-- Topics as kafka-python's admin client sees them (spec/clients/kafka_admin.py):
+-- { [topic] = { error = Kafka's code (0, or 3: no such topic), partitions =
+-- { { partition, leader, replicas, isr } }, configs = { [name] = { value, source } } } }.
+function M.describe_topics(bootstrap, topics)
+  local args = {}
+  for _, t in ipairs(topics) do args[#args + 1] = "--topic " .. M.q(t) end
+  local code, out, err = M.run(("%s %s --brokers %s %s"):format(M.q(os.getenv "SLUICE_PYTHON" or "python3"),
+    M.q(M.clients .. "/kafka_admin.py"), M.q(bootstrap), table.concat(args, " ")))
+  if code ~= 0 then error("kafka_admin.py failed: " .. tostring(err), 2) end
+  return decode_last_line(out, "kafka_admin.py")
 end
 
 -- Removes every temp dir this helper created.

@@ -135,12 +135,6 @@ local function check(actors, movies, want_actors, want_movies)
   return doubled
 end
 
-local function healthz(g)
-  local status, body = g:healthz()
-  if status == 200 and type(body) == "table" then return body end
-  return {}
-end
-
 describe("sluice.stream in gateway processes", function()
   local dir, kafka, P
   local gateways = {}
@@ -178,7 +172,7 @@ describe("sluice.stream in gateway processes", function()
     local g1 = gateway()
     -- Kill it while it is busy: after some commits, before it is done.
     local mid = h.wait_for(90, function()
-      local s = healthz(g1)
+      local s = g1:health()
       return (s.processed or 0) >= 20000 and (s.commits or 0) > 0 and s
     end, 0.05)
     assert(mid, "the first gateway did not get going: " .. g1:stderr())
@@ -190,7 +184,7 @@ describe("sluice.stream in gateway processes", function()
     local done, actors, movies = wait_complete(kafka, P, want_actors, want_movies, 180)
     assert(done, "results incomplete; gateway log:\n" .. g2:stderr())
     local doubled = check(actors, movies, want_actors, want_movies)
-    local s2 = healthz(g2)
+    local s2 = g2:health()
     print(("\n# stream: killed after %d records processed (rows and repartition records); restart " ..
       "restored %d changelog records; %d of %d rows counted twice (at-least-once)")
       :format(mid.processed, s2.restored or -1, doubled, N))
@@ -214,14 +208,14 @@ describe("sluice.stream in gateway processes", function()
 
     local a, b = gateway(), gateway()
     local shared = h.wait_for(60, function()
-      local sa, sb = healthz(a), healthz(b)
+      local sa, sb = a:health(), b:health()
       return (sa.assigned or 0) > 0 and (sb.assigned or 0) > 0
         and sa.assigned + sb.assigned == 3 * PARTITIONS and { sa.assigned, sb.assigned }
     end, 0.2)
-    assert(shared, "partitions not shared: " .. json.encode(healthz(a)) .. json.encode(healthz(b)))
+    assert(shared, "partitions not shared: " .. json.encode(a:health()) .. json.encode(b:health()))
     kcat_produce_file(kafka, P .. "movie-results", data1)
     assert(h.wait_for(60, function()
-      return (healthz(a).processed or 0) > 0 and (healthz(b).processed or 0) > 0
+      return (a:health().processed or 0) > 0 and (b:health().processed or 0) > 0
     end, 0.2), "both gateways should process rows")
     if not busy then
       assert(wait_complete(kafka, P, half_actors, half_movies, 60), "first half incomplete")
@@ -231,7 +225,7 @@ describe("sluice.stream in gateway processes", function()
     assert.equal(0, (b:stop(15)))   -- graceful: flushes, commits, leaves the group
     if os.getenv("STREAM_SPEC_DEBUG") then io.stderr:write("B LOG\n", b:stderr(), "\n") end
     local function taken_over()
-      assert(h.wait_for(60, function() return healthz(a).assigned == 3 * PARTITIONS end, 0.2),
+      assert(h.wait_for(60, function() return a:health().assigned == 3 * PARTITIONS end, 0.2),
         "the remaining gateway did not take over all partitions")
     end
     -- busy: the second half arrives while the group is still rebalancing
@@ -244,7 +238,7 @@ describe("sluice.stream in gateway processes", function()
     local doubled = check(actors, movies, want_actors, want_movies)
     print(("\n# stream: partitions shared %d/%d; stopped one %s; %d of 10000 rows counted twice")
       :format(shared[1], shared[2], busy and "while busy" or "when idle", doubled))
-    assert.equal(0, healthz(a).errors)
+    assert.equal(0, a:health().errors)
     return doubled
   end
 

@@ -3,6 +3,7 @@
 -- and the embedded Kafka broker. Everything is driven by app:step().
 local sluice = require "sluice"
 local cjson = require "cjson"
+local socket = require "socket"
 local support = require "unit.support"
 
 local wait, message = support.wait, support.message
@@ -324,6 +325,40 @@ describe("sluice.app: WebSocket and HTTP", function()
     assert.same({ late = true }, cjson.decode(res.body))
   end)
 
+  -- The 15 s comment that keeps SSE streams open needs a timer only while
+  -- a stream is open: without one the loop sleeps. (A client that left
+  -- is noticed when a write to it fails: the comment, or an event.)
+  it("keeps the SSE keep-alive timer armed only while a stream is open", function()
+    local opened = {}
+    app:sse("/sse-keepalive", function(stream) opened[#opened + 1] = stream end)
+    local clients = {}
+    local function open_stream()
+      local tcp = assert(socket.tcp())
+      assert(tcp:connect("127.0.0.1", app.port))
+      tcp:settimeout(0)
+      assert(tcp:send("GET /sse-keepalive HTTP/1.1\r\nHost: x\r\n\r\n"))
+      local got = ""
+      wait(app, function()
+        got = got .. (select(3, tcp:receive(8192)) or "")
+        return got:find("\r\n\r\n", 1, true)
+      end, "the stream's head")
+      assert.matches("^HTTP/1%.1 200", got)
+      clients[#clients + 1] = tcp
+      return opened[#opened]
+    end
+    local a, b = open_stream(), open_stream()
+    assert.is_true(app._sse_timer:armed())
+    a:close()
+    assert.is_true(app._sse_timer:armed())      -- b still open
+    b:close()
+    assert.is_false(app._sse_timer:armed())
+    local c = open_stream()                     -- and again for a new one
+    assert.is_true(app._sse_timer:armed())
+    c:close()
+    assert.is_false(app._sse_timer:armed())
+    for _, tcp in ipairs(clients) do tcp:close() end
+  end)
+
   it("answers 404 in JSON for a path with no route and no static file", function()
     for _, req in ipairs { { "GET", "/no/such/thing" }, { "POST", "/hello", "x" } } do
       local res = support.http(app, req[1], req[2], req[3])
@@ -381,7 +416,9 @@ describe("sluice.app: timers", function()
   it("fires once without repeat_ms", function()
     local fired = 0
     local t = app:timer(10, function() fired = fired + 1 end)
+    assert.is_true(t:armed())
     wait(app, function() return fired == 1 end, "timer")
+    assert.is_false(t:armed())
     support.settle(app, 0.1)
     assert.equal(1, fired)
     t:close()
@@ -396,7 +433,9 @@ describe("sluice.app: timers", function()
     end, 10)
     wait(app, function() return fired >= 3 end, "three firings")
     assert.equal(t, seen)
+    assert.is_true(t:armed())
     t:stop()
+    assert.is_false(t:armed())
     local at_stop = fired
     support.settle(app, 0.1)
     assert.equal(at_stop, fired)
@@ -852,7 +891,7 @@ describe("sluice.app: misuse and expected failures", function()
       "group, kafka, manual, rebalance)", at(function(mark) mark(); app:consume("t", { gruop = "g" }, f) end))
     assert.equal(0, #app.consumer_decls)
     assert.equal("HERE: bad argument #2 to 'topology' (unknown option 'comit_ms'; known: commit_ms, " ..
-      "epoch_records, group, kafka, max_in_flight, name, punctuate_ms, wall_clock)",
+      "create_topics, epoch_records, group, kafka, max_in_flight, name, processing, punctuate_ms, replication, transactional_id, wall_clock)",
       at(function(mark) mark(); stream.topology(app, { comit_ms = 5 }) end))
     local topo = stream.topology(app, { name = "typos" })
     assert.equal("HERE: bad argument #2 to 'from' (unknown option 'valeu'; known: timestamp, value)",

@@ -24,6 +24,21 @@ describe("sluice.stream on Kafka", function()
     return app, t
   end
 
+  it("refuses exactly-once on the embedded broker: the app does not start", function()
+    local app = support.app { listen = false, name = "eos" }
+    local t = stream.topology(app, { processing = "exactly_once" })
+    t:from("words"):count { store = "counts" }:to("word-counts")
+    local ok, err, code = app:start()
+    assert.is_nil(ok)
+    assert.equal("CONFIG", code)
+    assert.equal('CONFIG: stream eos: processing = "exactly_once" needs Apache Kafka (set ' ..
+      'kafka["bootstrap.servers"] or run with --kafka): the embedded broker (librdkafka\'s mock ' ..
+      'cluster) does not commit the offsets sent in a transaction and shows aborted records to ' ..
+      'read_committed readers', err)
+    assert.is_falsy(app.started)
+    app:close()
+  end)
+
   it("counts, commits, and a restarted instance resumes from the changelog", function()
     local feeder = sluice.app { listen = false, log = quiet, kafka = { ["bootstrap.servers"] = bootstrap } }
     local acked = 0

@@ -71,6 +71,23 @@ describe("sluice.stream stateless operators", function()
     assert.has_error(function() t:from("in"):aggregate(0, function() end, { window = stream.session(10) }) end)
     assert.has_error(function() stream.tumbling(0) end)
   end)
+
+  it("processing is at_least_once or exactly_once; a transactional_id needs exactly_once", function()
+    assert.has_error(function() stream.topology { name = "x", processing = "exactly-once" } end,
+      'bad argument #2 to \'topology\' (processing must be "at_least_once" or "exactly_once", got "exactly-once")')
+    assert.has_error(function() stream.topology { name = "x", processing = true } end,
+      'bad argument #2 to \'topology\' (processing must be "at_least_once" or "exactly_once", got true)')
+    assert.has_error(function() stream.topology { name = "x", transactional_id = "a" } end,
+      'bad argument #2 to \'topology\' (transactional_id needs processing = "exactly_once")')
+    assert.has_error(function() stream.topology { name = "x", processing = "exactly_once", transactional_id = "" } end,
+      "bad argument #2 to 'topology' (transactional_id must be a non-empty string)")
+    -- The driver runs either the same way: the mode is the Kafka runner's.
+    local t = stream.topology { name = "x", processing = "exactly_once", transactional_id = "x-1" }
+    t:from("in"):count { store = "n" }:to("out")
+    local d = stream.driver(t)
+    d:pipe("in", "k", "v")
+    assert.same({ k = "1" }, d:read_map("out"))
+  end)
 end)
 
 describe("sluice.stream keyed state", function()

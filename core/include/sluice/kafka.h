@@ -1,4 +1,4 @@
-/* Kafka producer and consumer on librdkafka. librdkafka runs its own
+/* Kafka producer, consumer and admin client on librdkafka. librdkafka runs its own
  * threads; its events reach the loop through a queue wake-up fd
  * (rd_kafka_queue_io_event_enable) watched by the loop, so every callback
  * below runs on the loop thread and an idle handle costs no CPU. */
@@ -193,6 +193,13 @@ int sluice_consumer_commit(sluice_consumer *c, int sync, char *err, size_t errle
 int sluice_consumer_store(sluice_consumer *c, const char *topic, int32_t partition,
                           int64_t offset, char *err, size_t errlen);
 
+/* Fetch topic/partition again from offset: records handed out after this
+ * call start there (those fetched before it are dropped). For undoing an
+ * aborted transaction's input. SLUICE_ESTATE if the partition is not
+ * assigned. */
+int sluice_consumer_seek(sluice_consumer *c, const char *topic, int32_t partition,
+                         int64_t offset, char *err, size_t errlen);
+
 /* Where the consumer stands on each assigned partition: position is the
  * next offset it hands to the app, high the partition's end as of the last
  * fetch (librdkafka's cached high watermark; nothing is asked of a broker).
@@ -209,12 +216,55 @@ int sluice_consumer_lag(sluice_consumer *c,
  * call (the high watermark), without joining a group, calling on_record
  * for each record; blocks up to timeout_ms. For restoring state from a
  * changelog before processing. A topic or partition that does not exist
- * reads as empty. 0, or an error code (SLUICE_EKAFKA with err text, e.g.
- * on timeout). */
+ * reads as empty. With isolation.level=read_committed in props the end is
+ * still the high watermark: records of transactions not yet decided are
+ * waited for (then skipped if aborted), so what is read is everything
+ * committed before the call. 0, or an error code (SLUICE_EKAFKA with err
+ * text, e.g. on timeout). */
 int sluice_kafka_read_partitions(const char *const *props, const char *topic,
                                  const int32_t *partitions, size_t n,
                                  void (*on_record)(void *ud, const sluice_record *r),
                                  void *ud, int timeout_ms, char *err, size_t errlen);
+
+/* ---- transactions (exactly-once) ------------------------------------------
+ * A producer whose props set transactional.id is transactional: its sends
+ * belong to the open transaction and are refused (SLUICE_EKAFKA, "STATE")
+ * while none is open. librdkafka's transactional calls block on the
+ * network, so each operation below runs on a thread of the producer's own
+ * and reports on the loop thread, through `done`; delivery reports stay
+ * on the loop thread (the producer then takes them as events, so that a
+ * commit waiting for them never runs a callback on the other thread). */
+typedef enum sluice_txn_op {
+    SLUICE_TXN_INIT,     /* init_transactions (fences older instances of the id), then begin */
+    SLUICE_TXN_COMMIT,   /* send the offsets with the group's metadata, commit, begin the next */
+    SLUICE_TXN_ABORT     /* abort (unsent messages are purged: reported failed), begin the next */
+} sluice_txn_op;
+
+typedef struct sluice_txn_result {
+    sluice_txn_op op;
+    int error;               /* 0: done, and a new transaction is open */
+    const char *error_name;  /* as sluice_delivery's; NULL if error is 0 */
+    const char *error_text;
+    int abortable;           /* abort it (SLUICE_TXN_ABORT) and redo its work */
+    int fatal;               /* the producer can do nothing more (e.g. fenced) */
+    int retriable;           /* neither: the same operation may be started again */
+} sluice_txn_result;
+
+/* Starts op. COMMIT: offsets (offset = the next one to read, i.e. the last
+ * processed + 1) are committed for the group of `group` (a group consumer)
+ * within the transaction; n may be 0 (group then unused). Retriable
+ * failures are retried on the thread until timeout_ms. 0, or
+ * SLUICE_EINVAL (not transactional, bad arguments), SLUICE_ESTATE (an
+ * operation is already running). `done` is called once, on the loop
+ * thread, after which another operation may start (also from inside it). */
+int sluice_producer_txn(sluice_producer *p, sluice_txn_op op, sluice_consumer *group,
+                        const sluice_partition *offsets, size_t n, int timeout_ms,
+                        void (*done)(void *ud, const sluice_txn_result *r), void *ud,
+                        char *err, size_t errlen);
+/* Waits up to timeout_ms for the running operation, serving the
+ * producer's delivery reports meanwhile (e.g. from a rebalance callback,
+ * where the loop cannot run). 1: none is running (any `done` was called). */
+int sluice_producer_txn_wait(sluice_producer *p, int timeout_ms);
 
 /* ---- catch-up reader ----------------------------------------------------
  * Reads one topic's partitions from given offsets onwards, outside any
@@ -273,6 +323,98 @@ void sluice_consumer_close(sluice_consumer *c, int timeout_ms);
 #define SLUICE_CONSUMER_CLOSE_MS 5000
 /* sluice_consumer_close(c, -1). */
 void sluice_consumer_free(sluice_consumer *c);
+
+
+/* ---- admin ---------------------------------------------------------------
+ * Topics and their configs (kafka_admin.c). Each request's callback runs
+ * exactly once, on the loop thread: with the answer, or with an error for
+ * the request as a whole (e.g. TIMED_OUT, TRANSPORT, DESTROY when the
+ * client is freed first). */
+typedef struct sluice_admin sluice_admin;
+
+typedef struct sluice_admin_config {
+    const char *const *props;   /* librdkafka properties, NULL-terminated pairs */
+    /* Client errors (broker down…), for logging; NULL: logged. */
+    void (*on_error)(void *ud, const char *name, const char *text, int fatal);
+    void *ud;
+} sluice_admin_config;
+
+typedef struct sluice_new_topic {
+    const char *name;
+    int partitions;              /* -1: the broker's num.partitions */
+    int replication;             /* -1: the broker's default.replication.factor */
+    const char *const *configs;  /* NULL-terminated name, value pairs, or NULL */
+} sluice_new_topic;
+
+typedef struct sluice_admin_partition {
+    int32_t id, leader;          /* leader -1: none */
+    const int32_t *replicas; size_t nreplicas;
+    const int32_t *isr; size_t nisr;
+    int error; const char *error_name;
+} sluice_admin_partition;
+
+/* One topic's outcome: error 0, or librdkafka's code with its name
+ * (e.g. "TOPIC_ALREADY_EXISTS") and the broker's text. */
+typedef struct sluice_admin_topic {
+    const char *name;
+    int error; const char *error_name, *error_text;
+    const sluice_admin_partition *partitions; size_t npartitions;   /* describe */
+} sluice_admin_topic;
+
+typedef struct sluice_admin_broker {
+    int32_t id; const char *host; int port;
+} sluice_admin_broker;
+
+typedef struct sluice_admin_config_entry {
+    const char *name, *value;   /* value NULL: unset or sensitive */
+    const char *source;         /* e.g. "DYNAMIC_TOPIC_CONFIG", "DEFAULT_CONFIG" */
+    int is_default, read_only, sensitive;
+} sluice_admin_config_entry;
+
+/* Valid during the callback only. error: the request failed as a whole
+ * (nothing else is set); else per-topic outcomes (create, delete,
+ * describe: in the order asked), brokers and the cluster's id (describe;
+ * librdkafka's mock cluster, the embedded broker, has an id starting
+ * "mockCluster"), configs (describe and alter configs). */
+typedef struct sluice_admin_result {
+    int error; const char *error_name, *error_text;
+    const sluice_admin_topic *topics; size_t ntopics;
+    const sluice_admin_broker *brokers; size_t nbrokers;
+    const char *cluster_id;   /* NULL: unknown */
+    const sluice_admin_config_entry *configs; size_t nconfigs;
+} sluice_admin_result;
+typedef void (*sluice_admin_cb)(void *ud, const sluice_admin_result *r);
+#define SLUICE_ADMIN_TIMEOUT_MS 30000
+
+int sluice_admin_new(sluice_loop *loop, const sluice_admin_config *cfg, sluice_admin **out,
+                     char *err, size_t errlen);
+/* Each returns 0 (cb will be called) or an error code with err text (cb
+ * will not). timeout_ms <= 0: librdkafka's defaults (describe:
+ * SLUICE_ADMIN_TIMEOUT_MS). Create and delete are answered once the
+ * controller has done them (the operation timeout is timeout_ms). */
+int sluice_admin_create_topics(sluice_admin *a, const sluice_new_topic *topics, size_t n, int timeout_ms,
+                               sluice_admin_cb cb, void *ud, char *err, size_t errlen);
+int sluice_admin_delete_topics(sluice_admin *a, const char *const *names, size_t n, int timeout_ms,
+                               sluice_admin_cb cb, void *ud, char *err, size_t errlen);
+/* Partitions, leaders, replicas and in-sync replicas of the named topics
+ * (n 0: every topic), and the brokers, from a metadata request on a
+ * thread of the admin's. A missing topic: UNKNOWN_TOPIC_OR_PART. */
+int sluice_admin_describe_topics(sluice_admin *a, const char *const *names, size_t n, int timeout_ms,
+                                 sluice_admin_cb cb, void *ud, char *err, size_t errlen);
+/* Every config entry of a topic. */
+int sluice_admin_describe_configs(sluice_admin *a, const char *topic, int timeout_ms,
+                                  sluice_admin_cb cb, void *ud, char *err, size_t errlen);
+/* Sets the topic's config overrides to exactly these pairs (Kafka's
+ * AlterConfigs, which librdkafka 2.0.2 has instead of the incremental
+ * one): an override not given returns to its default. */
+int sluice_admin_alter_configs(sluice_admin *a, const char *topic, const char *const *pairs,
+                               int timeout_ms, sluice_admin_cb cb, void *ud, char *err, size_t errlen);
+/* Requests not yet reported. */
+size_t sluice_admin_pending(const sluice_admin *a);
+/* Pending requests are reported failed (DESTROY) before it returns; waits
+ * for a metadata request in flight (its timeout at most). May be called
+ * from inside a callback: it then completes right after it. */
+void sluice_admin_free(sluice_admin *a);
 
 #ifdef __cplusplus
 }

@@ -67,6 +67,9 @@ sluice_timer *sluice_timer_new(sluice_loop *loop, sluice_timer_fn fn, void *ud);
  * running timer reschedules it. */
 void sluice_timer_start(sluice_timer *t, uint64_t delay_ms, uint64_t repeat_ms);
 void sluice_timer_stop(sluice_timer *t);
+/* 1 while the timer is scheduled to fire (started, not stopped, and a
+ * one-shot not fired yet), else 0. */
+int sluice_timer_armed(const sluice_timer *t);
 /* Stops and frees. Safe to call from inside the timer's own callback. */
 void sluice_timer_free(sluice_timer *t);
 

@@ -116,6 +116,12 @@ int sluice_server_tls(const sluice_server *s);       /* serving TLS? */
  * why) the server keeps serving the previous pair. */
 int sluice_server_reload_tls(sluice_server *s, char *err, size_t errlen);
 size_t sluice_server_conn_count(const sluice_server *s);
+/* Queues data to every open WebSocket of route path (no connection:
+ * nothing) with one shared copy, as sluice_conn_send_payload does for each
+ * (same queue limit: a full one is closed with 1008 and not counted);
+ * *count (may be NULL): how many took it. SLUICE_ENOMEM: none did. */
+int sluice_server_broadcast(sluice_server *s, const char *path, const void *data, size_t len,
+                            int binary, size_t *count);
 /* Stop (or resume) reading from every WebSocket of this server: TCP flow
  * control pushes back on clients. Connections opened meanwhile start paused. */
 void sluice_server_pause_reading(sluice_server *s, int paused);

@@ -125,6 +125,15 @@ end
 
 -- Starts the Kafka consumer of decl on the app's loop. true, or nil, err, code.
 function Consumer.start(app, decl)
+  if decl.prepare and not decl.prepared then   -- e.g. a stream's topics created first
+    decl.prepared = true
+    decl.prepare(function()
+      if decl.consumer.closed or app.closed then return end
+      local ok, err = Consumer.start(app, decl)
+      if not ok then app:_log("error", ("consumer of %s: %s"):format(table.concat(decl.topics, ","), err)) end
+    end)
+    return true
+  end
   local options = decl.options
   local from = options.from
   local extra = util.copy(options.kafka)

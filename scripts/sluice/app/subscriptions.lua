@@ -65,6 +65,7 @@ Stream.__index = Stream
 function Stream:send(data) return self._raw:write(data) end
 function Stream:close()
   self.closed = true
+  self._app:_sse_forget(self)
   self._app:unsubscribe(self)
   return self._raw:finish()
 end
@@ -95,7 +96,7 @@ function M:sse(path, handler, opts)
       { ["cache-control"] = "no-store", ["x-accel-buffering"] = "no" },
       function()
         stream.closed = true
-        app._sse_streams[stream] = nil
+        app:_sse_forget(stream)
         app:unsubscribe(stream)
       end)
     if not ok then return nil, err end
@@ -107,20 +108,32 @@ function M:sse(path, handler, opts)
 end
 
 -- Every SSE_KEEPALIVE_S a comment goes to each stream: proxies keep it
--- open, and a client that left is noticed (docs/api.md).
+-- open, and a client that left is noticed (docs/api.md). The timer runs
+-- only while there are streams: an idle gateway has no wake-ups.
 local SSE_KEEPALIVE_S = 15
 function M:_sse_keepalive(stream)
   self._sse_streams = self._sse_streams or setmetatable({}, { __mode = "k" })
-  self._sse_streams[stream] = true
-  if self._sse_timer then return end
   local streams = self._sse_streams
-  -- the app's own timer, not the code's: a reload keeps it
-  self._sse_timer = core.timer(self.loop, function()
-    for s in pairs(streams) do
-      if not s:send(":\n\n") then streams[s] = nil end
-    end
-  end)
+  local first = next(streams) == nil
+  streams[stream] = true
+  if not self._sse_timer then
+    -- the app's own timer, not the code's: a reload keeps it
+    self._sse_timer = core.timer(self.loop, function()
+      for s in pairs(streams) do
+        if not s:send(":\n\n") then self:_sse_forget(s) end
+      end
+    end)
+  elseif not first then
+    return
+  end
   self._sse_timer:start(SSE_KEEPALIVE_S * 1000, SSE_KEEPALIVE_S * 1000)
+end
+
+function M:_sse_forget(stream)
+  local streams = self._sse_streams
+  if not streams then return end
+  streams[stream] = nil
+  if next(streams) == nil and self._sse_timer then self._sse_timer:stop() end
 end
 
 -- app:unsubscribe(conn [, topic]): from topic, or from every topic.

@@ -26,6 +26,12 @@ function Proxy:close()
   if self.core then self.core:close() end
   self.decl.closed = true
 end
+-- Armed: started and not stopped (a declared one: once it is adopted).
+function Proxy:armed()
+  live_proxy(self)
+  if self.core then return self.core:armed() end
+  return false
+end
 function Proxy:is_closed()
   if self.core then return self.core:is_closed() end
   return self.decl.closed == true

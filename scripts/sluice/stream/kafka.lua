@@ -9,8 +9,13 @@
 -- Those offsets are stored and committed only when every produce of that
 -- epoch and of all earlier ones was acknowledged. A crash replays at most
 -- the records after the last committed epoch.
+--
+-- With processing = "exactly_once" each epoch is a Kafka transaction
+-- instead (sluice.stream.eos).
 local core = require "sluice.core"
 local engine = require "sluice.stream.engine"
+local topics = require "sluice.stream.topics"
+local eos = require "sluice.stream.eos"
 
 local DEBUG = os.getenv("SLUICE_STREAM_DEBUG")
 local M = {}
@@ -28,13 +33,17 @@ local DEFAULT_KAFKA = {
   ["auto.commit.interval.ms"] = "1000",
 }
 
+eos.install(Runner)
+
 function M.attach(topo, app)
   local self = setmetatable({
     topo = topo, app = app, queue = {}, outstanding = 0, failed = false,
     max_in_flight = topo.options.max_in_flight or 20000,
     epoch_records = topo.options.epoch_records or 5000,
+    parts = {},   -- assigned partitions by "topic:partition"
   }, Runner)
   self.current = self:_new_epoch()
+  if topo.options.processing == "exactly_once" then eos.attach(self) end
   return self
 end
 
@@ -61,12 +70,17 @@ function Runner:subscribe(topic)
   local topo, app = self.topo, self.app
   local kafka = {}
   for k, v in pairs(DEFAULT_KAFKA) do kafka[k] = v end
+  if self.eos then
+    for k, v in pairs(eos.CONSUMER_KAFKA) do kafka[k] = v end
+  end
   for k, v in pairs(topo.options.kafka or {}) do kafka[k] = v end
   -- Records come in batches: one call into Lua per consumer wake-up.
   self.consumer = app:consume(topo.topics, {
     group = topo.group, manual = true, from = "earliest", kafka = kafka, batch = true,
     rebalance = function(event, parts) return self:_rebalance(event, parts) end,
-  }, function(recs) return self:_records(recs) end)
+  }, function(recs) return self:_records(recs) end,
+  -- its changelog and repartition topics first
+  function(start) return topics.prepare(self, start) end)
 end
 
 function Runner:now() return self.app.loop and self.app.loop:now() or 0 end
@@ -74,6 +88,7 @@ function Runner:now() return self.app.loop and self.app.loop:now() or 0 end
 function Runner:log(level, msg) self.app:_log(level, msg) end
 
 function Runner:fail(msg)
+  if self.eos then return self:_eos_abort(msg) end
   if not self.failed then
     self:log("error", "stream " .. self.topo.name .. ": " .. msg ..
       "; input offsets are no longer committed (a restart reprocesses from the last commit)")
@@ -82,6 +97,15 @@ function Runner:fail(msg)
 end
 
 function Runner:produce(topic, key, value, partition, timestamp)
+  local x = self.eos
+  if x then
+    if x.state ~= "open" then return nil, "STATE: no transaction is open" end
+    self.outstanding = self.outstanding + 1
+    x.writes = x.writes + 1
+    local ok, err = x.txp:send(topic, key, value, nil, partition, timestamp, x.cb)
+    if not ok then self.outstanding = self.outstanding - 1 end
+    return ok, err
+  end
   local ep = self.current
   ep.outstanding = ep.outstanding + 1
   self.outstanding = self.outstanding + 1
@@ -108,7 +132,15 @@ function Runner:_take_over(old)
   if old.punctuate_timer then pcall(old.punctuate_timer.close, old.punctuate_timer) end
   self.queue, self.current, self.outstanding = old.queue, old.current, old.outstanding
   self.failed, self.paused, self.core = old.failed, old.paused, old.core
+  self.parts = old.parts
   for _, ep in ipairs(self.queue) do ep.runner = self end
+  -- The processing mode is the running consumer's and producer's: kept.
+  if (old.eos == nil) ~= (self.eos == nil) then
+    self:log("error", ("stream %s: a reload cannot change processing (restart the gateway for that); " ..
+      "it stays %s"):format(self.topo.name, old.eos and "exactly_once" or "at_least_once"))
+  end
+  self.eos = old.eos
+  if self.eos then self.eos.runner = self end
   local oe, ne = old.engine, self.engine
   if not oe then return end
   local kept = 0
@@ -161,6 +193,11 @@ end
 -- gateway stays idle: the commit timer while work is unsealed or
 -- unacknowledged, the window timer while windows are open.
 function Runner:_busy()
+  local x = self.eos
+  if x then
+    if x.state == "stopped" then return false end
+    return x.state ~= "open" or self.current.records > 0 or #x.held > 0 or x.writes > 0
+  end
   local ep = self.current
   return ep.records > 0 or ep.outstanding > 0 or #self.queue > 1
 end
@@ -179,6 +216,8 @@ function Runner:_arm()
       self.punctuate_timer = nil
       local engine = self.engine
       if not engine then return end
+      -- (exactly-once: windows close inside a transaction only)
+      if self.eos and self.eos.state ~= "open" then return self:_arm() end
       engine:punctuate()
       self:_arm_windows()
       if self:_busy() then self:_arm() end
@@ -199,6 +238,7 @@ end
 -- handler error (the first is re-raised once the batch is done, the
 -- others logged) and the records after it are still processed.
 function Runner:_records(recs)
+  if self.eos then return self:_eos_records(recs) end
   local i, n, first_err = 1, #recs, nil
   while i <= n do
     local ok, err = pcall(self._record_run, self, recs, i, n)
@@ -232,8 +272,18 @@ function Runner:_record(rec)
   end
 end
 
+-- Resumes input paused for unacknowledged writes once they drained,
+-- unless held records (exactly-once) keep it paused.
+function Runner:_resume_if_drained()
+  if self.paused and self.outstanding < self.max_in_flight / 2 then
+    self.paused = false
+    if not (self.eos and self.eos.paused) then pcall(self.consumer.resume, self.consumer) end
+  end
+end
+
 -- Flushes changed store entries and closes the current epoch.
 function Runner:seal()
+  if self.eos then return self:_eos_commit() end
   local engine = self.engine
   if not engine then return end
   local ep = self.current
@@ -282,51 +332,67 @@ local function by_task(engine, parts)
   return out, order
 end
 
+-- Creates the tasks of parts that have none and restores their stores
+-- from the changelogs, before any of their records is processed.
+function Runner:_restore(parts)
+  local engine = self.engine
+  local tasks, order = by_task(engine, parts)
+  local want = {}   -- changelog topic → { def, partitions, tasks by partition }
+  for _, id in ipairs(order) do
+    if not engine.tasks[id] then
+      local t = tasks[id]
+      local task = engine:task(t.topic, t.partition, true)
+      for _, def in ipairs(engine.sub_stores[task.sub] or {}) do
+        local w = want[def.changelog]
+        if not w then w = { def = def, partitions = {}, tasks = {} }; want[def.changelog] = w end
+        w.partitions[#w.partitions + 1] = task.partition
+        w.tasks[task.partition] = task
+      end
+    end
+  end
+  -- (exactly-once: only what was committed, undecided transactions awaited)
+  local props = self.app:_kafka_props(self.eos and eos.CONSUMER_KAFKA or nil)
+  for topic, w in pairs(want) do
+    local t0 = self:now()
+    local records, err = core.read_partitions(props, topic, w.partitions, 60000)
+    if not records then
+      local msg = ("restoring store %s from %s: %s"):format(w.def.name, topic, err)
+      if self.eos then return self:_eos_stop(msg) end
+      self:fail(msg)
+    else
+      local per = {}
+      for _, r in ipairs(records) do
+        local l = per[r.partition]
+        if not l then l = {}; per[r.partition] = l end
+        l[#l + 1] = r
+      end
+      for p, task in pairs(w.tasks) do engine:restore(task, w.def, per[p] or {}) end
+      if w.def.window and #records > 0 then self:_arm() end
+      self:log("info", ("stream %s: store %s restored for partitions %s from %s (%d records, %d ms)"):format(
+        self.topo.name, w.def.name, table.concat(w.partitions, ","), topic, #records, self:now() - t0))
+    end
+  end
+end
+
 function Runner:_rebalance(event, parts)
   self:_start()
   local engine = self.engine
   self.core = self.consumer.core
   if event == "assigned" then
-    local tasks, order = by_task(engine, parts)
-    -- New tasks, restored from their changelogs before any record.
-    local want = {}   -- changelog topic → { def, partitions, tasks by partition }
-    for _, id in ipairs(order) do
-      if not engine.tasks[id] then
-        local t = tasks[id]
-        local task = engine:task(t.topic, t.partition, true)
-        for _, def in ipairs(engine.sub_stores[task.sub] or {}) do
-          local w = want[def.changelog]
-          if not w then w = { def = def, partitions = {}, tasks = {} }; want[def.changelog] = w end
-          w.partitions[#w.partitions + 1] = task.partition
-          w.tasks[task.partition] = task
-        end
-      end
-    end
-    local props = self.app:_kafka_props()
-    for topic, w in pairs(want) do
-      local t0 = self:now()
-      local records, err = core.read_partitions(props, topic, w.partitions, 60000)
-      if not records then
-        self:fail(("restoring store %s from %s: %s"):format(w.def.name, topic, err))
-      else
-        local per = {}
-        for _, r in ipairs(records) do
-          local l = per[r.partition]
-          if not l then l = {}; per[r.partition] = l end
-          l[#l + 1] = r
-        end
-        for p, task in pairs(w.tasks) do engine:restore(task, w.def, per[p] or {}) end
-        if w.def.window and #records > 0 then self:_arm() end
-        self:log("info", ("stream %s: store %s restored for partitions %s from %s (%d records, %d ms)"):format(
-          self.topo.name, w.def.name, table.concat(w.partitions, ","), topic, #records, self:now() - t0))
-      end
-    end
+    for _, p in ipairs(parts) do self.parts[p.topic .. ":" .. p.partition] = p end
+    if self.eos then self:_eos_ready() end
+    self:_restore(parts)
   else
+    for _, p in ipairs(parts) do self.parts[p.topic .. ":" .. p.partition] = nil end
     -- Revoked: make everything done so far durable, commit, drop state.
-    self:seal()
-    if self.app.producer then self.app.producer:flush(10000) end
-    self:_complete()
-    if self.core and not self.failed then pcall(self.core.commit, self.core, true) end
+    if self.eos then
+      self:_eos_revoke()
+    else
+      self:seal()
+      if self.app.producer then self.app.producer:flush(10000) end
+      self:_complete()
+      if self.core and not self.failed then pcall(self.core.commit, self.core, true) end
+    end
     local _, order = by_task(engine, parts)
     for _, id in ipairs(order) do engine:drop_task(id) end
     self:log("info", ("stream %s: %d partitions revoked, their state flushed and dropped; %d writes unacknowledged")
