@@ -22,8 +22,8 @@ local unpack = table.unpack or unpack
 local Admin = {}
 Admin.__index = Admin
 
--- After a create: how often the metadata is asked whether the new topics
--- have leaders yet, and for how long at most.
+-- After a create, delete or alter: how often the cluster is asked whether
+-- the change shows yet, and for how long at most.
 local VISIBLE_POLL_MS, VISIBLE_WAIT_MS = 100, 10000
 
 local function bad(n, fname, msg) util.user_argerror(n, fname, msg) end
@@ -158,24 +158,35 @@ function Admin:_after(ms, fn)
   t:start(ms)
 end
 
--- Kafka answers a create once the controller has the topics; brokers
--- learn of them a moment later. done() once every one of names has a
--- leader for each partition in the metadata, or at deadline (loop ms).
-function Admin:_until_visible(names, deadline, done)
+-- Kafka answers a create, a delete or an alter once its controller has
+-- the change; brokers apply it a moment later. A describe right after the
+-- answer could still see the old state: each of them returns once it
+-- shows. ask(c, reply) asks the cluster, reply(true) when the change
+-- shows; done() then, or at deadline (loop ms).
+function Admin:_until(ask, deadline, done)
   local c = self.core
   if c:is_closed() then return done() end
-  local ok = c:describe_topics(names, nil, function(list)
-    local all = list ~= nil
-    for _, t in ipairs(list or {}) do
-      if t.error or #t.partitions == 0 then all = false end
-      for _, p in ipairs(t.partitions or {}) do
-        if p.leader < 0 then all = false end
-      end
-    end
-    if all or self.loop:now() >= deadline then return done() end
-    self:_after(VISIBLE_POLL_MS, function() self:_until_visible(names, deadline, done) end)
+  local ok = ask(c, function(seen)
+    if seen or self.loop:now() >= deadline then return done() end
+    self:_after(VISIBLE_POLL_MS, function() self:_until(ask, deadline, done) end)
   end)
   if not ok then done() end
+end
+
+-- Every one of names with a leader for each partition in the metadata.
+function Admin:_until_visible(names, deadline, done)
+  self:_until(function(c, reply)
+    return c:describe_topics(names, nil, function(list)
+      local all = list ~= nil
+      for _, t in ipairs(list or {}) do
+        if t.error or #t.partitions == 0 then all = false end
+        for _, p in ipairs(t.partitions or {}) do
+          if p.leader < 0 then all = false end
+        end
+      end
+      reply(all)
+    end)
+  end, deadline, done)
 end
 
 -- One topic's outcome of create or delete: true, or nil, err, code.
@@ -288,7 +299,13 @@ function Admin:delete_topic(name, opts, cb)
   opts, cb = topic_args("delete_topic", name, opts, cb)
   if self.app and self.app.broker then return self:_unsupported("DeleteTopics", cb) end
   return self:_request("delete_topic", cb, function(c, done)
-    return c:delete_topics({ name }, timeout(opts), done)
+    return c:delete_topics({ name }, timeout(opts), function(list, err, code)
+      if not (list and not list[1].error) then return done(list, err, code) end
+      -- gone from the metadata too
+      self:_until(function(cc, reply)
+        return cc:describe_topics({ name }, nil, function(l) reply(l ~= nil and l[1].error ~= nil) end)
+      end, self.loop:now() + VISIBLE_WAIT_MS, function() done(list) end)
+    end)
   end, one_topic)
 end
 
@@ -391,7 +408,22 @@ function Admin:alter_configs(name, changes, opts, cb)
         end
       end
       for k, v in pairs(changes) do set[k] = v or nil end
-      local ok, aerr, acode = c:alter_configs(name, set, ms, done)
+      -- The changes, as a describe shows them (a removed one: no override).
+      local function shown(now)
+        for k, v in pairs(changes) do
+          local e = now[k]
+          if v and not (e and e.value == v) then return false end
+          if not v and e and e.source == "DYNAMIC_TOPIC_CONFIG" then return false end
+        end
+        return true
+      end
+      local ok, aerr, acode = c:alter_configs(name, set, ms, function(altered, ...)
+        if not altered then return done(altered, ...) end
+        local answer = { n = select("#", ...) + 1, altered, ... }
+        self:_until(function(cc, reply)
+          return cc:describe_configs(name, nil, function(now) reply(now ~= nil and shown(now)) end)
+        end, self.loop:now() + VISIBLE_WAIT_MS, function() done(unpack(answer, 1, answer.n)) end)
+      end)
       if not ok then done(nil, aerr, acode) end
     end)
   end, function(ok, err, code)
