@@ -1,11 +1,14 @@
 /* The embedded broker: ports, bootstrap strings, and real clients (a sluice
  * producer and kcat) talking to it over loopback TCP. */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -109,6 +112,59 @@ static void test_ports(sluice_loop *loop) {
     sluice_broker_free(b);
 }
 
+/* This process's end of a loopback TCP connection whose other end is
+ * bound to peer_port, or -1. */
+static int fd_with_peer_port(int peer_port) {
+    DIR *dir = opendir("/proc/self/fd");
+    int found = -1;
+    struct dirent *e;
+    while (dir && found < 0 && (e = readdir(dir))) {
+        int fd = atoi(e->d_name);
+        struct sockaddr_in addr;
+        socklen_t len = sizeof addr;
+        if (fd > 2 && getpeername(fd, (struct sockaddr *)&addr, &len) == 0 &&
+            addr.sin_family == AF_INET && ntohs(addr.sin_port) == peer_port)
+            found = fd;
+    }
+    if (dir) closedir(dir);
+    return found;
+}
+
+/* The mock's side of a client's connection has Nagle off: with it on, a
+ * pipelining client (a producer) waited for its own delayed ACK, 40 ms,
+ * before some of its answers. */
+static void test_mock_nodelay(sluice_loop *loop) {
+    char err[256] = "";
+    sluice_broker *b = NULL;
+    sluice_broker_config cfg = { .port = -1 };
+    CHECK_EQ_INT(sluice_broker_new(loop, &cfg, &b, err, sizeof err), 0);
+    if (!b) return;
+    const char *direct = sluice_broker_direct_bootstrap(b);
+    const char *colon = strchr(direct, ':');
+    CHECK(colon != NULL);
+    int client = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1)) };
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK_EQ_INT(connect(client, (struct sockaddr *)&to, sizeof to), 0);
+    struct sockaddr_in me;
+    socklen_t len = sizeof me;
+    getsockname(client, (struct sockaddr *)&me, &len);
+    /* The mock's thread accepts on its own time: wait for its socket. */
+    int accepted = -1;
+    for (int i = 0; i < 500 && accepted < 0; i++) {
+        accepted = fd_with_peer_port(ntohs(me.sin_port));
+        if (accepted < 0) nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+    }
+    CHECK(accepted >= 0);
+    int nodelay = 0;
+    len = sizeof nodelay;
+    if (accepted >= 0)
+        CHECK_EQ_INT(getsockopt(accepted, IPPROTO_TCP, TCP_NODELAY, &nodelay, &len), 0);
+    CHECK_EQ_INT(nodelay, 1);
+    close(client);
+    sluice_broker_free(b);
+}
+
 static void test_clients(sluice_loop *loop) {
     char err[256] = "";
     sluice_broker *b = NULL;
@@ -178,6 +234,7 @@ int main(void) {
         return 1;
     }
     test_ports(loop);
+    test_mock_nodelay(loop);
     test_clients(loop);
     sluice_loop_free(loop);
     return check_summary("test_broker");
