@@ -26,6 +26,10 @@
 #              change, built Release in DIR) as base-luajit / base-lua5.4,
 #              case by case beside this one (same app file, same broker;
 #              which of the two runs first alternates from case to case)
+# --repeat N   run every case N times (default 1), in N whole rounds, so a
+#              minute of bad luck on a shared machine hits one repetition
+#              of every case rather than every repetition of one; the table
+#              gives medians and each round's p99
 # Centrifugo v6.9.1 is built once with `go install` (GOBIN under the build
 # tree; Go's module cache as usual); without Go or the module proxy it is
 # skipped with a message.
@@ -46,6 +50,7 @@ BURST=1000
 MAX_DELIVERIES=2000000
 CENTRIFUGO_VERSION=v6.9.1
 BASE=
+REPEAT=1
 ARGS="$*"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -57,7 +62,8 @@ while [ $# -gt 0 ]; do
     --rates) RATES=$2; shift ;;
     --seconds) SECS=$2; shift ;;
     --base) BASE=$2; shift ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    --repeat) REPEAT=$2; shift ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "push/run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -131,10 +137,11 @@ KAFKA=$(tools/kafka.sh start --dir "$KDIR" | tail -1)
 LOAD_START=$(load1)
 T_START=$(date +%s)
 N=0
+ROUND=1
 
 # record IMPL CLIENTS RATE RECORDS JSON EXTRA
 record() {
-  echo "{\"impl\":\"$1\",\"clients\":$2,\"rate\":$3,\"records\":$4,\"load1\":$(load1),$6,\"result\":${5:-null}}" >>"$RAW"
+  echo "{\"impl\":\"$1\",\"clients\":$2,\"rate\":$3,\"records\":$4,\"round\":$ROUND,\"load1\":$(load1),$6,\"result\":${5:-null}}" >>"$RAW"
 }
 
 # One case: a fresh topic, the gateway, clients, records, the report.
@@ -218,27 +225,30 @@ records_for() {   # RATE CLIENTS -> records
     'BEGIN{n=r*s; if (n*c > m) n=int(m/c); if (n<1) n=1; print n}'
 }
 
-for rate in $RATES; do
-  if [[ " $IMPLS " == *" floor "* ]]; then
-    note "floor, $rate records/s"
-    floor_case "$rate" "$(records_for "$rate" 1)"
-  fi
-  for clients in $CLIENTS; do
-    PAIR_FLIP=$((1 - PAIR_FLIP))
-    for impl in $(impls_for_group); do
-      [ "$impl" = floor ] && continue
-      [ "$impl" = sluice-luajit-batched ] && [ "$clients" != "${CLIENTS%% *}" ] && continue
-      note "$impl, $clients clients, $rate records/s"
-      gateway_case "$impl" "$clients" "$rate" "$(records_for "$rate" "$clients")"
+for ROUND in $(seq 1 "$REPEAT"); do
+  RP=; [ "$REPEAT" -gt 1 ] && RP="round $ROUND of $REPEAT: "
+  for rate in $RATES; do
+    if [[ " $IMPLS " == *" floor "* ]]; then
+      note "${RP}floor, $rate records/s"
+      floor_case "$rate" "$(records_for "$rate" 1)"
+    fi
+    for clients in $CLIENTS; do
+      PAIR_FLIP=$((1 - PAIR_FLIP))
+      for impl in $(impls_for_group); do
+        [ "$impl" = floor ] && continue
+        [ "$impl" = sluice-luajit-batched ] && [ "$clients" != "${CLIENTS%% *}" ] && continue
+        note "$RP$impl, $clients clients, $rate records/s"
+        gateway_case "$impl" "$clients" "$rate" "$(records_for "$rate" "$clients")"
+      done
     done
   done
-done
-first_clients=${CLIENTS%% *}
-PAIR_FLIP=$((1 - PAIR_FLIP))
-for impl in $(impls_for_group); do
-  [ "$impl" = floor ] && continue
-  note "$impl, burst: $BURST records at once to $first_clients clients"
-  gateway_case "$impl" "$first_clients" 0 "$BURST"
+  first_clients=${CLIENTS%% *}
+  PAIR_FLIP=$((1 - PAIR_FLIP))
+  for impl in $(impls_for_group); do
+    [ "$impl" = floor ] && continue
+    note "$RP$impl, burst: $BURST records at once to $first_clients clients"
+    gateway_case "$impl" "$first_clients" 0 "$BURST"
+  done
 done
 
 lua5.4 bench/push/report.lua "$RAW" "$COMMAND" "$LOAD_START" "$(load1)" "$(( $(date +%s) - T_START ))" >"$OUT/push.md"
