@@ -291,13 +291,15 @@ p("10 connections sending at a fixed total rate. **ack**: send → `{\"ack\":ID}
     "embedded broker's fetch behaviour: one record batch per partition per fetch, and a fetch that finds nothing new " ..
     "answered only after the whole `fetch.wait.max.ms` (10 ms here), so the echo consumer fetches almost continuously; " ..
     "a real broker answers at once. "),
-  "The C-only path has no consumer: ack only.")
+  "The C-only path has no consumer: ack only. `-fifo` (with `--fifo`): ack only again, with the broker, the gateway ",
+  "and the load generator under SCHED_FIFO, so that no process on the path waits for a core another one holds.")
 p("")
 p("| rate rows/s | implementation | achieved rows/s | ack p50 | ack p99 | ack p99.9 | receipt p50 | receipt p99 | receipt p99.9 |")
 p("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
 summary.scenarios.roundtrip = {}
 for _, s in ipairs(rt_scens) do
-  for _, impl in ipairs({ "sluice-luajit", "sluice-luajit-ackonly", "sluice-lua5.4", "sluice-lua5.4-ackonly", "c-ingest" }) do
+  for _, impl in ipairs({ "sluice-luajit", "sluice-luajit-ackonly", "sluice-luajit-fifo", "sluice-lua5.4",
+                          "sluice-lua5.4-ackonly", "sluice-lua5.4-fifo", "c-ingest", "c-ingest-fifo" }) do
     if by[s][impl] then
       local function m(f) return med(s, impl, f) end
       local e = {

@@ -30,6 +30,11 @@
 #             (tools/kafka.sh, data under BUILD/bench-kafka, stopped at
 #             exit), each measurement on fresh topics of 4 partitions
 #             (the embedded broker's count) under a prefix of its own
+# --fifo      the round trip also runs once more, ack only, with the broker,
+#             the gateway and the load generator under SCHED_FIFO
+#             (`chrt -f 1`; root or CAP_SYS_NICE): recorded as IMPL-fifo, the
+#             path's own latency without waiting for a shared core (with
+#             --kafka apache the broker's JVM keeps its own policy)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,6 +46,8 @@ ONLY=limits,ingest,fanout,roundtrip,connections,overload,idle
 IMPLS=
 BASE=
 KAFKA_MODE=embedded
+FIFO=0
+CHRT=
 ARGS="$*"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -52,12 +59,16 @@ while [ $# -gt 0 ]; do
     --impls) IMPLS=${2//,/ }; shift ;;
     --base) BASE=$(cd "$2" && pwd); shift ;;
     --kafka) KAFKA_MODE=$2; shift ;;
+    --fifo) FIFO=1 ;;
     -h|--help) sed -n '2,/^set -euo/{/^set/!p}' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
 done
 case $KAFKA_MODE in embedded|apache) ;; *) echo "run.sh: --kafka must be embedded or apache" >&2; exit 2 ;; esac
+if [ "$FIFO" = 1 ] && ! chrt -f 1 true 2>/dev/null; then
+  echo "run.sh: --fifo needs chrt and the right to use SCHED_FIFO (root or CAP_SYS_NICE)" >&2; exit 2
+fi
 OUT=${OUT:-$ROOT/bench/results}
 COMMAND="bench/run.sh${ARGS:+ $ARGS}"
 [ "$SMOKE" = 1 ] && REPEAT=1
@@ -152,7 +163,7 @@ start_broker() {
   KAFKA=127.0.0.1:$KPORT
   local log; log=$(logfile broker)
   BROKER_CMD="$BUILD/bin/sluice-lua5.4 run bench/apps/broker.lua --embedded-port $KPORT"
-  (cd "$ROOT" && exec $BROKER_CMD) >>"$log" 2>&1 &
+  (cd "$ROOT" && exec $CHRT $BROKER_CMD) >>"$log" 2>&1 &
   BROKER_PID=$!; PIDS+=("$BROKER_PID")
   local i
   for i in $(seq 1 100); do
@@ -213,7 +224,7 @@ start_impl() {
       [ "$echo" = 1 ] && SERVER_CMD="SLUICE_BENCH_ECHO=1 ${RT_FETCH_WAIT:+SLUICE_BENCH_FETCH_WAIT=$RT_FETCH_WAIT }$SERVER_CMD"
       [ "$proc" = 1 ] && SERVER_CMD="SLUICE_BENCH_PROCESSING=1 $SERVER_CMD"
       SERVER_CMD=$env$SERVER_CMD
-      (cd "$ROOT" && export SLUICE_BENCH_ECHO=$echo SLUICE_BENCH_PROCESSING=$proc SLUICE_BENCH_FETCH_WAIT=$RT_FETCH_WAIT && exec $BUILD/bin/$bin run bench/apps/movies.lua \
+      (cd "$ROOT" && export SLUICE_BENCH_ECHO=$echo SLUICE_BENCH_PROCESSING=$proc SLUICE_BENCH_FETCH_WAIT=$RT_FETCH_WAIT && exec $CHRT $BUILD/bin/$bin run bench/apps/movies.lua \
          --listen "$PORT" --kafka "$KAFKA" --log-level warn $workers) >>"$log" 2>&1 & ;;
     sluice-luajit-lua|sluice-lua5.4-lua|sluice-luajit-transform|sluice-lua5.4-transform)
       # the movies app's "/" as a plain Lua route or with a Lua transform
@@ -232,7 +243,7 @@ start_impl() {
       (cd "$src" && export SLUICE_BENCH_ECHO=0 SLUICE_BENCH_PROCESSING=0 SLUICE_BENCH_ROUTE=lua && exec $cmd) >>"$log" 2>&1 & ;;
     c-ingest)
       SERVER_CMD="$B/sluice-cingest --listen $PORT --kafka $KAFKA --topic ${PREFIX}movie-results"
-      (exec $SERVER_CMD) >>"$log" 2>&1 & ;;
+      (exec $CHRT $SERVER_CMD) >>"$log" 2>&1 & ;;
     node-careful|node-naive)
       SERVER_CMD="node bench/peers/server.js --mode ${impl#node-} --port $PORT --kafka $KAFKA --topic ${PREFIX}movie-results"
       (cd "$ROOT" && exec $SERVER_CMD) >>"$log" 2>&1 & ;;
@@ -454,6 +465,27 @@ if want roundtrip; then
       stop_pid "$PID"
     done
   done
+  if [ "$FIFO" = 1 ]; then
+    # The same ack-only pass with every process on the path (broker,
+    # gateway, load generator) under SCHED_FIFO: a woken process runs at
+    # once instead of waiting for a core the others hold.
+    CHRT="chrt -f 1"
+    fresh_kafka
+    for rep in $(seq 1 "$REPEAT"); do
+      for impl in $SLUICES c-ingest; do
+        note "roundtrip: $impl under SCHED_FIFO (ack only), rep $rep"
+        start_impl "$impl"
+        [ "$impl" = c-ingest ] || wait_assigned 4
+        warmup "$impl"
+        for rate in $RT_RATES; do
+          cmd="$CHRT $LOADGEN --url ws://127.0.0.1:$PORT/ --mode ack --conns 10 --rate $rate --rows $((rate * RT_SECS)) --timeout 60"
+          record "roundtrip-$rate" "$impl-fifo" "$rep" "$($cmd 2>>"$(logfile loadgen)")" "" "$cmd"
+        done
+        stop_pid "$PID"
+      done
+    done
+    CHRT=
+  fi
 fi
 
 # ---- connections: memory per idle WebSocket ----------------------------------
