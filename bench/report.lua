@@ -240,17 +240,24 @@ p("")
 p("Records produced to `movie-stats` (by `sluice-kprod --stamp`), pushed by the movies app to every client on `/stats`. ",
   "Deliveries/s = frames received by all clients / (last − first receipt); latency = produce time → receipt.")
 p("")
-p("| implementation | clients × records | deliveries/s | latency p50 ms | p99 ms |")
-p("|---|---|---:|---:|---:|")
+p("CPU: the gateway's (all its threads), from the first record produced to the last delivery, per delivery; ",
+  "load: the 1-minute load average when the measurement ended. (Runs before 2026-12-03 did not record them.)")
+p("")
+p("| implementation | clients × records | deliveries/s | latency p50 ms | p99 ms | CPU µs/delivery | load |")
+p("|---|---|---:|---:|---:|---:|---:|")
 summary.scenarios.fanout = {}
-for _, impl in ipairs(SLUICE) do
+-- (base-*: the --base build, measured in the same run)
+for _, impl in ipairs({ SLUICE[1], "base-luajit", SLUICE[2], "base-lua5.4" }) do
   local l = by.fanout and by.fanout[impl]
   if l then
     local d = med("fanout", impl, function(x) return x.result.deliveries_per_s end)
     local p50 = med("fanout", impl, function(x) return x.result.fanout_latency.p50_ms end)
     local p99 = med("fanout", impl, function(x) return x.result.fanout_latency.p99_ms end)
-    p(("| %s | %d × %d | %s | %s | %s |"):format(impl, l[1].result.conns, l[1].result.expect, fmt_int(d), fmt_ms(p50), fmt_ms(p99)))
-    summary.scenarios.fanout[impl] = { deliveries_per_s = d, p50_ms = p50, p99_ms = p99 }
+    local cpu = med("fanout", impl, function(x) return x.cpu_s and x.cpu_s * 1e6 / x.result.received end)
+    local load = med("fanout", impl, function(x) return x.load1 end)
+    p(("| %s | %d × %d | %s | %s | %s | %s | %s |"):format(impl, l[1].result.conns, l[1].result.expect, fmt_int(d),
+      fmt_ms(p50), fmt_ms(p99), fmt_ms(cpu), load and string.format("%.1f", load) or "–"))
+    summary.scenarios.fanout[impl] = { deliveries_per_s = d, p50_ms = p50, p99_ms = p99, cpu_us_per_delivery = cpu }
   end
 end
 p("")

@@ -400,11 +400,15 @@ if want fanout; then
       for i in $(seq 1 600); do grep -q "connections open" "$err" && break; sleep 0.1; done
       sleep 0.5
       pcmd="$B/sluice-kprod --kafka $KAFKA --topic ${PREFIX}movie-stats --rows $FAN_RECORDS --stamp"
+      # the gateway's CPU from the first record produced to the last delivery
+      t0=$(cpu_ticks "$PID"); m0=$(main_ticks "$PID")
       $pcmd >/dev/null 2>>"$(logfile kprod)"
       wait "$LG" || true
+      cpu=$(awk -v a="$t0" -v b="$(cpu_ticks "$PID")" -v t="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/t}')
+      mcpu=$(awk -v a="$m0" -v b="$(main_ticks "$PID")" -v t="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/t}')
       hwm=$(hwm_kb "$PID")
       stop_pid "$PID"
-      record fanout "$impl" "$rep" "$(cat "$out")" "\"peak_rss_kb\":$hwm" "$cmd; $pcmd"
+      record fanout "$impl" "$rep" "$(cat "$out")" "\"peak_rss_kb\":$hwm,\"cpu_s\":$cpu,\"main_cpu_s\":$mcpu,\"load1\":$(cut -d' ' -f1 /proc/loadavg)" "$cmd; $pcmd"
 
       # The same with CATCHUP_CLIENTS subscribers resuming all along, each
       # reading the topic from its start (CATCHUP_RECORDS written before the

@@ -152,6 +152,11 @@ static int conn_send(lua_State *L)
     return 1;
 }
 
+struct sluice_conn *sluice_lua_conn_check(lua_State *L, int idx)
+{
+    return ((lua_conn *)sluice_lua_handle_get(L, idx, &sluice_lua_conn_type))->conn;
+}
+
 /* The core connection of the value at idx if it is a conn userdata (the
  * conn metatable is at mt_idx), else NULL; NULL once closed. */
 static sluice_conn *conn_at(lua_State *L, int idx, int mt_idx)

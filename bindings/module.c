@@ -411,7 +411,7 @@ int luaopen_sluice_core(lua_State *L)
         &sluice_lua_consumer_type, &sluice_lua_broker_type, &sluice_lua_fswatch_type,
         &sluice_lua_schema_type, &sluice_lua_route_type,
         &sluice_lua_catchup_type, &sluice_lua_jwt_keys_type, &sluice_lua_unix_type,
-        &sluice_lua_admin_type,
+        &sluice_lua_admin_type, &sluice_lua_conn_set_type,
     };
     sluice_newlib(L, functions);
     lua_pushstring(L, SLUICE_VERSION);

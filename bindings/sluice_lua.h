@@ -190,7 +190,8 @@ extern const sluice_lua_type sluice_lua_timer_type, sluice_lua_server_type,
     sluice_lua_conn_type, sluice_lua_http_type, sluice_lua_producer_type,
     sluice_lua_consumer_type, sluice_lua_broker_type, sluice_lua_fswatch_type,
     sluice_lua_schema_type, sluice_lua_route_type, sluice_lua_catchup_type,
-    sluice_lua_jwt_keys_type, sluice_lua_unix_type, sluice_lua_admin_type;
+    sluice_lua_jwt_keys_type, sluice_lua_unix_type, sluice_lua_admin_type,
+    sluice_lua_conn_set_type;
 
 /* A Kafka record as a table: topic, partition, offset, key, value,
  * timestamp, headers (consumer.c; catchup.c's records too). */
@@ -212,6 +213,9 @@ struct sluice_conn_handlers;
 void sluice_lua_conn_handlers(struct sluice_conn_handlers *h);
 /* Read open/message/close functions from the table at idx into o's refs. */
 void sluice_lua_conn_refs(lua_State *L, sluice_lua_handle *o, int idx);
+/* The core connection of the conn userdata at idx (raises if it is not
+ * one); NULL once it is closed. */
+struct sluice_conn *sluice_lua_conn_check(lua_State *L, int idx);
 
 /* ---- declared routes (route.c, server.c) --------------------------------
  * A server keeps, per path, what is declared there: the route (a core

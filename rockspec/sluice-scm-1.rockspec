@@ -33,7 +33,7 @@ build = {
       sources = {
         -- core (C11, no Lua)
         "core/src/error.c", "core/src/loop.c", "core/src/signal.c",
-        "core/src/ws_conn.c", "core/src/ws_queue.c", "core/src/ws_payload.c", "core/src/ws_rate.c",
+        "core/src/ws_conn.c", "core/src/ws_queue.c", "core/src/ws_payload.c", "core/src/ws_rate.c", "core/src/ws_set.c",
         "core/src/ws_server.c", "core/src/ws_accept.c", "core/src/ws_upgrade.c", "core/src/ws_client.c",
         "core/src/http.c", "core/src/request_head.c",
         "core/src/kafka_queue.c", "core/src/kafka_producer.c",
@@ -45,7 +45,7 @@ build = {
         -- bindings
         "bindings/module.c", "bindings/handle.c", "bindings/options.c",
         "bindings/loop.c", "bindings/timer.c",
-        "bindings/conn.c", "bindings/http.c", "bindings/server.c",
+        "bindings/conn.c", "bindings/conn_set.c", "bindings/http.c", "bindings/server.c",
         "bindings/producer.c", "bindings/consumer.c", "bindings/broker.c", "bindings/admin.c",
         "bindings/fswatch.c", "bindings/schema.c", "bindings/route.c", "bindings/catchup.c", "bindings/jwt.c", "bindings/unix.c",
       },

@@ -8,23 +8,32 @@
 -- from the record's "t" (CLOCK_MONOTONIC ns at produce) to its entry into
 -- the handler, in ms (the loop clock's resolution): GET /bench/trace gives
 -- its percentiles — the part of the latency spent before Lua.
+-- With SLUICE_PUSH_SUBSCRIBE=1 the clients on /push are subscribers of the
+-- topic (app:subscribe) instead of a route broadcast's.
 local sluice = require "sluice"
 
 local app = sluice.app { name = "push-bench" }
 local topic = os.getenv "SLUICE_PUSH_TOPIC" or "push"
 local trace = os.getenv "SLUICE_PUSH_TRACE" == "1" and {}
 
-app:ws("/push", {})
+if os.getenv "SLUICE_PUSH_SUBSCRIBE" == "1" then
+  -- The clients as subscribers of the topic instead (app:subscribe, as the
+  -- movies app's /stats: the feed's consumer, its connection set).
+  app:feed(topic)
+  app:ws("/push", { open = function(conn) assert(app:subscribe(conn, topic)) end })
+else
+  app:ws("/push", {})
 
-app:consume(topic, { broadcast = true }, function(rec)
-  local v = rec.value
-  if not v then return end
-  if trace then
-    local t = tonumber(v:match '"t":(%d+)')
-    if t then trace[#trace + 1] = app.loop:now() - t / 1e6 end
-  end
-  app:broadcast("/push", v)
-end)
+  app:consume(topic, { broadcast = true }, function(rec)
+    local v = rec.value
+    if not v then return end
+    if trace then
+      local t = tonumber(v:match '"t":(%d+)')
+      if t then trace[#trace + 1] = app.loop:now() - t / 1e6 end
+    end
+    app:broadcast("/push", v)
+  end)
+end
 
 app:http("GET", "/bench/ready", function()
   return 200, { assigned = app:stats().assigned }

@@ -46,6 +46,7 @@ void sluice_conn_destroy(sluice_conn *c)
     lws_sul_cancel(&c->defer_sul);
     lws_sul_cancel(&c->rate_sul);
     sluice_queue_unwant(c);
+    sluice_conn_leave_sets(c);
     sluice_queue_drop(c);
     free(c->rx);
     free(c->path);
@@ -360,6 +361,7 @@ void sluice_conn_on_closed(sluice_conn *c, const char *fallback_reason)
     }
     if (c->sink)
         c->sink->closed(c->sink, c);
+    sluice_conn_leave_sets(c);
     if (c->h.close)
         c->h.close(c->ud, c, code, reason);
     if (c->busy)

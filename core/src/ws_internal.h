@@ -93,6 +93,9 @@ struct sluice_conn {
     sluice_conn *prev, *next;   /* in the sink owner's list */
     sluice_route_stats *route;  /* its route's counters; NULL on the client side */
     size_t route_pos;           /* its index in the route's array (server side) */
+    /* the connection sets it is in (ws_set.c), each with its index there */
+    struct sluice_set_member *sets;
+    size_t nsets, sets_cap;
     /* 1 + its index in the loop's list of connections to write once the
      * pass ends (sluice_queue_want_write); 0: not listed */
     size_t flush_pos;
@@ -196,6 +199,14 @@ void sluice_queue_unwant(sluice_conn *c);
 /* ws_conn.c: writes c's queue now, outside any lws callback (from
  * sluice_loop_flush_writes). */
 void sluice_conn_write_now(sluice_conn *c);
+
+/* ws_set.c: one set c is in, and c's index in that set's array. */
+struct sluice_set_member {
+    sluice_conn_set *set;
+    size_t pos;
+};
+/* c leaves every set it is in (it is closed, or being freed). */
+void sluice_conn_leave_sets(sluice_conn *c);
 
 /* ws_rate.c: c's buckets set from r (NULL or all 0: no limit). */
 void sluice_rate_reset(sluice_conn *c, const sluice_rate *r);

@@ -354,8 +354,13 @@ end
 
 -- ---- WebSocket helpers, timers, clients ----------------------------------
 
--- path: a route, or a table of connections ({[conn] = true} or {[id] = conn}).
+-- path: a route, a connection set (core.conn_set()), or a table of
+-- connections ({[conn] = true} or {[id] = conn}).
 function App:broadcast(path, data, binary)
+  if type(path) == "userdata" and (getmetatable(path) or {}).__name == "sluice.ws.conn_set" then
+    util.check(2, "broadcast", data, "string")
+    return path:broadcast(data, binary) or 0
+  end
   if type(path) ~= "table" then
     util.check(1, "broadcast", path, "string")
     util.check(2, "broadcast", data, "string")

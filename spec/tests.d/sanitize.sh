@@ -5,7 +5,7 @@
 set -euo pipefail
 src="$1"; bin="$2"
 cmake -S "$src" -B "$bin" -DSLUICE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
-tests=(test_loop test_ws test_ws_input test_ws_coalesce test_ws_frames test_schema)
+tests=(test_loop test_ws test_ws_input test_ws_coalesce test_ws_frames test_ws_set test_schema)
 targets=("${tests[@]}" fuzz_ws_url_replay fuzz_query_replay fuzz_static_path_replay fuzz_server_replay
          fuzz_jwt_replay fuzz_movies_rows_replay)
 cmake --build "$bin" -j2 --target "${targets[@]}" >/dev/null

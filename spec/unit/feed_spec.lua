@@ -231,3 +231,47 @@ describe("app:feed", function()
     app:close()
   end)
 end)
+
+describe("a feed's live subscribers", function()
+  local app
+  local TOPIC = "feed-groups"
+  local function upper(rec) return rec.value:upper() end
+
+  setup(function()
+    app = support.app { name = "unit-feed-groups" }
+    app:ws("/raw", { open = function(conn) assert(app:subscribe(conn, TOPIC)) end })
+    app:ws("/upper", { open = function(conn) assert(app:subscribe(conn, TOPIC, { format = upper })) end })
+    assert(app:start())
+  end)
+  teardown(function() app:close() end)
+
+  it("are one connection set per format, which a closed connection leaves", function()
+    local r1, r2 = support.open_client(app, "/raw"), support.open_client(app, "/raw")
+    local u = support.open_client(app, "/upper")
+    local feed = app.feeds[TOPIC]
+    wait(app, function() return feed.ready and feed.groups[upper] end, "the feed and its subscribers")
+    assert.are.equal("sluice.ws.conn_set (2)", tostring(feed.groups.raw))
+    assert.are.equal(1, #feed.groups[upper])
+    for i = 1, 3 do assert(app:produce(TOPIC, { key = "k", value = "v" .. i })) end
+    wait(app, function() return #r1.messages >= 3 and #r2.messages >= 3 and #u.messages >= 3 end, "3 records each")
+    for _, c in ipairs({ r1, r2 }) do
+      assert.are.same({ "v1", "v2", "v3" }, { c.messages[1][1], c.messages[2][1], c.messages[3][1] })
+    end
+    assert.are.same({ "V1", "V2", "V3" }, { u.messages[1][1], u.messages[2][1], u.messages[3][1] })
+    r1.conn:close()
+    u.conn:close()
+    wait(app, function() return feed.groups[upper] == nil end, "the emptied group gone")
+    assert.are.equal(1, #feed.groups.raw)
+    assert(app:produce(TOPIC, { key = "k", value = "v4" }))
+    assert.are.equal("v4", (support.message(app, r2, 4)))
+    r2.conn:close()
+    wait(app, function() return next(feed.groups) == nil end, "no group left")
+  end)
+
+  it("take a WebSocket connection or a conn-like table, no other userdata", function()
+    local ok, err = pcall(app.subscribe, app, require("sluice.core").conn_set(), TOPIC)
+    assert.is_false(ok)
+    assert.matches("bad argument #1 to 'subscribe' (a WebSocket connection expected, got sluice.ws.conn_set (0))",
+      err, 1, true)
+  end)
+end)

@@ -236,6 +236,30 @@ int sluice_conn_set_rate(sluice_conn *c, const sluice_rate *r);
 void sluice_conn_set_userdata(sluice_conn *c, void *p);
 void *sluice_conn_userdata(const sluice_conn *c);
 
+/* ---- connection sets ---------------------------------------------------- */
+/* Connections kept in one dense array (the live subscribers of a feed, say)
+ * so that a broadcast to them is one pass. A connection may be in any
+ * number of sets and knows its place in each: leaving is O(1), and a
+ * connection that closes leaves every set it is in before its close
+ * handler runs (a set never holds a connection that is gone). */
+typedef struct sluice_conn_set sluice_conn_set;
+/* An empty set, or NULL if out of memory. */
+sluice_conn_set *sluice_conn_set_new(void);
+/* Every member leaves it, then it is freed. */
+void sluice_conn_set_free(sluice_conn_set *s);
+/* c joins s (SLUICE_OK too if it is a member already: once per set).
+ * SLUICE_ECLOSED: c is closed (its close was reported); SLUICE_ENOMEM. */
+int sluice_conn_set_add(sluice_conn_set *s, sluice_conn *c);
+/* c leaves s: 1 if it was a member, else 0. */
+int sluice_conn_set_remove(sluice_conn_set *s, sluice_conn *c);
+int sluice_conn_set_has(const sluice_conn_set *s, const sluice_conn *c);
+size_t sluice_conn_set_count(const sluice_conn_set *s);
+/* Queues data to every member with one shared copy, as
+ * sluice_server_broadcast does for a route (same queue limit, same
+ * results); *count (may be NULL): how many took it. */
+int sluice_conn_set_broadcast(sluice_conn_set *s, const void *data, size_t len, int binary,
+                              size_t *count);
+
 /* ---- HTTP request ------------------------------------------------------ */
 const char *sluice_http_method(const sluice_http_req *r);
 const char *sluice_http_path(const sluice_http_req *r);

@@ -75,8 +75,10 @@ function Feed.new(app, topic)
     parts = {},          -- partitions assigned, sorted
     nexts = {},          -- partition → the next offset the live stream delivers
     stamps = {},         -- partition → timestamp of the record before it (-1: none seen)
-    groups = {},         -- format (function or RAW) → { [conn] = true }: live subscribers
-    sse_groups = {},     -- the same for app:sse streams (sent one by one)
+    groups = {},         -- format (function or RAW) → core.conn_set(): live WebSocket
+                         -- subscribers (one broadcast pass in C; closed ones leave it)
+    sse_groups = {},     -- format → { [stream] = true }: app:sse streams and other
+                         -- conn-like tables (sent one by one)
     subs = {},           -- conn → its subscription
     catching = {},       -- subscriptions catching up (or waiting to)
     waiting = {},        -- queue of subscriptions waiting for a catch-up slot
@@ -109,9 +111,9 @@ function Feed:_record(rec)
     local position
     local function pos() position = position or self:position(); return position end
     for key, set in pairs(self.groups) do
-      if next(set) then
+      if set:count() > 0 then
         local data = render(key, rec, pos)
-        if data then core.broadcast(set, data) end
+        if data then set:broadcast(data) end
       end
     end
     for key, set in pairs(self.sse_groups) do
@@ -163,11 +165,38 @@ end
 -- ---- subscribers ---------------------------------------------------------
 
 local function join_live(self, sub)
-  local groups = sub.conn.sse and self.sse_groups or self.groups
-  local set = groups[sub.key]
-  if not set then set = {}; groups[sub.key] = set end
-  set[sub.conn] = true
+  local conn, key = sub.conn, sub.key
+  if type(conn) == "userdata" then
+    local set = self.groups[key]
+    if not set then set = core.conn_set(); self.groups[key] = set end
+    -- (a connection closed meanwhile joins nothing; its close unsubscribes it)
+    set:add(conn)
+  else
+    local set = self.sse_groups[key]
+    if not set then set = {}; self.sse_groups[key] = set end
+    set[conn] = true
+  end
   sub.state = "live"
+end
+
+-- Out of its live group; a group left empty goes (formats may be made
+-- per subscriber), its set collected (not closed: a format function that
+-- unsubscribes may run while _record holds it).
+local function leave_live(self, sub)
+  local conn, key = sub.conn, sub.key
+  if type(conn) == "userdata" then
+    local set = self.groups[key]
+    if set then
+      set:remove(conn)
+      if set:count() == 0 then self.groups[key] = nil end
+    end
+  else
+    local set = self.sse_groups[key]
+    if set then
+      set[conn] = nil
+      if next(set) == nil then self.sse_groups[key] = nil end
+    end
+  end
 end
 
 local function finish_catchup(self, sub)
@@ -311,8 +340,7 @@ function Feed:unsubscribe(conn)
   local sub = self.subs[conn]
   if not sub then return false end
   self.subs[conn] = nil
-  local set = (conn.sse and self.sse_groups or self.groups)[sub.key]
-  if set then set[conn] = nil end
+  leave_live(self, sub)
   finish_catchup(self, sub)
   for i, w in ipairs(self.waiting) do
     if w == sub then table.remove(self.waiting, i); break end
@@ -329,6 +357,7 @@ end
 
 function Feed:close()
   for _, sub in pairs(self.subs) do finish_catchup(self, sub) end
+  for _, set in pairs(self.groups) do set:close() end
   self.subs, self.groups, self.sse_groups, self.waiting = {}, {}, {}, {}
   if self.core then self.core:close(); self.core = nil end
 end

@@ -12,6 +12,10 @@ local M = {}
 -- the position `since`, read back from Kafka first) goes to conn.
 function M:subscribe(conn, topic, opts)
   if type(conn) ~= "userdata" and type(conn) ~= "table" then util.check(1, "subscribe", conn, "userdata") end
+  -- (a WebSocket joins its feed's connection set, which takes no other userdata)
+  if type(conn) == "userdata" and (getmetatable(conn) or {}).__name ~= "sluice.ws.conn" then
+    util.argerror(1, "subscribe", "a WebSocket connection expected, got " .. tostring(conn))
+  end
   util.check(2, "subscribe", topic, "string")
   util.check(3, "subscribe", opts, "table", true)
   opts = opts or {}
