@@ -122,8 +122,8 @@ struct sluice_conn {
     size_t tx_cap, tx_first, tx_count;
     size_t queued;
     /* server side: frames are framed here and written raw, many per
-     * write; tx_off is how much of the head frame (header included) is
-     * already written */
+     * write; tx_off is nonzero when the head frame was handed to lws
+     * whole and lws still holds part of it (it is counted until sent) */
     int coalesce;
     size_t tx_off;
     /* permessage-deflate negotiated: the window (9..15) our messages may
@@ -178,15 +178,15 @@ static inline struct sluice_sendbuf *sluice_queue_head(const sluice_conn *c)
 }
 void sluice_queue_drop(sluice_conn *c);
 /* The slow-reader policy: drop what is queued, except a frame already
- * partly written (tx_off): the close frame may only follow a whole one. */
+ * partly sent (tx_off): the close frame may only follow a whole one. */
 void sluice_queue_drop_unsent(sluice_conn *c);
 void sluice_queue_pop(sluice_conn *c);
 /* Appends an entry holding p (the caller's reference passes to it). */
 int sluice_queue_push(sluice_conn *c, struct sluice_payload *p, int binary, int compressed);
 /* Server side: frame the queued messages ourselves, packed into out
- * (SLUICE_WRITE_COALESCE bytes), and hand each full buffer to lws in one
- * raw write: one send() for many frames. A frame larger than the buffer
- * goes out in pieces (tx_off). -1: the write failed. */
+ * (SLUICE_WRITE_COALESCE bytes), and hand each buffer of whole frames to
+ * lws in one raw write: one send() for many frames. A frame larger than
+ * the buffer goes in a write of its own (tx_off). -1: the write failed. */
 int sluice_queue_write_coalesced(sluice_conn *c, unsigned char *out);
 
 /* Server side: c has something new to send. It is written once the loop's

@@ -94,42 +94,48 @@ static size_t frame_header(unsigned char *h, size_t len, int binary, int compres
     return 10;
 }
 
-/* A write the socket takes only in part is kept by lws (lws_issue_raw's
- * buflist_out), which then holds back our next writeable callback until it
- * has sent the rest; we stop there. */
+/* Whole frames only, in every lws_write: lws writes its own control frames
+ * (a ping of the idle policy, a pong) between two of our writes, so a
+ * frame split across them would carry a ping inside its payload. Frames
+ * are packed into the shared buffer while they fit. One larger than the
+ * buffer goes alone, from its payload's own memory, its header in the
+ * LWS_PRE room before it; if the socket takes it only in part it stays at
+ * the head of the queue, counted, marked handed over (tx_off), until lws
+ * has sent the rest. A write the socket takes only in part is kept by lws
+ * (lws_issue_raw's buflist_out), which then holds back our next writeable
+ * callback until it has sent the rest; we stop there. So when this runs,
+ * lws holds nothing of ours. */
 int sluice_queue_write_coalesced(sluice_conn *c, unsigned char *out)
 {
-    while (sluice_queue_head(c)) {
-        size_t used = 0;
-        struct sluice_sendbuf *b;
-        while ((b = sluice_queue_head(c)) != NULL && used < SLUICE_WRITE_COALESCE) {
-            unsigned char h[10];
-            size_t len = b->p->len;
-            size_t hlen = frame_header(h, len, b->binary, b->compressed);
-            size_t off = c->tx_off, n;
-            if (off < hlen) {
-                n = hlen - off;
-                if (n > SLUICE_WRITE_COALESCE - used)
-                    n = SLUICE_WRITE_COALESCE - used;
-                memcpy(out + used, h + off, n);
-                used += n;
-                off += n;
-            }
-            if (off >= hlen) {
-                n = hlen + len - off;
-                if (n > SLUICE_WRITE_COALESCE - used)
-                    n = SLUICE_WRITE_COALESCE - used;
-                if (n)
-                    memcpy(out + used, b->p->buf + LWS_PRE + (off - hlen), n);
-                used += n;
-                off += n;
-            }
-            if (off < hlen + len) {
-                c->tx_off = off;    /* the buffer is full */
+    struct sluice_sendbuf *b;
+    if (sluice_queue_head(c) && c->tx_off)
+        sluice_queue_pop(c);
+    while ((b = sluice_queue_head(c)) != NULL) {
+        unsigned char h[10];
+        size_t hlen = frame_header(h, b->p->len, b->binary, b->compressed);
+        if (hlen + b->p->len > SLUICE_WRITE_COALESCE) {
+            /* A shared payload gets the same header from every connection. */
+            unsigned char *start = b->p->buf + LWS_PRE - hlen;
+            memcpy(start, h, hlen);
+            if (lws_write(c->wsi, start, hlen + b->p->len, LWS_WRITE_RAW) < 0)
+                return -1;
+            if (lws_partial_buffered(c->wsi)) {
+                c->tx_off = hlen + b->p->len;
                 break;
             }
             sluice_queue_pop(c);
+            continue;
         }
+        size_t used = 0;
+        do {
+            memcpy(out + used, h, hlen);
+            memcpy(out + used + hlen, b->p->buf + LWS_PRE, b->p->len);
+            used += hlen + b->p->len;
+            sluice_queue_pop(c);
+            if ((b = sluice_queue_head(c)) == NULL)
+                break;
+            hlen = frame_header(h, b->p->len, b->binary, b->compressed);
+        } while (used + hlen + b->p->len <= SLUICE_WRITE_COALESCE);
         /* LWS_WRITE_RAW on a ws connection goes straight to
          * lws_issue_raw: no framing, no masking. */
         if (lws_write(c->wsi, out, used, LWS_WRITE_RAW) < 0)

@@ -526,6 +526,65 @@ static void test_route_broadcast(sluice_loop *loop, struct server_state *st, slu
     reader_close(&rb);
 }
 
+/* The server's pings (its idle policy: the peer has been silent) while a
+ * reader that stopped reading holds many small frames back: lws writes
+ * its ping between two of our writes, once it has sent what it held, so a
+ * frame must never be split across two writes, or the ping lands inside
+ * its payload and the client reads garbage (seen as "invalid opcode 0").
+ * The reader answers each ping with a pong. */
+static void test_pings_while_held(sluice_loop *loop, const sluice_server_handlers *h)
+{
+    enum { N = 20000 };
+    struct msg *msgs = malloc(N * sizeof *msgs);
+    for (int k = 0; k < N; k++) {
+        msgs[k].len = (size_t)(90 + k % 23);
+        msgs[k].binary = k % 5 == 0;
+    }
+    struct server_state st = { 0 };
+    sluice_server *srv;
+    char err[256];
+    sluice_server_config cfg = { 0 };
+    cfg.host = "127.0.0.1";
+    cfg.idle_timeout_s = 2;   /* a ping after 2 s of silence, hang up at 4 s */
+    cfg.send_queue_max = 64u * 1024 * 1024;
+    CHECK_EQ_INT(sluice_server_new(loop, &cfg, h, &st, &srv, err, sizeof err), SLUICE_OK);
+    struct reader r;
+    sluice_conn *c = open_conn(loop, &st, &r, sluice_server_port(srv), 4096);
+    if (c) {
+        CHECK_EQ_INT(queue_all(c, msgs, N), N);
+        /* Not reading past the idle time: the ping waits for the socket. */
+        uint64_t quiet_until = sluice_now_ms() + 2500;
+        while (sluice_now_ms() < quiet_until)
+            sluice_loop_run_once(loop, 5);
+        int k = 0, bad = 0, pings = 0;
+        struct frame f;
+        uint64_t end = sluice_now_ms() + 30000;
+        while (k < N && !r.eof && sluice_now_ms() < end) {
+            reader_pump(&r, loop, 1 << 16);
+            while (k < N && next_frame(&r, &f)) {
+                if (f.opcode == 9) {
+                    /* a masked pong with the ping's payload (mask 0) */
+                    unsigned char pong[6 + 125] = { 0x8A, (unsigned char)(0x80 | f.len), 0, 0, 0, 0 };
+                    memcpy(pong + 6, f.data, f.len);
+                    send(r.fd, pong, 6 + f.len, MSG_NOSIGNAL);
+                    pings++;
+                    continue;
+                }
+                bad += !frame_ok(&f, msgs, k);
+                if (bad > 3)
+                    k = N;  /* the rest is garbage after a broken frame */
+                k++;
+            }
+        }
+        CHECK_EQ_INT(bad, 0);
+        CHECK_EQ_INT(k, N);
+        CHECK(pings > 0);
+        reader_close(&r);
+    }
+    sluice_server_free(srv);
+    free(msgs);
+}
+
 int main(void)
 {
     sluice_loop *loop;
@@ -553,6 +612,7 @@ int main(void)
     test_queue_full(loop, &st_small, sluice_server_port(small));
     test_route_broadcast(loop, &st, srv);
     test_queue_full_mid_frame(loop, &h);
+    test_pings_while_held(loop, &h);
 
     sluice_server_free(small);
     sluice_server_free(srv);
