@@ -31,9 +31,9 @@ if ! cmp -s spec/clients/requirements.txt "$venv/.sluice-req"; then
 fi
 
 set +e
-# Four jobs on two cores (most tests wait on Kafka, not on a core): the
-# load-heavy tests take three slots each (spec/tests.cmake), so one of them
-# runs beside at most one light test.
-ctest --test-dir "$build" --output-on-failure -j "${SLUICE_TEST_JOBS:-4}" ${CTEST_ARGS:-}
+# Eight jobs on two cores: most tests wait on Kafka, not on a core; the
+# load-heavy ones and the compiles run one of a kind at a time
+# (spec/tests.cmake).
+ctest --test-dir "$build" --output-on-failure -j "${SLUICE_TEST_JOBS:-8}" ${CTEST_ARGS:-}
 status=$?
 exit $status

@@ -189,8 +189,8 @@ return app
     end, 0.5)
     assert(shared, "the group did not share the partitions among the three")
     -- The subscribers wait through the killed member's session timeout
-    -- (45 s), the rebalance, the stores' restore and the backlog: bounds
-    -- for a machine loaded many times over, not expectations.
+    -- (sluice.stream's 6 s), the rebalance, the stores' restore and the
+    -- backlog: bounds for a machine loaded many times over, not expectations.
     local subs = {}
     for i = 1, 2 do
       subs[i] = H.client_bg("subscribe.js", { "--url", gws[i].url .. "/stats", "--until", '"nm9999999"',
@@ -199,8 +199,10 @@ return app
     assert(H.wait_for(10, function() return H.read(dir .. "/ready1") and H.read(dir .. "/ready2") end))
     local loads = {}
     for i, prefix in ipairs { "A", "B", "C" } do
+      -- (the drain marker: a subscription the movies app refuses at once)
       loads[i] = stream(gws[i], { "--connections", "2", "--rows", "15000", "--rate", "1500",
-                                  "--batch", "5", "--prefix", prefix, "--timeout", "120" })
+                                  "--batch", "5", "--prefix", prefix, "--timeout", "300" },
+                        '{"subscribe":"other"}')
     end
     H.sleep(4)
     gws[3]:signal "KILL"
@@ -216,10 +218,13 @@ return app
                               movieId = "tt9999999", movieName = "After", movieMinutes = 90 } })
     assert.are.same({ '{"ack":"after"}' }, probe.replies)
     local results = {}
-    for i = 1, 3 do results[i] = finish(loads[i], 150) end
+    for i = 1, 3 do results[i] = finish(loads[i], 330) end
     for i = 1, 2 do
       local s = subs[i]:result(300)
-      assert(s.matched, ("subscriber of gateway %d got %d messages, none about the row sent after the kill"):format(i, s.received))
+      assert(s.matched, ("subscriber of gateway %d got %d messages, none about the row sent after the kill " ..
+        "(close %s, timed out %s, error %s; gateway exit %s, its stderr's end:\n%s)"):format(i, s.received,
+        json.encode(s.close), tostring(s.timed_out), tostring(s.error), tostring(gws[i]:exit_code()),
+        gws[i]:stderr():sub(-2000)))
       assert.are.equal(nil, s.close.by == "server" and s.close or nil)
     end
     -- Every acked row (of all three, the killed one's included) in Kafka
@@ -238,6 +243,12 @@ return app
       acked = acked + r.acks
       if i < 3 then
         assert.are.equal(15000, r.acks)
+        -- every row answered, then the marker: closed by the client
+        assert.is_nil(r.timed_out, "the client timed out waiting for answers")
+        assert.are.equal(2, #r.closes)
+        for _, c in ipairs(r.closes) do
+          assert.are.same({ code = 1000, by = "client" }, { code = c.code, by = c.by })
+        end
       else
         for _, id in ipairs(r.ids.unanswered) do assert((count[id] or 0) <= 1) end
       end

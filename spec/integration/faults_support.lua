@@ -33,10 +33,12 @@ function M.ids_in_kafka(bootstrap, want, timeout)
 end
 
 -- Runs stream.js to completion in the background; returns the handle.
-function M.stream(gw, args)
+-- marker: a message the app answers at once without Kafka, sent once every
+-- row is answered (stream.js closes at its answer); bench/soak/rows.lua
+-- answers a JSON scalar, the default.
+function M.stream(gw, args, marker)
   local out = H.tmpdir() .. "/ids.json"
-  -- bench/soak/rows.lua answers a JSON scalar at once: the drain marker.
-  local full = { "--url", gw.url .. "/", "--out", out, "--marker", "42" }
+  local full = { "--url", gw.url .. "/", "--out", out, "--marker", marker or "42" }
   for _, a in ipairs(args) do full[#full + 1] = a end
   local h = H.client_bg("stream.js", full)
   h.out = out

@@ -8,7 +8,7 @@ if(SLUICE_LUAROCKS)
       add_test(NAME package.rockspec.${variant}
         COMMAND bash ${CMAKE_SOURCE_DIR}/tools/check-rockspec.sh ${CMAKE_SOURCE_DIR}
                 ${CMAKE_BINARY_DIR}/rockspec-check-${variant} ${variant})
-      set_tests_properties(package.rockspec.${variant} PROPERTIES TIMEOUT 300 PROCESSORS 3)
+      set_tests_properties(package.rockspec.${variant} PROPERTIES TIMEOUT 300)
     endif()
   endforeach()
 endif()
