@@ -354,6 +354,44 @@ static void test_slow_reader(sluice_loop *loop, struct server_state *st, int por
     reader_close(&r);
 }
 
+/* A client's ping while the server is in the middle of long frames the
+ * socket takes in part: lws writes its pong before it asks for more, so
+ * the pong must come between two frames and every frame arrive whole. */
+static void test_pong_between_frames(sluice_loop *loop, struct server_state *st, int port)
+{
+    enum { N = 24 };
+    struct msg msgs[N];
+    for (int k = 0; k < N; k++) {
+        msgs[k].len = 100000 + (size_t)k * 1000;  /* cut by the 64 KiB writes */
+        msgs[k].binary = k % 2;
+    }
+    struct reader r;
+    sluice_conn *c = open_conn(loop, st, &r, port, 4096);
+    if (!c)
+        return;
+    CHECK_EQ_INT(queue_all(c, msgs, N), N);
+    for (int i = 0; i < 50; i++)    /* the socket fills: writes taken in part */
+        sluice_loop_run_once(loop, 1);
+    static const unsigned char ping[] = { 0x89, 0x81, 1, 2, 3, 4, 'p' ^ 1 };   /* masked "p" */
+    CHECK(send(r.fd, ping, sizeof ping, MSG_NOSIGNAL) == (ssize_t)sizeof ping);
+    int k = 0, bad = 0, pongs = 0;
+    struct frame f;
+    uint64_t end = sluice_now_ms() + 20000;
+    while (k < N && !bad && !r.eof && sluice_now_ms() < end) {
+        reader_pump(&r, loop, 8000);
+        while (k < N && !bad && next_frame(&r, &f)) {
+            if (f.opcode == 0xA && f.len == 1 && f.data[0] == 'p')
+                pongs++;
+            else
+                bad += !frame_ok(&f, msgs, k++);
+        }
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(k, N);
+    CHECK_EQ_INT(pongs, 1);
+    reader_close(&r);
+}
+
 /* One payload queued on several connections: each sees the same frames,
  * one of them reading slowly, and each counts the payload's full size. */
 static void test_shared(sluice_loop *loop, struct server_state *st, int port)
@@ -609,6 +647,7 @@ int main(void)
     test_many_small(loop, &st, sluice_server_port(srv));
     test_slow_reader(loop, &st, sluice_server_port(srv));
     test_shared(loop, &st, sluice_server_port(srv));
+    test_pong_between_frames(loop, &st, sluice_server_port(srv));
     test_queue_full(loop, &st_small, sluice_server_port(small));
     test_route_broadcast(loop, &st, srv);
     test_queue_full_mid_frame(loop, &h);
