@@ -87,6 +87,23 @@ function M.free_port()
   return tonumber(port)
 end
 
+-- n consecutive ports free now, below the kernel's ephemeral range (where
+-- free_port's and every outgoing connection's ports come from, so that
+-- none of them takes one of these meanwhile): for a base port the app
+-- adds to, like metrics' listen port with --workers.
+function M.free_ports(n)
+  math.randomseed(os.time() + M.self_pid())
+  for _ = 1, 200 do
+    local base, ok = math.random(20000, 32000 - n), true
+    for p = base, base + n - 1 do
+      local s = socket.bind("127.0.0.1", p)
+      if s then s:close() else ok = false; break end
+    end
+    if ok then return base end
+  end
+  error("no " .. n .. " consecutive free ports")
+end
+
 -- The pid of this Lua process.
 function M.self_pid()
   return tonumber(M.read("/proc/self/stat"):match "^(%d+)")

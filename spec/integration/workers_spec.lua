@@ -38,7 +38,7 @@ describe("sluice run --workers 2", function()
     dir = H.tmpdir()
     topic = "workers-" .. os.time()
     H.write(dir .. "/app.lua", APP)
-    mport = H.free_port()
+    mport = H.free_ports(2)   -- worker N serves metrics on mport + N - 1
     gw = H.start { app = dir .. "/app.lua", args = { "--workers", "2" }, ready = "http",
       env = ("SLUICE_RUN_DIR=%s TOPIC=%s MPORT=%d"):format(H.q(run_dir), topic, mport) }
     assert.truthy(H.wait_for(30, function()
