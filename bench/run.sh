@@ -443,6 +443,19 @@ fi
 # IMPL-ackonly). On the embedded broker the echo consumer fetches almost
 # continuously, which slows the acks too; the second pass measures the
 # gateway's own send -> Kafka stored -> ack path.
+# ackonly_pass IMPL LABEL REP: the gateway alone, ack latency at each rate
+# (under $CHRT when set), recorded as LABEL.
+ackonly_pass() {
+  local impl=$1 label=$2 rep=$3 rate cmd
+  start_impl "$impl"
+  [ "$impl" = c-ingest ] || wait_assigned 4
+  warmup "$impl"
+  for rate in $RT_RATES; do
+    cmd="${CHRT:+$CHRT }$LOADGEN --url ws://127.0.0.1:$PORT/ --mode ack --conns 10 --rate $rate --rows $((rate * RT_SECS)) --timeout 60"
+    record "roundtrip-$rate" "$label" "$rep" "$($cmd 2>>"$(logfile loadgen)")" "" "$cmd"
+  done
+  stop_pid "$PID"
+}
 if want roundtrip; then
   fresh_kafka
   for rep in $(seq 1 "$REPEAT"); do
@@ -459,14 +472,7 @@ if want roundtrip; then
       stop_pid "$PID"
       [ "$impl" = c-ingest ] && continue
       note "roundtrip: $impl without the echo consumer (ack only), rep $rep"
-      start_impl "$impl"
-      wait_assigned 4
-      warmup "$impl"
-      for rate in $RT_RATES; do
-        cmd="$LOADGEN --url ws://127.0.0.1:$PORT/ --mode ack --conns 10 --rate $rate --rows $((rate * RT_SECS)) --timeout 60"
-        record "roundtrip-$rate" "$impl-ackonly" "$rep" "$($cmd 2>>"$(logfile loadgen)")" "" "$cmd"
-      done
-      stop_pid "$PID"
+      ackonly_pass "$impl" "$impl-ackonly" "$rep"
     done
   done
   if [ "$FIFO" = 1 ]; then
@@ -478,14 +484,7 @@ if want roundtrip; then
     for rep in $(seq 1 "$REPEAT"); do
       for impl in $SLUICES c-ingest; do
         note "roundtrip: $impl under SCHED_FIFO (ack only), rep $rep"
-        start_impl "$impl"
-        [ "$impl" = c-ingest ] || wait_assigned 4
-        warmup "$impl"
-        for rate in $RT_RATES; do
-          cmd="$CHRT $LOADGEN --url ws://127.0.0.1:$PORT/ --mode ack --conns 10 --rate $rate --rows $((rate * RT_SECS)) --timeout 60"
-          record "roundtrip-$rate" "$impl-fifo" "$rep" "$($cmd 2>>"$(logfile loadgen)")" "" "$cmd"
-        done
-        stop_pid "$PID"
+        ackonly_pass "$impl" "$impl-fifo" "$rep"
       done
     done
     CHRT=
